@@ -1,0 +1,82 @@
+"""pynetns: Docker-style Linux network topologies as plain Python objects.
+
+Namespaces, bridges, veth pairs and routes are made by the standard tools
+(``ip``, ``nsenter``), so everything pynetns does is a list of commands a
+person could have typed — and can print::
+
+    from pynetns import Bridge, Namespace, Route, Veth
+
+    with Bridge("br0", address="10.0.0.1/24") as br, Namespace("c1") as c1:
+        Veth("veth-c1", "eth0", peer_namespace=c1, master=br, peer_address="10.0.0.2/24").create()
+        Route("default", via="10.0.0.1", namespace=c1).create()
+        c1.run(["ping", "-c1", "10.0.0.1"])
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    CommandError,
+    CommandTimeout,
+    InvalidAddress,
+    InvalidInput,
+    InvalidName,
+    InvalidValue,
+    NotFound,
+    NotOwned,
+    PermissionDenied,
+    PortInUse,
+    PynetnsError,
+    ResourceBusy,
+    UnknownBackend,
+    WaitTimeout,
+)
+from .host import Host, default_host
+from .interfaces import Interface
+from .links import Bridge, Veth
+from .namespace import Namespace
+from .plan import Plan, Step
+from .polling import wait_until
+from .routes import Route
+from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
+
+__all__ = [
+    "AlreadyExists",
+    "BackendUnavailable",
+    "Bridge",
+    "Call",
+    "CommandError",
+    "CommandTimeout",
+    "CompletedCommand",
+    "Host",
+    "Interface",
+    "InvalidAddress",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidValue",
+    "LocalRunner",
+    "Namespace",
+    "NotFound",
+    "NotOwned",
+    "PermissionDenied",
+    "Plan",
+    "PortInUse",
+    "Process",
+    "PynetnsError",
+    "ResourceBusy",
+    "Route",
+    "Runner",
+    "Step",
+    "UnknownBackend",
+    "Veth",
+    "WaitTimeout",
+    "default_host",
+    "wait_until",
+]
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,135 @@
+"""The Host: how commands run (a runner) and which backends build them.
+
+>>> host = Host(dry_run=True)
+>>> from pynetns import Namespace
+>>> Namespace("web", host=host).create()
+>>> [str(call) for call in host.history]
+['ip netns add web', 'ip -n web link set lo alias pynetns:dry-run up']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .backends import get_backend
+from .backends.base import EnterBackend, LinkBackend, NetnsRef
+from .backends.recording import RecordingRunner
+from .errors import PynetnsError
+from .plan import Plan, Step
+from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
+
+__all__ = ["Host", "default_host"]
+
+TAG_PREFIX = "pynetns:"
+
+
+class Host:
+    """A machine pynetns works on, and the tools it uses there.
+
+    ``Host()`` runs commands locally; ``Host(sudo=True)`` through ``sudo -n``;
+    ``Host(machine=plumbum_machine)`` on another plumbum machine;
+    ``Host(dry_run=True)`` records the commands in :attr:`history` instead of
+    running them. Backends are chosen by registry name or passed as objects.
+
+    Every kernel object created through this host is tagged with :attr:`tag`
+    (``pynetns:<id>``), so cleanup can find exactly what is ours.
+    """
+
+    def __init__(
+        self,
+        machine: Any = None,
+        *,
+        dry_run: bool = False,
+        sudo: bool = False,
+        runner: Runner | None = None,
+        links: str | LinkBackend = "iproute2",
+        enter: str | EnterBackend = "nsenter",
+        tag: str | None = None,
+    ) -> None:
+        if runner is None:
+            runner = RecordingRunner() if dry_run else LocalRunner(machine, sudo=sudo)
+        self.runner = runner
+        self.dry_run = isinstance(runner, RecordingRunner)
+        self.links: LinkBackend = get_backend(links)() if isinstance(links, str) else links
+        self.enter: EnterBackend = get_backend(enter)() if isinstance(enter, str) else enter
+        if tag is None:
+            tag = TAG_PREFIX + ("dry-run" if self.dry_run else f"{os.getpid()}-{secrets.token_hex(2)}")
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        return f"Host(runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"
+
+    # -- what ran ---------------------------------------------------------
+
+    @property
+    def history(self) -> list[Call]:
+        """Every command recorded so far (``dry_run=True`` only)."""
+        if not isinstance(self.runner, RecordingRunner):
+            raise PynetnsError("history is kept only by Host(dry_run=True); use host.capture() to watch a real host")
+        return self.runner.history
+
+    def capture(self) -> contextlib.AbstractContextManager[list[Call]]:
+        """Collect the commands run inside the ``with`` block."""
+        return self.runner.capture()
+
+    # -- commands ---------------------------------------------------------
+
+    def ip_argv(self, where: NetnsRef, args: Sequence[str]) -> tuple[str, ...]:
+        """An ``ip`` command run in ``where``."""
+        if where.kind in ("root", "named"):
+            return self.links.command(where.name, args)
+        return self.enter.wrap(where, self.links.command(None, args))
+
+    def ip_batch_argv(self, where: NetnsRef) -> tuple[str, ...]:
+        if where.kind in ("root", "named"):
+            return self.links.batch_command(where.name)
+        return self.enter.wrap(where, self.links.batch_command(None))
+
+    def exec_argv(self, where: NetnsRef, argv: Sequence[str]) -> tuple[str, ...]:
+        """Any program run in ``where``."""
+        if where.kind == "root":
+            return tuple(argv)
+        if where.kind == "named":
+            return self.links.exec_command(where.value, argv)
+        return self.enter.wrap(where, argv)
+
+    def ip_step(self, where: NetnsRef, args: Sequence[str], undo: Sequence[str] | None = None) -> Step:
+        """A plan step for one ``ip`` command, batchable with its neighbours in ``where``."""
+        batch = self.ip_batch_argv(where)
+        undo_step = None
+        if undo is not None:
+            undo_step = Step(self.ip_argv(where, undo), batch=batch, line=" ".join(undo))
+        return Step(self.ip_argv(where, args), undo=undo_step, batch=batch, line=" ".join(args))
+
+    def ip(self, where: NetnsRef, args: Sequence[str], *, check: bool = True) -> CompletedCommand:
+        return self.runner.run(self.ip_argv(where, args), check=check)
+
+    def run(
+        self, argv: Sequence[str], *, input: str | None = None, check: bool = True, timeout: float | None = None
+    ) -> CompletedCommand:
+        return self.runner.run(argv, input=input, check=check, timeout=timeout)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> Process:
+        return self.runner.popen(argv, **kwargs)
+
+    def apply(self, plan: Plan) -> None:
+        """Run ``plan`` in as few processes as possible, rolling back on failure."""
+        plan.apply(self.runner)
+
+
+_default: Host | None = None
+_default_lock = threading.Lock()
+
+
+def default_host() -> Host:
+    """The local host, created on first use and shared by objects built without ``host=``."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Host()
+        return _default

@@ -1,0 +1,265 @@
+"""Network namespaces: create, enter, run programs in, inspect, delete.
+
+>>> from pynetns import Host
+>>> host = Host(dry_run=True)
+>>> with Namespace("web", host=host) as web:
+...     _ = web.run(["ping", "-c1", "127.0.0.1"])
+>>> [str(call) for call in host.history]  # doctest: +NORMALIZE_WHITESPACE
+['ip netns add web', 'ip -n web link set lo alias pynetns:dry-run up',
+ 'ip netns exec web ping -c1 127.0.0.1', 'ip netns pids web', 'ip netns delete web']
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+import attrs
+
+from .backends.base import NetnsRef
+from .errors import InvalidName, InvalidValue, NotFound, NotOwned
+from .host import Host, default_host
+from .interfaces import Interface
+from .plan import Plan, Step
+from .runner import CompletedCommand, Process
+from .validation import IPInterface, converter, interface_name, namespace_name, sysctl_key
+
+if TYPE_CHECKING:
+    from .routes import Route
+
+__all__ = ["Namespace", "resolve_host"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_host(host: Host | None) -> Host:
+    """``host``, or the default local host."""
+    return default_host() if host is None else host
+
+
+class _HostOrRoot:
+    """``Namespace.host()`` on the class is the root namespace; ``ns.host`` on an instance is its Host."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Namespace]) -> Callable[..., Namespace]: ...
+
+    @overload
+    def __get__(self, instance: Namespace, owner: type[Namespace]) -> Host: ...
+
+    def __get__(self, instance: Namespace | None, owner: type[Namespace]) -> Any:
+        if instance is None:
+            return functools.partial(owner._root)
+        return instance._host
+
+
+@attrs.define(eq=False, repr=False)
+class Namespace:
+    """A Linux network namespace.
+
+    ``Namespace("web")`` names one under ``/run/netns`` (what ``ip netns add``
+    makes); nothing happens until :meth:`create`. ``with Namespace("web") as
+    web:`` creates it and always deletes it. :meth:`from_pid`,
+    :meth:`from_path` and :meth:`host` wrap namespaces pynetns did not create:
+    they can be inspected and entered, never deleted.
+    """
+
+    name: str = attrs.field(converter=converter(namespace_name))
+    _host: Host = attrs.field(default=None, converter=resolve_host, alias="host")
+    _ref: NetnsRef = attrs.field(init=False)
+    _owned: bool = attrs.field(init=False, default=True)
+    _processes: list[Process] = attrs.field(init=False, factory=list)
+
+    host = _HostOrRoot()
+
+    def __attrs_post_init__(self) -> None:
+        self._ref = NetnsRef.named(self.name)
+
+    # -- other namespaces -------------------------------------------------
+
+    @classmethod
+    def _wrap(cls, name: str, ref: NetnsRef, host: Host | None) -> Namespace:
+        namespace = cls(name, host=host)
+        namespace._ref = ref
+        namespace._owned = False
+        return namespace
+
+    @classmethod
+    def _root(cls, host: Host | None = None) -> Namespace:
+        return cls._wrap("host", NetnsRef.root(), host)
+
+    @classmethod
+    def from_pid(cls, pid: int, host: Host | None = None) -> Namespace:
+        """The network namespace of process ``pid`` (``nsenter -t PID -n``), e.g. a container's."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise InvalidValue("pid", pid, "must be a positive integer")
+        return cls._wrap(f"pid-{pid}", NetnsRef.pid(pid), host)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], host: Host | None = None) -> Namespace:
+        """The namespace bound at ``path`` (``/proc/PID/ns/net``, ``/var/run/docker/netns/…``)."""
+        text = os.fspath(path)
+        if not text.startswith("/") or any(c in text for c in "\x00\n"):
+            raise InvalidName("path", text, "must be an absolute path")
+        base = os.path.basename(text.rstrip("/")) or "path"
+        try:
+            name = namespace_name("path", base)
+        except InvalidName:
+            name = "path"
+        return cls._wrap(name, NetnsRef.path(text), host)
+
+    @classmethod
+    def list(cls, host: Host | None = None) -> list[Namespace]:
+        """Every named namespace (``ip netns list``)."""
+        host = resolve_host(host)
+        return [cls(item["name"], host=host) for item in host.run(host.links.netns_list()).json()]
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def ref(self) -> NetnsRef:
+        """Where this namespace is, for backends."""
+        return self._ref
+
+    @property
+    def owned(self) -> bool:
+        """True for a named namespace pynetns may create and delete."""
+        return self._owned
+
+    @property
+    def is_root(self) -> bool:
+        return self._ref.kind == "root"
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r}, {self._ref.kind})"
+
+    # -- lifecycle --------------------------------------------------------
+
+    def _require_owned(self, action: str) -> None:
+        if not self._owned:
+            raise NotOwned(f"{self!r} was not created by pynetns; refusing to {action} it")
+
+    def create(self) -> None:
+        """``ip netns add`` and bring ``lo`` up (tagged as pynetns')."""
+        self._require_owned("create")
+        links = self._host.links
+        plan = Plan()
+        plan.add(Step(links.netns_add(self.name), undo=Step(links.netns_delete(self.name))))
+        plan.add(self._host.ip_step(self._ref, links.link_set("lo", alias=self._host.tag, up=True)))
+        self._host.apply(plan)
+
+    def delete(self) -> None:
+        """End the processes inside, then ``ip netns delete``.
+
+        Processes started with :meth:`popen` are stopped first; any other
+        process still inside this (pynetns-created) namespace is killed, since
+        it would keep the namespace — and its interfaces — alive.
+        """
+        self._require_owned("delete")
+        self.stop_processes()
+        links = self._host.links
+        pids = self._host.run(links.netns_pids(self.name), check=False).stdout.split()
+        if pids:
+            log.debug("killing processes left in namespace %s: %s", self.name, pids)
+            self._host.run(["kill", "-KILL", *pids], check=False)
+        self._host.run(links.netns_delete(self.name))
+
+    def exists(self) -> bool:
+        if self._ref.kind == "root":
+            return True
+        if self._ref.kind == "named":
+            return any(item["name"] == self.name for item in self._host.run(self._host.links.netns_list()).json())
+        return self.run(["true"], check=False).returncode == 0
+
+    def __enter__(self) -> Namespace:
+        self.create()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.delete()
+
+    # -- running programs -------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float | None = None,
+    ) -> CompletedCommand:
+        """Run ``argv`` inside and wait for it; ``CommandError`` if it fails and ``check``."""
+        return self._host.run(self._host.exec_argv(self._ref, list(argv)), check=check, input=input, timeout=timeout)
+
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: Any = subprocess.DEVNULL,
+        stdout: Any = subprocess.PIPE,
+        stderr: Any = subprocess.PIPE,
+    ) -> Process:
+        """Start a long-running program inside; it is stopped before the namespace is deleted."""
+        process = self._host.popen(self._host.exec_argv(self._ref, list(argv)), stdin=stdin, stdout=stdout, stderr=stderr)
+        self._processes.append(process)
+        return process
+
+    @property
+    def processes(self) -> list[Process]:
+        """Programs started with :meth:`popen` that are still tracked."""
+        return list(self._processes)
+
+    def stop_processes(self, grace: float = 3.0) -> None:
+        """Stop every program started with :meth:`popen`."""
+        while self._processes:
+            self._processes.pop().stop(grace)
+
+    # -- inspection -------------------------------------------------------
+
+    def _links_json(self, **selector: str | None) -> list[dict[str, Any]]:
+        result = self._host.ip(self._ref, self._host.links.show_links(**selector))
+        return list(result.json())
+
+    def interfaces(self) -> list[Interface]:
+        """Every interface inside, with its addresses (``ip -j -d addr show``)."""
+        return [Interface.from_ip_json(item) for item in self._links_json()]
+
+    def interface(self, name: str) -> Interface:
+        """One interface by name; :class:`~pynetns.errors.NotFound` if it is not here."""
+        interface_name("name", name)
+        items = self._links_json(device=name)
+        if not items:
+            raise NotFound(self._host.ip_argv(self._ref, self._host.links.show_links(device=name)), 1,
+                           stderr=f'Device "{name}" does not exist.')
+        return Interface.from_ip_json(items[0])
+
+    def find_interface(self, index: int) -> Interface | None:
+        """The interface with ifindex ``index`` here, if any (to follow a veth to its peer)."""
+        return next((item for item in self.interfaces() if item.index == index), None)
+
+    def addresses(self) -> list[IPInterface]:
+        """Every address on every interface inside."""
+        return [address for item in self.interfaces() for address in item.addresses]
+
+    def routes(self, family: int = 4) -> list[Route]:
+        """The main routing table (``ip -j route show``), IPv4 by default."""
+        from .routes import Route
+
+        if family not in (4, 6):
+            raise InvalidValue("family", family, "must be 4 or 6")
+        result = self._host.ip(self._ref, self._host.links.show_routes(family=family))
+        return [Route.from_ip_json(item, namespace=self) for item in result.json()]
+
+    def sysctl(self, key: str, value: str | int | None = None) -> str:
+        """Read ``key``; with ``value``, write it and return the previous value."""
+        sysctl_key("key", key)
+        current = self.run(["sysctl", "-n", key]).stdout.strip()
+        if value is not None:
+            text = str(value)
+            if any(c in text for c in "\n\x00="):
+                raise InvalidValue("value", value, "must be one line without '='")
+            self.run(["sysctl", "-w", f"{key}={text}"])
+        return current

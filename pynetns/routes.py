@@ -1,0 +1,84 @@
+"""Routes, such as a container's default route via its bridge's gateway.
+
+>>> from pynetns import Host, Namespace
+>>> host = Host(dry_run=True)
+>>> Route("default", via="172.17.0.1", namespace=Namespace("c1", host=host)).create()
+>>> [str(call) for call in host.history]
+['ip -n c1 route add default via 172.17.0.1']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .errors import InvalidValue
+from .host import Host
+from .links import Placed, to_namespace
+from .namespace import Namespace
+from .validation import IPAddress, converter, interface_name, ip_address, optional, route_destination
+
+__all__ = ["Route"]
+
+
+def _metric(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise InvalidValue(field, value, "must be an integer from 0 to 4294967295")
+    return value
+
+
+@attrs.define(eq=False)
+class Route(Placed):
+    """A route in ``namespace`` (``None``: the root namespace) to ``destination`` via a gateway and/or a device."""
+
+    destination: str = attrs.field(converter=converter(route_destination))
+    via: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))
+    device: str | None = attrs.field(default=None, converter=converter(optional(interface_name)))
+    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
+    metric: int | None = attrs.field(default=None, converter=converter(optional(_metric)))
+    host: Host = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.via is None and self.device is None:
+            raise InvalidValue("via", None, "a route needs a gateway (via) or a device")
+        self._place()
+
+    @classmethod
+    def from_ip_json(cls, data: Mapping[str, Any], namespace: Namespace | None = None) -> Route:
+        """Build from one element of ``ip -j route show``."""
+        return cls(
+            data["dst"],
+            via=data.get("gateway"),
+            device=data.get("dev"),
+            metric=data.get("metric"),
+            namespace=namespace,
+            host=None if namespace is None else namespace.host,
+        )
+
+    def _args(self) -> dict[str, Any]:
+        return {"via": None if self.via is None else str(self.via), "device": self.device, "metric": self.metric}
+
+    def create(self) -> None:
+        self.host.ip(self.where, self.host.links.route_add(self.destination, **self._args()))
+
+    def delete(self) -> None:
+        self.host.ip(self.where, self.host.links.route_delete(self.destination, **self._args()))
+
+    def exists(self) -> bool:
+        family = 6 if ":" in self.destination or (self.via is not None and self.via.version == 6) else 4
+        return any(
+            route.destination == self.destination
+            and (self.via is None or route.via == self.via)
+            and (self.device is None or route.device == self.device)
+            for route in self._in(self.namespace).routes(family)
+        )
+
+    def __str__(self) -> str:
+        parts = [self.destination]
+        if self.via is not None:
+            parts += ["via", str(self.via)]
+        if self.device is not None:
+            parts += ["dev", self.device]
+        return " ".join(parts)

@@ -1,0 +1,349 @@
+"""The one place where pynetns starts a process.
+
+Everything above this module builds argv lists (never shell strings) and hands
+them to a :class:`Runner`. The runner logs each command at DEBUG, tells its
+listeners (``explain``, the demo, ``Host.history``), maps failures to the
+:mod:`pynetns.errors` hierarchy, and retries transient ones (EBUSY, lock
+contention) a bounded number of times.
+
+>>> from pynetns.backends.recording import RecordingRunner
+>>> runner = RecordingRunner()
+>>> runner.run(["ip", "link", "show"]).returncode
+0
+>>> runner.history
+[Call(argv=('ip', 'link', 'show'), input=None)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shlex
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
+
+import attrs
+import tenacity
+
+from .errors import BackendUnavailable, CommandTimeout, InvalidValue, ResourceBusy, from_command
+
+__all__ = ["Call", "CompletedCommand", "Process", "Runner", "LocalRunner"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[["Call"], None]
+
+
+@attrs.frozen
+class Call:
+    """One command as it was started: its argv and, for a batch, its standard input."""
+
+    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    input: str | None = None
+
+    def __str__(self) -> str:
+        """Copy-pasteable shell: a batch input becomes a here-document."""
+        command = shlex.join(self.argv)
+        if self.input is None:
+            return command
+        body = self.input if self.input.endswith("\n") else self.input + "\n"
+        return f"{command} <<'EOF'\n{body}EOF"
+
+
+@attrs.frozen
+class CompletedCommand:
+    """The outcome of a finished command."""
+
+    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def json(self) -> Any:
+        """Parse stdout as JSON (``ip -j``, ``nft -j``); empty output is ``[]``."""
+        text = self.stdout.strip()
+        return json.loads(text) if text else []
+
+
+class Process:
+    """A long-running process started by :meth:`Runner.popen`.
+
+    A thin wrapper over a ``subprocess.Popen``-like object that knows how to
+    stop itself politely: SIGTERM, then SIGKILL after a grace period.
+    """
+
+    def __init__(self, argv: Sequence[str], popen: Any) -> None:
+        self.argv = tuple(argv)
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return int(self._popen.pid)
+
+    @property
+    def stdout(self) -> IO[bytes] | None:
+        return self._popen.stdout  # type: ignore[no-any-return]
+
+    @property
+    def stderr(self) -> IO[bytes] | None:
+        return self._popen.stderr  # type: ignore[no-any-return]
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()  # type: ignore[no-any-return]
+
+    def alive(self) -> bool:
+        return self.returncode is None
+
+    def wait(self, timeout: float | None = None) -> int:
+        return int(self._popen.wait(timeout=timeout))
+
+    def stop(self, grace: float = 3.0) -> int:
+        """Terminate, wait up to ``grace`` seconds, then kill. Returns the exit status."""
+        if self.alive():
+            self._popen.terminate()
+            try:
+                self._popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait(timeout=grace)
+        for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
+            if stream is not None:
+                stream.close()
+        return int(self._popen.returncode)
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited {self.returncode}"
+        return f"<Process {self.pid} {shlex.join(self.argv)!r} {state}>"
+
+
+def _check_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(argv, str):
+        raise InvalidValue("argv", argv, "must be a list of arguments, not a shell string")
+    result = tuple(argv)
+    if not result:
+        raise InvalidValue("argv", argv, "must not be empty")
+    for arg in result:
+        if not isinstance(arg, str) or "\x00" in arg:
+            raise InvalidValue("argv", argv, "every argument must be a string without NUL bytes")
+    return result
+
+
+def _check_lines(lines: Sequence[str]) -> list[str]:
+    result = list(lines)
+    for line in result:
+        if not isinstance(line, str) or "\n" in line or "\r" in line or "\x00" in line:
+            raise InvalidValue("batch line", line, "must be one line of text")
+    return result
+
+
+class Runner(ABC):
+    """Starts commands. Subclasses say *how* (local, sudo, recorded, later ssh)."""
+
+    #: bounded retries of transient failures
+    retry_attempts = 5
+    retry_max_delay = 10.0
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    # -- listeners --------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(call)`` for every command started; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[list[Call]]:
+        """Collect the commands started inside the ``with`` block."""
+        calls: list[Call] = []
+        unsubscribe = self.subscribe(calls.append)
+        try:
+            yield calls
+        finally:
+            unsubscribe()
+
+    def _announce(self, call: Call) -> None:
+        if call.input is None:
+            log.debug("run %s", shlex.join(call.argv))
+        else:
+            log.debug("run %s <<< %r", shlex.join(call.argv), call.input)
+        for listener in list(self._listeners):
+            listener(call)
+
+    def _retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(ResourceBusy),
+            stop=tenacity.stop_after_attempt(self.retry_attempts) | tenacity.stop_after_delay(self.retry_max_delay),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+            before_sleep=tenacity.before_sleep_log(log, logging.DEBUG),
+            reraise=True,
+        )
+
+    # -- running ----------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CompletedCommand:
+        """Run ``argv`` to completion; raise a :class:`CommandError` subclass if it fails and ``check``."""
+        args = _check_argv(argv)
+
+        def attempt() -> CompletedCommand:
+            self._announce(Call(args, input))
+            result = self._execute(args, input, timeout)
+            if result.returncode != 0:
+                error = from_command(args, result.returncode, result.stdout, result.stderr)
+                if isinstance(error, ResourceBusy) or check:
+                    raise error
+            return result
+
+        try:
+            return self._retrying()(attempt)
+        except ResourceBusy as error:
+            if check:
+                raise
+            return CompletedCommand(args, error.returncode, error.stdout, error.stderr)
+
+    def run_batch(
+        self,
+        argv: Sequence[str],
+        lines: Sequence[str],
+        *,
+        atomic: bool = False,
+        timeout: float | None = None,
+    ) -> CompletedCommand:
+        """Send ``lines`` to one process reading a script on stdin (``ip -batch -``, ``nft -f -``).
+
+        On failure the error names the failing line. A transient failure is
+        retried: an ``atomic`` batch (nft) is sent again whole; otherwise the
+        lines before the failing one were applied, so only the rest is resent.
+        """
+        args = _check_argv(argv)
+        pending = _check_lines(lines)
+        done = 0
+        for attempt in self._retrying():
+            with attempt:
+                if not pending:
+                    break
+                text = "\n".join(pending) + "\n"
+                self._announce(Call(args, text))
+                result = self._execute(args, text, timeout)
+                if result.returncode != 0:
+                    error = from_command(args, result.returncode, result.stdout, result.stderr, batch=pending)
+                    if error.line_number is not None:
+                        error.line_number += done
+                    if isinstance(error, ResourceBusy) and not atomic and error.line_number:
+                        applied = error.line_number - 1 - done
+                        done += applied
+                        pending = pending[applied:]
+                    raise error
+                return result
+        return CompletedCommand(args, 0)
+
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: Any = subprocess.DEVNULL,
+        stdout: Any = subprocess.PIPE,
+        stderr: Any = subprocess.PIPE,
+    ) -> Process:
+        """Start a long-running process; the caller owns it (see :meth:`Process.stop`)."""
+        args = _check_argv(argv)
+        self._announce(Call(args))
+        return Process(args, self._spawn(args, stdin, stdout, stderr))
+
+    @abstractmethod
+    def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+        """Run one process to completion and report what it did; never raise for a non-zero exit."""
+
+    @abstractmethod
+    def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
+        """Start one process and return a ``subprocess.Popen``-like object."""
+
+
+class LocalRunner(Runner):
+    """Runs commands on a plumbum machine (the local one by default).
+
+    ``sudo=True`` prefixes every command with ``sudo -n``; ``path`` replaces
+    the search path for programs (useful for pinned tool versions and tests).
+    """
+
+    def __init__(self, machine: Any = None, *, sudo: bool = False, path: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if machine is None:
+            import plumbum
+
+            machine = plumbum.local
+        self.machine = machine
+        self.sudo = sudo
+        self.path = None if path is None else tuple(path)
+        self._programs: dict[str, Any] = {}
+
+    def _program(self, name: str) -> Any:
+        program = self._programs.get(name)
+        if program is not None:
+            return program
+        from plumbum import CommandNotFound
+
+        if "/" in name:
+            location = self.machine.path(name)
+            if not location.exists():
+                raise BackendUnavailable(name.rsplit("/", 1)[-1], detail=f"{name} does not exist")
+        elif self.path is not None:
+            for folder in self.path:
+                location = self.machine.path(folder) / name
+                if location.is_file() and location.access("x"):
+                    break
+            else:
+                raise BackendUnavailable(name, detail=f"not found in {':'.join(self.path)}")
+        else:
+            try:
+                location = self.machine.which(name)
+            except CommandNotFound:
+                raise BackendUnavailable(name, detail="not found on PATH") from None
+        program = self._programs[name] = self.machine[location]
+        return program
+
+    def _command(self, argv: tuple[str, ...]) -> Any:
+        if self.sudo:
+            self._program(argv[0])
+            return self._program("sudo")["-n", "--", *argv]
+        return self._program(argv[0])[argv[1:]]
+
+    def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+        command = self._command(argv)
+        process = command.popen(
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        started = time.monotonic()
+        try:
+            out, err = process.communicate(None if input is None else input.encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            raise CommandTimeout(
+                argv, -9, out.decode(errors="replace"), f"timed out after {timeout} s\n" + err.decode(errors="replace")
+            ) from None
+        log.debug("exit %s after %.3f s: %s", process.returncode, time.monotonic() - started, shlex.join(argv))
+        return CompletedCommand(argv, process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
+        return self._command(argv).popen(stdin=stdin, stdout=stdout, stderr=stderr)
+

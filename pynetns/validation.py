@@ -1,0 +1,182 @@
+"""Checks applied to every user value before any command is built.
+
+Each checker takes the field name (for the error message) and the value, and
+returns the value in canonical form or raises an :class:`~pynetns.errors.InvalidInput`
+subclass naming the field and the rule. They double as attrs validators through
+:func:`attrs_validator`.
+
+>>> interface_name("name", "eth0")
+'eth0'
+>>> interface_name("name", "a;b")
+Traceback (most recent call last):
+pynetns.errors.InvalidName: name='a;b': ...
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import InvalidAddress, InvalidName, InvalidValue
+
+__all__ = [
+    "IPInterface",
+    "IPAddress",
+    "IPNetwork",
+    "interface_name",
+    "namespace_name",
+    "interface_address",
+    "ip_address",
+    "network",
+    "route_destination",
+    "mtu",
+    "mac_address",
+    "port",
+    "sysctl_key",
+    "batch_token",
+    "attrs_validator",
+    "optional",
+    "converter",
+]
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_SYSCTL = re.compile(r"[A-Za-z0-9_]+([./][A-Za-z0-9_-]+)*")
+_SAFE_RULE = "only letters, digits, '_', '.' and '-', not starting with '-', not '.' or '..'"
+
+T = TypeVar("T")
+
+
+def _safe_component(field: str, value: object, max_bytes: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidName(field, value, "must be a string")
+    if not 1 <= len(value.encode()) <= max_bytes:
+        raise InvalidName(field, value, f"must be 1 to {max_bytes} bytes long")
+    if not _SAFE.fullmatch(value) or value.startswith("-") or value in (".", ".."):
+        raise InvalidName(field, value, _SAFE_RULE)
+    return value
+
+
+def interface_name(field: str, value: object) -> str:
+    """A Linux interface name: 1–15 bytes from ``[A-Za-z0-9_.-]``."""
+    return _safe_component(field, value, 15)
+
+
+def namespace_name(field: str, value: object) -> str:
+    """A network namespace name: one safe path component under /run/netns."""
+    return _safe_component(field, value, 64)
+
+
+def interface_address(field: str, value: object) -> IPInterface:
+    """An address with its prefix length, as ``ip addr add`` takes it (``172.17.0.1/16``)."""
+    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return value
+    if not isinstance(value, str) or "/" not in value:
+        raise InvalidAddress(field, value, "must be an address with a prefix length, e.g. '172.17.0.2/16'")
+    try:
+        return ipaddress.ip_interface(value)
+    except ValueError as error:
+        raise InvalidAddress(field, value, str(error)) from None
+
+
+def ip_address(field: str, value: object) -> IPAddress:
+    """A single IPv4 or IPv6 address, without prefix."""
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    if not isinstance(value, str):
+        raise InvalidAddress(field, value, "must be an IPv4 or IPv6 address string")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as error:
+        raise InvalidAddress(field, value, str(error)) from None
+
+
+def network(field: str, value: object) -> IPNetwork:
+    """A network in CIDR form with no host bits set (``172.17.0.0/16``)."""
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return value
+    if not isinstance(value, str):
+        raise InvalidAddress(field, value, "must be a CIDR string such as '172.17.0.0/16'")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as error:
+        raise InvalidAddress(field, value, str(error)) from None
+
+
+def route_destination(field: str, value: object) -> str:
+    """``"default"`` or a CIDR; returned in the form ``ip route`` prints."""
+    if value == "default":
+        return "default"
+    net = network(field, value)
+    return str(net) if net.prefixlen != net.max_prefixlen else str(net.network_address)
+
+
+def mtu(field: str, value: object) -> int:
+    """An MTU between 68 (the IPv4 minimum) and 65535."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 68 <= value <= 65535:
+        raise InvalidValue(field, value, "must be an integer from 68 to 65535")
+    return value
+
+
+def mac_address(field: str, value: object) -> str:
+    """A unicast MAC address ``aa:bb:cc:dd:ee:ff``; returned lower-case."""
+    if not isinstance(value, str) or not _MAC.fullmatch(value):
+        raise InvalidAddress(field, value, "must be a MAC address like '02:42:ac:11:00:02'")
+    if int(value[:2], 16) & 1:
+        raise InvalidAddress(field, value, "must be unicast (lowest bit of the first byte clear)")
+    return value.lower()
+
+
+def port(field: str, value: object) -> int:
+    """A TCP/UDP port number, 1–65535."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidValue(field, value, "must be an integer port from 1 to 65535")
+    return value
+
+
+def sysctl_key(field: str, value: object) -> str:
+    """A sysctl key such as ``net.ipv4.ip_forward`` (dots or slashes, no spaces)."""
+    if not isinstance(value, str) or not _SYSCTL.fullmatch(value) or ".." in value:
+        raise InvalidValue(field, value, "must be a sysctl key like 'net.ipv4.ip_forward'")
+    return value
+
+
+def batch_token(field: str, value: str) -> str:
+    """A word safe to place in an ``ip -batch`` or ``nft -f`` line."""
+    if not value or re.search(r"[\s\"'#;\\{}\x00]", value):
+        raise InvalidValue(field, value, "must be one word with no quotes, spaces, '#', ';' or braces")
+    return value
+
+
+def attrs_validator(check: Callable[[str, Any], Any]) -> Callable[[Any, Any, Any], None]:
+    """Wrap a checker as an attrs validator that names the attribute in its error."""
+
+    def validate(instance: Any, attribute: Any, value: Any) -> None:
+        check(attribute.name, value)
+
+    return validate
+
+
+def optional(check: Callable[[str, Any], T]) -> Callable[[str, Any], T | None]:
+    """A checker that also accepts ``None``."""
+
+    def checked(field: str, value: Any) -> T | None:
+        return None if value is None else check(field, value)
+
+    return checked
+
+
+def converter(check: Callable[[str, Any], T]) -> Any:
+    """Use a checker as an attrs field converter: validated *and* normalised, named by the field."""
+    import attrs
+
+    def convert(value: Any, field: Any) -> T:
+        return check(field.name.lstrip("_"), value)
+
+    return attrs.Converter(convert, takes_field=True)  # type: ignore[call-overload]
