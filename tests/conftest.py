@@ -1,0 +1,138 @@
+"""Shared fixtures for pynetns' own tests.
+
+- ``names``: a factory of kernel names unique to this test (and so to this xdist worker).
+- ``host``: a Host whose ownership tag is unique to this test.
+- ``hostns``: a throwaway namespace that plays "the host" (firewall and sysctl tests go there).
+- Every test marked ``root`` is checked for leaks afterwards: no namespace or
+  interface carrying its names or tag, and no child process left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pynetns import Host, Namespace
+
+
+def _kernel_ready() -> str | None:
+    """None if this process can make network namespaces, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (run the suite as root, e.g. with sudo)"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (apt-get install iproute2)"
+    probe = f"pnprobe-{os.getpid()}-{secrets.token_hex(2)}"
+    created = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if created.returncode != 0:
+        return f"cannot create network namespaces: {created.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return None
+
+
+_REASON: list[str | None] = []
+
+
+def kernel_reason() -> str | None:
+    if not _REASON:
+        _REASON.append(_kernel_ready())
+    return _REASON[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("root") is not None:
+            reason = kernel_reason()
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def token() -> str:
+    """A short random token unique to this test."""
+    return secrets.token_hex(3)
+
+
+@pytest.fixture
+def names(token: str) -> Callable[[str], str]:
+    """``names("br")`` → ``"br-1a2b3c0"``: kernel names unique to this test (≤ 15 bytes)."""
+    counter = iter(range(1000))
+
+    def make(prefix: str) -> str:
+        name = f"{prefix[:4]}-{token}{next(counter)}"
+        assert len(name) <= 15, name
+        return name
+
+    return make
+
+
+@pytest.fixture
+def host(token: str) -> Host:
+    """A local Host whose ownership tag is unique to this test."""
+    return Host(tag=f"pynetns:test-{token}")
+
+
+@pytest.fixture
+def hostns(names: Callable[[str], str], host: Host) -> Iterator[Namespace]:
+    """A throwaway namespace that plays the host; deleted after the test."""
+    with Namespace(names("host"), host=host) as namespace:
+        yield namespace
+
+
+def _children() -> set[int]:
+    mine = os.getpid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == mine and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def _leftovers(token: str, tag: str) -> list[str]:
+    found = []
+    netns = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout.strip()
+    for item in json.loads(netns or "[]"):
+        if token in item["name"]:
+            found.append(f"namespace {item['name']}")
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout.strip()
+    for item in json.loads(links or "[]"):
+        if token in item["ifname"] or item.get("ifalias") == tag:
+            found.append(f"interface {item['ifname']}")
+    found.extend(f"process {pid}" for pid in _children())
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a root test that leaves a namespace, interface or process behind."""
+    if request.node.get_closest_marker("root") is None:
+        yield
+        return
+    token = request.getfixturevalue("token")
+    tag = f"pynetns:test-{token}"
+    yield
+    # Namespace teardown in the kernel is asynchronous: poll briefly before judging.
+    deadline = time.monotonic() + 5
+    while (left := _leftovers(token, tag)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"test leaked: {', '.join(left)}"
+
+
+@pytest.fixture
+def dry_host() -> Host:
+    """A Host that records commands instead of running them."""
+    return Host(dry_run=True)
+
