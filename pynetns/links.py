@@ -123,9 +123,9 @@ class _Link(Placed):
 class Bridge(_Link):
     """A Linux bridge, like ``docker0``, optionally with a gateway address."""
 
-    name: str = attrs.field(converter=converter(interface_name))
-    address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))
-    mtu: int | None = attrs.field(default=None, converter=converter(optional(mtu)))
+    name: str = attrs.field(converter=converter(interface_name))  # type: ignore[misc]
+    address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))  # type: ignore[misc]
+    mtu: int | None = attrs.field(default=None, converter=converter(optional(mtu)))  # type: ignore[misc]
     namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
     host: Host = attrs.field(default=None)
     tag: str | None = None
@@ -157,16 +157,16 @@ class Veth(_Link):
     set and both ends brought up. Deleting either end removes both.
     """
 
-    name: str = attrs.field(converter=converter(interface_name))
-    peer: str = attrs.field(converter=converter(interface_name))
+    name: str = attrs.field(converter=converter(interface_name))  # type: ignore[misc]
+    peer: str = attrs.field(converter=converter(interface_name))  # type: ignore[misc]
     namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
     peer_namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
     master: str | None = attrs.field(default=None, converter=_master_name)
-    address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))
-    peer_address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))
-    mtu: int | None = attrs.field(default=None, converter=converter(optional(mtu)))
-    mac: str | None = attrs.field(default=None, converter=converter(optional(mac_address)))
-    peer_mac: str | None = attrs.field(default=None, converter=converter(optional(mac_address)))
+    address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))  # type: ignore[misc]
+    peer_address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))  # type: ignore[misc]
+    mtu: int | None = attrs.field(default=None, converter=converter(optional(mtu)))  # type: ignore[misc]
+    mac: str | None = attrs.field(default=None, converter=converter(optional(mac_address)))  # type: ignore[misc]
+    peer_mac: str | None = attrs.field(default=None, converter=converter(optional(mac_address)))  # type: ignore[misc]
     host: Host = attrs.field(default=None)
     tag: str | None = None
 

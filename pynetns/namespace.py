@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import logging
 import os
@@ -67,11 +68,11 @@ class Namespace:
     they can be inspected and entered, never deleted.
     """
 
-    name: str = attrs.field(converter=converter(namespace_name))
+    name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     _host: Host = attrs.field(default=None, converter=resolve_host, alias="host")
     _ref: NetnsRef = attrs.field(init=False)
     _owned: bool = attrs.field(init=False, default=True)
-    _processes: list[Process] = attrs.field(init=False, factory=list)
+    _processes: builtins.list[Process] = attrs.field(init=False, factory=list)
 
     host = _HostOrRoot()
 
@@ -112,7 +113,7 @@ class Namespace:
         return cls._wrap(name, NetnsRef.path(text), host)
 
     @classmethod
-    def list(cls, host: Host | None = None) -> list[Namespace]:
+    def list(cls, host: Host | None = None) -> builtins.list[Namespace]:
         """Every named namespace (``ip netns list``)."""
         host = resolve_host(host)
         return [cls(item["name"], host=host) for item in host.run(host.links.netns_list()).json()]
@@ -203,12 +204,13 @@ class Namespace:
         stderr: Any = subprocess.PIPE,
     ) -> Process:
         """Start a long-running program inside; it is stopped before the namespace is deleted."""
-        process = self._host.popen(self._host.exec_argv(self._ref, list(argv)), stdin=stdin, stdout=stdout, stderr=stderr)
+        argv = self._host.exec_argv(self._ref, list(argv))
+        process = self._host.popen(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         self._processes.append(process)
         return process
 
     @property
-    def processes(self) -> list[Process]:
+    def processes(self) -> builtins.list[Process]:
         """Programs started with :meth:`popen` that are still tracked."""
         return list(self._processes)
 
@@ -219,11 +221,11 @@ class Namespace:
 
     # -- inspection -------------------------------------------------------
 
-    def _links_json(self, **selector: str | None) -> list[dict[str, Any]]:
+    def _links_json(self, **selector: str | None) -> builtins.list[dict[str, Any]]:
         result = self._host.ip(self._ref, self._host.links.show_links(**selector))
         return list(result.json())
 
-    def interfaces(self) -> list[Interface]:
+    def interfaces(self) -> builtins.list[Interface]:
         """Every interface inside, with its addresses (``ip -j -d addr show``)."""
         return [Interface.from_ip_json(item) for item in self._links_json()]
 
@@ -240,11 +242,11 @@ class Namespace:
         """The interface with ifindex ``index`` here, if any (to follow a veth to its peer)."""
         return next((item for item in self.interfaces() if item.index == index), None)
 
-    def addresses(self) -> list[IPInterface]:
+    def addresses(self) -> builtins.list[IPInterface]:
         """Every address on every interface inside."""
         return [address for item in self.interfaces() for address in item.addresses]
 
-    def routes(self, family: int = 4) -> list[Route]:
+    def routes(self, family: int = 4) -> builtins.list[Route]:
         """The main routing table (``ip -j route show``), IPv4 by default."""
         from .routes import Route
 

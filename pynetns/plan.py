@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import attrs
 
 from .errors import CommandError
-from .runner import Call, Runner
+from .runner import Call, Runner, as_argv
 
 __all__ = ["Step", "Plan"]
 
@@ -37,9 +37,9 @@ class Step:
     commands on stdin and ``line`` this step's line there.
     """
 
-    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    argv: tuple[str, ...] = attrs.field(converter=as_argv)
     undo: Step | None = None
-    batch: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    batch: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(as_argv))
     line: str | None = None
     #: a batch that applies all or nothing (``nft -f``)
     atomic: bool = False

@@ -33,11 +33,11 @@ def _metric(field: str, value: object) -> int:
 class Route(Placed):
     """A route in ``namespace`` (``None``: the root namespace) to ``destination`` via a gateway and/or a device."""
 
-    destination: str = attrs.field(converter=converter(route_destination))
-    via: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))
-    device: str | None = attrs.field(default=None, converter=converter(optional(interface_name)))
+    destination: str = attrs.field(converter=converter(route_destination))  # type: ignore[misc]
+    via: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
+    device: str | None = attrs.field(default=None, converter=converter(optional(interface_name)))  # type: ignore[misc]
     namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
-    metric: int | None = attrs.field(default=None, converter=converter(optional(_metric)))
+    metric: int | None = attrs.field(default=None, converter=converter(optional(_metric)))  # type: ignore[misc]
     host: Host = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -48,14 +48,8 @@ class Route(Placed):
     @classmethod
     def from_ip_json(cls, data: Mapping[str, Any], namespace: Namespace | None = None) -> Route:
         """Build from one element of ``ip -j route show``."""
-        return cls(
-            data["dst"],
-            via=data.get("gateway"),
-            device=data.get("dev"),
-            metric=data.get("metric"),
-            namespace=namespace,
-            host=None if namespace is None else namespace.host,
-        )
+        placement: dict[str, Any] = {} if namespace is None else {"namespace": namespace, "host": namespace.host}
+        return cls(data["dst"], via=data.get("gateway"), device=data.get("dev"), metric=data.get("metric"), **placement)
 
     def _args(self) -> dict[str, Any]:
         return {"via": None if self.via is None else str(self.via), "device": self.device, "metric": self.metric}

@@ -23,7 +23,7 @@ import shlex
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import attrs
@@ -31,18 +31,23 @@ import tenacity
 
 from .errors import BackendUnavailable, CommandTimeout, InvalidValue, ResourceBusy, from_command
 
-__all__ = ["Call", "CompletedCommand", "Process", "Runner", "LocalRunner"]
+__all__ = ["Call", "CompletedCommand", "Process", "Runner", "LocalRunner", "as_argv"]
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[["Call"], None]
 
 
+def as_argv(value: Iterable[str]) -> tuple[str, ...]:
+    """An argv as an immutable tuple."""
+    return tuple(value)
+
+
 @attrs.frozen
 class Call:
     """One command as it was started: its argv and, for a batch, its standard input."""
 
-    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    argv: tuple[str, ...] = attrs.field(converter=as_argv)
     input: str | None = None
 
     def __str__(self) -> str:
@@ -58,7 +63,7 @@ class Call:
 class CompletedCommand:
     """The outcome of a finished command."""
 
-    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    argv: tuple[str, ...] = attrs.field(converter=as_argv)
     returncode: int
     stdout: str = ""
     stderr: str = ""
@@ -322,7 +327,8 @@ class LocalRunner(Runner):
     def _command(self, argv: tuple[str, ...]) -> Any:
         if self.sudo:
             self._program(argv[0])
-            return self._program("sudo")["-n", "--", *argv]
+            args = ("-n", "--", *argv)
+            return self._program("sudo")[args]
         return self._program(argv[0])[argv[1:]]
 
     def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:

@@ -33,7 +33,7 @@ def udp_echo_argv(address: str, port: int) -> list[str]:
 class _Handler(BaseHTTPRequestHandler):
     body = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+    def do_GET(self) -> None:
         payload = f"{self.body}\nclient {self.client_address[0]}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

@@ -64,7 +64,7 @@ def _safe_component(field: str, value: object, max_bytes: int) -> str:
 
 
 def interface_name(field: str, value: object) -> str:
-    """A Linux interface name: 1–15 bytes from ``[A-Za-z0-9_.-]``."""
+    """A Linux interface name: 1 to 15 bytes from ``[A-Za-z0-9_.-]``."""
     return _safe_component(field, value, 15)
 
 
@@ -134,7 +134,7 @@ def mac_address(field: str, value: object) -> str:
 
 
 def port(field: str, value: object) -> int:
-    """A TCP/UDP port number, 1–65535."""
+    """A TCP/UDP port number, 1 to 65535."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise InvalidValue(field, value, "must be an integer port from 1 to 65535")
     return value
@@ -179,4 +179,4 @@ def converter(check: Callable[[str, Any], T]) -> Any:
     def convert(value: Any, field: Any) -> T:
         return check(field.name.lstrip("_"), value)
 
-    return attrs.Converter(convert, takes_field=True)  # type: ignore[call-overload]
+    return attrs.Converter(convert, takes_field=True)
