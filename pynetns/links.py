@@ -62,7 +62,9 @@ class Placed:
 
     def _place(self) -> None:
         explicit = self.host
-        self.host = resolve_host(explicit if explicit is not None else getattr(self.namespace, "host", None))
+        placed = [getattr(self, field, None) for field in ("namespace", "peer_namespace")]
+        found = next((namespace.host for namespace in placed if namespace is not None), None)
+        self.host = resolve_host(explicit if explicit is not None else found)
         for field in ("namespace", "peer_namespace"):
             value = getattr(self, field, None)
             if value is not None and explicit is not None and value.host is not explicit and value.owned:
