@@ -102,7 +102,8 @@ def test_plan_groups_consecutive_batchable_steps():
         Step(["ip", "netns", "add", "x"]),
         Step(["ip", "link", "set", "a", "up"], batch=batch, line="link set a up"),
         Step(["ip", "link", "set", "b", "up"], batch=batch, line="link set b up"),
-        Step(["ip", "-n", "x", "link", "set", "lo", "up"], batch=("ip", "-n", "x", "-batch", "-"), line="link set lo up"),
+        Step(["ip", "-n", "x", "link", "set", "lo", "up"], batch=("ip", "-n", "x", "-batch", "-"),
+             line="link set lo up"),
     ])
     assert [str(call) for call in plan.calls()] == [
         "ip netns add x",

@@ -4,13 +4,23 @@ import ipaddress
 
 import pytest
 
-from pynetns import Bridge, Host, InvalidAddress, InvalidName, InvalidValue, Namespace, PynetnsError, Route, Veth
-from pynetns import validation
+from pynetns import (
+    Bridge,
+    Host,
+    InvalidAddress,
+    InvalidName,
+    InvalidValue,
+    Namespace,
+    PynetnsError,
+    Route,
+    Veth,
+    validation,
+)
 
 INJECTIONS = ["a;b", "$(id)", "-h", "x\ny", "a b", "`id`", "a|b", "..", ".", "", "a/b", "名前", "a'b", 'a"b', "#x"]
 
 
-@pytest.mark.parametrize("value", INJECTIONS + ["sixteen-bytes-xx", 7, None])
+@pytest.mark.parametrize("value", [*INJECTIONS, "sixteen-bytes-xx", 7, None])
 def test_interface_names_refused(value):
     with pytest.raises(InvalidName) as caught:
         validation.interface_name("name", value)
@@ -23,7 +33,7 @@ def test_interface_names_accepted(value):
     assert validation.interface_name("name", value) == value
 
 
-@pytest.mark.parametrize("value", INJECTIONS + ["x" * 65])
+@pytest.mark.parametrize("value", [*INJECTIONS, "x" * 65])
 def test_namespace_names_refused(value):
     with pytest.raises(InvalidName):
         Namespace(value, host=Host(dry_run=True))
