@@ -31,11 +31,13 @@ from .errors import (
     PortInUse,
     PynetnsError,
     ResourceBusy,
+    SubnetOverlap,
     UnknownBackend,
     WaitTimeout,
 )
 from .host import Host, default_host
 from .interfaces import Interface
+from .lab import Endpoint, Lab, Network, cleanup, labs
 from .links import Bridge, Veth
 from .namespace import Namespace
 from .plan import Plan, Step
@@ -48,11 +50,14 @@ __all__ = [
     "BackendUnavailable",
     "Bridge",
     "Call",
+    "Endpoint",
     "CommandError",
     "CommandTimeout",
     "CompletedCommand",
     "Host",
     "Interface",
+    "Lab",
+    "Network",
     "InvalidAddress",
     "InvalidInput",
     "InvalidName",
@@ -70,10 +75,13 @@ __all__ = [
     "Route",
     "Runner",
     "Step",
+    "SubnetOverlap",
     "UnknownBackend",
     "Veth",
     "WaitTimeout",
+    "cleanup",
     "default_host",
+    "labs",
     "wait_until",
 ]
 

@@ -6,6 +6,7 @@
     ├── InvalidInput (+ValueError)          refused before any command runs
     │   ├── InvalidName                     interface / namespace names
     │   ├── InvalidAddress                  IP addresses, CIDRs, MACs
+    │   │   └── SubnetOverlap               a subnet clashes with a live network or route
     │   └── InvalidValue                    MTU, ports, sysctl keys, …
     ├── UnknownBackend (+LookupError)       no backend registered under that name
     ├── BackendUnavailable (+RuntimeError)  a tool is missing; names its package
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidName",
     "InvalidAddress",
     "InvalidValue",
+    "SubnetOverlap",
     "UnknownBackend",
     "BackendUnavailable",
     "WaitTimeout",
@@ -71,6 +73,10 @@ class InvalidName(InvalidInput):
 
 class InvalidAddress(InvalidInput):
     """An IP address, network or MAC address is malformed or out of range."""
+
+
+class SubnetOverlap(InvalidAddress):
+    """A subnet overlaps another live pynetns network or an existing route."""
 
 
 class InvalidValue(InvalidInput):
@@ -155,7 +161,20 @@ class ResourceBusy(CommandError):
 
 
 class PortInUse(CommandError):
-    """A host port is already published by pynetns or bound by a process."""
+    """A host port is already published by pynetns or bound by a process.
+
+    :attr:`holder` names who has it: a pynetns tag and mapping, or the
+    listening socket as ``ss`` shows it (with its process).
+    """
+
+    holder: str | None = None
+
+    @classmethod
+    def held(cls, what: str, holder: str, argv: Sequence[str] = (), evidence: str = "") -> PortInUse:
+        """``what`` (e.g. ``"tcp port 8080 on any address"``) is held by ``holder``; ``argv`` found out."""
+        error = cls(argv or ("pynetns",), 1, evidence, f"{what} is already in use by {holder}")
+        error.holder = holder
+        return error
 
 
 class CommandTimeout(CommandError, TimeoutError):

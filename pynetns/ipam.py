@@ -1,0 +1,74 @@
+"""Address management: free subnets from Docker-like default pools, and addresses within a subnet.
+
+>>> allocator = Allocator(ipaddress.ip_network("10.5.0.0/24"))
+>>> str(allocator.gateway), str(allocator.allocate()), str(allocator.allocate("10.5.0.9"))
+('10.5.0.1/24', '10.5.0.2/24', '10.5.0.9/24')
+>>> str(pick_subnet([ipaddress.ip_network("172.17.0.0/16")]))
+'172.18.0.0/16'
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+
+from .errors import InvalidAddress, SubnetOverlap
+from .validation import IPAddress, IPInterface, IPNetwork, ip_address
+
+__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "Allocator"]
+
+#: (pool, prefix length of each subnet taken from it), as Docker's default address pools
+DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
+    *((f"172.{second}.0.0/16", 16) for second in range(17, 32)),
+    ("192.168.0.0/16", 20),
+)
+
+
+def default_subnets(pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> Iterator[ipaddress.IPv4Network]:
+    """Every candidate subnet, in order."""
+    for pool, prefix in pools:
+        yield from ipaddress.IPv4Network(pool).subnets(new_prefix=prefix)
+
+
+def pick_subnet(taken: Iterable[IPNetwork], pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> IPNetwork:
+    """The first default subnet overlapping none of ``taken``."""
+    used = list(taken)
+    for candidate in default_subnets(pools):
+        if not any(candidate.overlaps(other) for other in used if other.version == 4):
+            return candidate
+    raise SubnetOverlap("subnet", None, "every subnet of the default pools is in use")
+
+
+class Allocator:
+    """Hands out the addresses of one subnet: the gateway first (``.1`` by default), then the next free."""
+
+    def __init__(self, subnet: IPNetwork, gateway: IPAddress | str | None = None) -> None:
+        self.subnet = subnet
+        hosts = subnet.hosts()
+        first = next(hosts, None)
+        if first is None:
+            raise InvalidAddress("subnet", str(subnet), "has no host addresses")
+        gateway_ip = first if gateway is None else ip_address("gateway", gateway)
+        self._used: set[IPAddress] = set()
+        self.gateway: IPInterface = self._take("gateway", gateway_ip)
+
+    def _take(self, field: str, address: IPAddress) -> IPInterface:
+        subnet = self.subnet
+        if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+            raise InvalidAddress(field, str(address), f"is not a host address of {subnet}")
+        if address in self._used:
+            raise InvalidAddress(field, str(address), f"is already taken in {subnet}")
+        self._used.add(address)
+        return ipaddress.ip_interface(f"{address}/{subnet.prefixlen}")
+
+    def allocate(self, ip: IPAddress | str | None = None) -> IPInterface:
+        """``ip`` if given and free, else the next free host address."""
+        if ip is not None:
+            return self._take("ip", ip_address("ip", ip))
+        for candidate in self.subnet.hosts():
+            if candidate not in self._used:
+                return self._take("ip", candidate)
+        raise InvalidAddress("ip", None, f"no free address left in {self.subnet}")
+
+    def release(self, address: IPInterface) -> None:
+        self._used.discard(address.ip)

@@ -1,0 +1,472 @@
+"""Labs: Docker-style networks declared in code, applied in a few batched processes, removed without a trace.
+
+>>> from pynetns import Host
+>>> with Lab("demo", host=Host(dry_run=True)) as lab:
+...     net = lab.network("front", subnet="10.20.0.0/24")
+...     web = lab.namespace("web", networks=[net])
+...     print(lab.endpoints[0].ip)
+10.20.0.2/24
+
+A lab owns what it creates: kernel names carry its short id (``pn1a2b3c-web``,
+``pnb1a2b3c0``), interfaces carry its tag (``pynetns:<id>``), and a journal under
+the runtime directory names its owner process, so :func:`cleanup` can remove
+the leftovers of a lab whose owner died.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .backends.base import NetnsRef
+from .errors import CommandError, InvalidValue, NotOwned, PynetnsError, SubnetOverlap
+from .host import Host
+from .ipam import Allocator, pick_subnet
+from .namespace import Namespace, resolve_host
+from .plan import Plan
+from .runner import Call
+from .validation import IPInterface, IPNetwork, interface_name, mtu, namespace_name, network
+
+__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "runtime_dir"]
+
+log = logging.getLogger(__name__)
+
+_CONCURRENCY = 4
+
+
+def runtime_dir() -> Path:
+    """Where lab journals live: ``$PYNETNS_RUNTIME_DIR`` or ``/run/pynetns``."""
+    return Path(os.environ.get("PYNETNS_RUNTIME_DIR", "/run/pynetns")) / "labs"
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against pid reuse), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@attrs.define(eq=False)
+class Endpoint:
+    """A namespace's attachment to a network: a veth with ``interface`` inside and ``ip`` on it."""
+
+    network: Network
+    namespace: Namespace
+    interface: str
+    ip: IPInterface
+    host_interface: str
+    applied: bool = False
+
+
+@attrs.define(eq=False)
+class Network:
+    """A bridge with a gateway address, like a ``docker network create`` network."""
+
+    lab: Lab = attrs.field(repr=False)
+    name: str
+    subnet: IPNetwork
+    bridge: str
+    allocator: Allocator = attrs.field(repr=False)
+    nat: bool = True
+    internal: bool = False
+    mtu: int | None = None
+    applied: bool = False
+
+    @property
+    def gateway(self) -> IPInterface:
+        return self.allocator.gateway
+
+    def connect(self, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None) -> Endpoint:
+        """Join ``namespace`` to this network; the next free address unless ``ip`` is given."""
+        return self.lab.connect(self, namespace, ip=ip, ifname=ifname)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [endpoint for endpoint in self.lab.endpoints if endpoint.network is self]
+
+
+@attrs.frozen
+class LabRecord:
+    """A lab as its journal describes it."""
+
+    id: str
+    name: str
+    owner_pid: int | None
+    alive: bool
+    path: Path
+    data: dict[str, Any] = attrs.field(repr=False)
+
+
+class Lab:
+    """Everything declared in it is created by :meth:`apply` and removed by :meth:`destroy`.
+
+    ``isolated=True`` puts the lab's bridges inside a private namespace that
+    plays the host (:attr:`host_namespace`), so the machine's own network is
+    never touched and labs may reuse the same subnets side by side.
+    """
+
+    def __init__(self, name: str | None = None, host: Host | None = None, isolated: bool = False) -> None:
+        self.id = secrets.token_hex(3)
+        self.name = namespace_name("name", name) if name is not None else f"lab-{self.id}"
+        self.host = resolve_host(host)
+        self.tag = f"pynetns:{self.id}"
+        self.isolated = isolated
+        self.networks: dict[str, Network] = {}
+        self.namespaces: dict[str, Namespace] = {}
+        self.endpoints: list[Endpoint] = []
+        self._applied_namespaces: set[str] = set()
+        self._counter = 0
+        self._destroyed = False
+        self._lock = threading.Lock()
+        self.host_namespace: Namespace | None = None
+        if isolated:
+            self.host_namespace = Namespace(f"pn{self.id}-host", host=self.host)
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.name} id={self.id} networks={list(self.networks)} namespaces={list(self.namespaces)}>"
+
+    # -- declaring --------------------------------------------------------
+
+    def _kernel_name(self, kind: str) -> str:
+        self._counter += 1
+        return interface_name("name", f"pn{self.id}{kind}{self._counter}")
+
+    def network(
+        self,
+        name: str,
+        subnet: str | None = None,
+        gateway: str | None = None,
+        nat: bool = True,
+        mtu: int | None = None,
+        internal: bool = False,
+    ) -> Network:
+        """Declare a network; without ``subnet`` a free one is taken from the default pools."""
+        namespace_name("name", name)
+        if name in self.networks:
+            raise InvalidValue("name", name, "a network of that name is already declared in this lab")
+        if mtu is not None:
+            _check_mtu(mtu)
+        taken = self._taken_subnets()
+        chosen = pick_subnet(taken) if subnet is None else network("subnet", subnet)
+        clash = next((other for other in taken if other.overlaps(chosen)), None)
+        if clash is not None:
+            raise SubnetOverlap("subnet", str(chosen), f"overlaps {clash}, already in use")
+        net = Network(self, name, chosen, self._kernel_name("b"), Allocator(chosen, gateway), nat=nat and not internal,
+                      internal=internal, mtu=mtu)
+        self.networks[name] = net
+        return net
+
+    def _taken_subnets(self) -> list[IPNetwork]:
+        taken: list[IPNetwork] = [net.subnet for net in self.networks.values()]
+        if self.isolated:
+            return taken
+        for record in labs():
+            if record.alive and record.id != self.id:
+                taken.extend(ipaddress.ip_network(item["subnet"]) for item in record.data.get("networks", ()))
+        if not self.host.dry_run:
+            for route in Namespace.host(self.host).routes():
+                if route.destination != "default":
+                    taken.append(ipaddress.ip_network(route.destination, strict=False))
+        return taken
+
+    def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
+        """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
+        namespace_name("name", name)
+        if name in self.namespaces:
+            raise InvalidValue("name", name, "a namespace of that name is already declared in this lab")
+        namespace = Namespace(f"pn{self.id}-{name}", host=self.host)
+        self.namespaces[name] = namespace
+        for net in networks:
+            self.connect(net, namespace)
+        return namespace
+
+    def connect(
+        self, net: Network | str, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None
+    ) -> Endpoint:
+        net = self.networks[net] if isinstance(net, str) else net
+        namespace = self.namespaces[namespace] if isinstance(namespace, str) else namespace
+        if namespace not in self.namespaces.values():
+            raise InvalidValue("namespace", namespace.name, "is not a namespace of this lab")
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
+        if any(endpoint.network is net for endpoint in mine):
+            raise InvalidValue("network", net.name, f"{namespace.name} is already connected to it")
+        ifname = interface_name("ifname", ifname if ifname is not None else f"eth{len(mine)}")
+        if any(endpoint.interface == ifname for endpoint in mine):
+            raise InvalidValue("ifname", ifname, f"is already used in {namespace.name}")
+        address = net.allocator.allocate(ip)
+        endpoint = Endpoint(net, namespace, ifname, address, self._kernel_name("v"))
+        self.endpoints.append(endpoint)
+        return endpoint
+
+    # -- compiling --------------------------------------------------------
+
+    @property
+    def _where(self) -> NetnsRef:
+        return NetnsRef.root() if self.host_namespace is None else self.host_namespace.ref
+
+    def _stages(self) -> list[list[Plan]]:
+        """What apply() runs: stages in order, the plans of one stage concurrently."""
+        host, links, tag = self.host, self.host.links, self.tag
+        root, where = NetnsRef.root(), self._where
+        first = self.host_namespace is not None and self.host_namespace.name not in self._applied_namespaces
+        setup = Plan()
+        for namespace in self._new_namespaces(include_host=first):
+            setup.add(host.ip_step(root, ("netns", "add", namespace.name), ("netns", "delete", namespace.name)))
+        wiring = Plan()
+        if first and self.host_namespace is not None:
+            wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
+        for net in self.networks.values():
+            if not net.applied:
+                bridge = links.bridge_add(net.bridge, mtu=net.mtu)
+                wiring.add(host.ip_step(where, bridge, links.link_delete(net.bridge)))
+                wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag, up=True)))
+                wiring.add(host.ip_step(where, links.addr_add(net.bridge, str(net.gateway))))
+        for endpoint in self.endpoints:
+            if not endpoint.applied:
+                add = links.veth_add(endpoint.host_interface, endpoint.interface, peer_netns=endpoint.namespace.name,
+                                     mtu=endpoint.network.mtu, mac=None, peer_mac=None, master=endpoint.network.bridge)
+                wiring.add(host.ip_step(where, add, links.link_delete(endpoint.host_interface)))
+                wiring.add(host.ip_step(where, links.link_set(endpoint.host_interface, alias=tag)))
+        if where.kind == "root":
+            setup.extend(wiring)
+            wiring = Plan()
+        inside = [self._inside_plan(namespace) for namespace in self.namespaces.values()]
+        stages = [[setup], [wiring], [plan for plan in inside if len(plan)]]
+        return [[plan for plan in stage if len(plan)] for stage in stages if any(len(plan) for plan in stage)]
+
+    def _new_namespaces(self, include_host: bool) -> Iterator[Namespace]:
+        if include_host and self.host_namespace is not None:
+            yield self.host_namespace
+        for namespace in self.namespaces.values():
+            if namespace.name not in self._applied_namespaces:
+                yield namespace
+
+    def _inside_plan(self, namespace: Namespace) -> Plan:
+        host, links, tag = self.host, self.host.links, self.tag
+        plan = Plan()
+        if namespace.name not in self._applied_namespaces:
+            plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
+        for index, endpoint in enumerate(mine):
+            if endpoint.applied:
+                continue
+            plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
+            plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
+            if index == 0:
+                gateway = str(endpoint.network.gateway.ip)
+                route = links.route_add("default", via=gateway, device=None, metric=None)
+                plan.add(host.ip_step(namespace.ref, route))
+        return plan
+
+    def plan(self) -> list[Call]:
+        """The exact commands :meth:`apply` would run now, without running them."""
+        return [call for stage in self._stages() for plan in stage for call in plan.calls()]
+
+    def explain(self) -> str:
+        """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents)."""
+        return "\n".join(str(call) for call in self.plan()) + "\n"
+
+    # -- applying ---------------------------------------------------------
+
+    def apply(self) -> None:
+        """Create what was declared since the last apply; on failure remove what this apply made."""
+        if self._destroyed:
+            raise PynetnsError(f"lab {self.name} was destroyed")
+        stages = self._stages()
+        if not stages:
+            return
+        self._write_journal()
+        done: list[Plan] = []
+        try:
+            for stage in stages:
+                self._run_stage(stage)
+                done.extend(stage)
+        except BaseException:
+            for plan in reversed(done):
+                plan.undo_plan().rollback(self.host.runner)
+            raise
+        self._applied_namespaces.update(namespace.name for namespace in self._new_namespaces(include_host=True))
+        for net in self.networks.values():
+            net.applied = True
+        for endpoint in self.endpoints:
+            endpoint.applied = True
+
+    def _run_stage(self, stage: list[Plan]) -> None:
+        if len(stage) == 1:
+            self.host.apply(stage[0])
+            return
+        errors: list[BaseException] = []
+        applied: list[Plan] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=_CONCURRENCY) as pool:
+            futures = {pool.submit(self.host.apply, plan): plan for plan in stage}
+            for future in concurrent.futures.as_completed(futures):
+                error = future.exception()
+                if error is None:
+                    applied.append(futures[future])
+                else:
+                    errors.append(error)
+        if errors:
+            for plan in applied:
+                plan.undo_plan().rollback(self.host.runner)
+            raise errors[0]
+
+    def destroy(self) -> None:
+        """Remove everything this lab created (idempotent)."""
+        for namespace in self.namespaces.values():
+            namespace.stop_processes()
+        created = [namespace for namespace in self.namespaces.values() if namespace.name in self._applied_namespaces]
+        if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
+            created.append(self.host_namespace)
+        _kill_processes_in([namespace.name for namespace in created], self.host)
+        teardown = Plan()
+        root = NetnsRef.root()
+        for namespace in created:
+            teardown.add(self.host.ip_step(root, ("netns", "delete", namespace.name)))
+        if self.host_namespace is None:
+            for net in self.networks.values():
+                if net.applied:
+                    teardown.add(self.host.ip_step(root, self.host.links.link_delete(net.bridge)))
+        teardown.rollback(self.host.runner)
+        self._applied_namespaces.clear()
+        for net in self.networks.values():
+            net.applied = False
+        for endpoint in self.endpoints:
+            endpoint.applied = False
+        self._remove_journal()
+        self._destroyed = True
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+    # -- journal ----------------------------------------------------------
+
+    @property
+    def journal_path(self) -> Path:
+        return runtime_dir() / f"{self.id}.json"
+
+    def _journal(self) -> dict[str, Any]:
+        namespaces = [namespace.name for namespace in self.namespaces.values()]
+        if self.host_namespace is not None:
+            namespaces.append(self.host_namespace.name)
+        return {
+            "id": self.id,
+            "name": self.name,
+            "tag": self.tag,
+            "owner_pid": os.getpid(),
+            "owner_start": _start_time(os.getpid()),
+            "isolated": self.isolated,
+            "namespaces": namespaces,
+            "links": [] if self.isolated else [net.bridge for net in self.networks.values()],
+            "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge}
+                         for net in self.networks.values()],
+        }
+
+    def _write_journal(self) -> None:
+        if self.host.dry_run:
+            return
+        path = self.journal_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self._journal(), indent=2))
+        temporary.replace(path)
+
+    def _remove_journal(self) -> None:
+        if not self.host.dry_run:
+            self.journal_path.unlink(missing_ok=True)
+
+
+def _check_mtu(value: int) -> None:
+    mtu("mtu", value)
+
+
+def _kill_processes_in(netns_names: Iterable[str], host: Host) -> None:
+    """End every process inside these pynetns-created namespaces (they would keep them alive)."""
+    wanted: dict[tuple[int, int], str] = {}
+    for name in netns_names:
+        try:
+            info = os.stat(f"/run/netns/{name}")
+        except OSError:
+            continue
+        wanted[(info.st_dev, info.st_ino)] = name
+    if not wanted or host.dry_run:
+        return
+    victims = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                info = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) in wanted:
+                victims.append(int(entry))
+    for pid in victims:
+        log.debug("killing process %s left in %s", pid, wanted)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def labs() -> list[LabRecord]:
+    """Every lab with a journal on this machine, and whether its owner is alive."""
+    records = []
+    folder = runtime_dir()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = data.get("owner_pid")
+        alive = pid is not None and _start_time(pid) == data.get("owner_start")
+        records.append(LabRecord(data.get("id", path.stem), data.get("name", ""), pid, alive, path, data))
+    return records
+
+
+def cleanup(host: Host | None = None, *, all: bool = False) -> list[str]:
+    """Remove the leftovers of labs whose owner is dead (every lab with ``all=True``).
+
+    Only objects that carry the lab's tag are removed: a namespace whose ``lo``
+    is tagged, a link whose alias is the tag. Returns what was removed.
+    """
+    host = resolve_host(host)
+    removed: list[str] = []
+    for record in labs():
+        if record.alive and not all:
+            continue
+        tag = record.data.get("tag")
+        namespaces = [name for name in record.data.get("namespaces", ()) if _tagged_namespace(host, name, tag)]
+        _kill_processes_in(namespaces, host)
+        for name in namespaces:
+            host.run(host.links.netns_delete(name), check=False)
+            removed.append(f"namespace {name}")
+        for name in record.data.get("links", ()):
+            try:
+                if Namespace.host(host).interface(name).alias == tag:
+                    host.ip(NetnsRef.root(), host.links.link_delete(name), check=False)
+                    removed.append(f"interface {name}")
+            except CommandError:
+                pass
+        record.path.unlink(missing_ok=True)
+    return removed
+
+
+def _tagged_namespace(host: Host, name: str, tag: str | None) -> bool:
+    try:
+        return Namespace(name, host=host).interface("lo").alias == tag
+    except (CommandError, NotOwned, PynetnsError):
+        return False
