@@ -1,0 +1,142 @@
+"""Build and destroy the same star topology four ways in one run, and compare.
+
+One network (a bridge in a throwaway namespace that plays the host), N
+namespaces each with a veth ``eth0``, an address and a default route:
+
+  (a) pynetns ``Lab(isolated=True)``
+  (b) naive: one process per command, as Mininet does
+  (c) pyroute2 (netlink from Python), when installed
+  (d) a hand-written raw script: one ``ip -batch`` for the host side, one per namespace
+
+Run as root:  python benchmarks/star.py -n 200
+Published ports are not part of the comparison yet (they arrive with the firewall backends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from pynetns import Lab
+
+
+def run(argv: list[str], input: str | None = None) -> None:
+    subprocess.run(argv, input=input, text=True, check=True, capture_output=True)
+
+
+def hosts(n: int) -> list[str]:
+    # 10.200.0.0/16: gateway .0.1, containers from .0.2 on
+    return [f"10.200.{(i + 2) // 256}.{(i + 2) % 256}" for i in range(n)]
+
+
+def pynetns_lab(n: int, prefix: str) -> None:
+    with Lab(isolated=True) as lab:
+        net = lab.network("net", subnet="10.200.0.0/16")
+        for index in range(n):
+            lab.namespace(f"c{index}", networks=[net])
+        lab.apply()
+
+
+def naive(n: int, prefix: str) -> None:
+    hostns = f"{prefix}h"
+    run(["ip", "netns", "add", hostns])
+    run(["ip", "-n", hostns, "link", "set", "lo", "up"])
+    run(["ip", "-n", hostns, "link", "add", "br0", "type", "bridge"])
+    run(["ip", "-n", hostns, "addr", "add", "10.200.0.1/16", "dev", "br0"])
+    run(["ip", "-n", hostns, "link", "set", "br0", "up"])
+    for index, ip in enumerate(hosts(n)):
+        ns = f"{prefix}{index}"
+        run(["ip", "netns", "add", ns])
+        run(["ip", "-n", hostns, "link", "add", f"v{index}", "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "-n", hostns, "link", "set", f"v{index}", "master", "br0"])
+        run(["ip", "-n", hostns, "link", "set", f"v{index}", "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{ip}/16", "dev", "eth0"])
+        run(["ip", "-n", ns, "route", "add", "default", "via", "10.200.0.1"])
+    for index in range(n):
+        run(["ip", "netns", "delete", f"{prefix}{index}"])
+    run(["ip", "netns", "delete", hostns])
+
+
+def raw_script(n: int, prefix: str) -> None:
+    hostns = f"{prefix}h"
+    names = [f"{prefix}{index}" for index in range(n)]
+    run(["ip", "-batch", "-"], "".join(f"netns add {name}\n" for name in [hostns, *names]))
+    lines = ["link set lo up", "link add br0 type bridge", "addr add 10.200.0.1/16 dev br0", "link set br0 up"]
+    for index, name in enumerate(names):
+        lines += [f"link add v{index} master br0 up type veth peer name eth0 netns {name}"]
+    run(["ip", "-n", hostns, "-batch", "-"], "\n".join(lines) + "\n")
+    for name, ip in zip(names, hosts(n)):
+        script = f"link set lo up\nlink set eth0 up\naddr add {ip}/16 dev eth0\nroute add default via 10.200.0.1\n"
+        run(["ip", "-n", name, "-batch", "-"], script)
+    run(["ip", "-batch", "-"], "".join(f"netns delete {name}\n" for name in [*names, hostns]))
+
+
+def pyroute2_way(n: int, prefix: str) -> None:
+    from pyroute2 import NetNS, netns
+
+    hostns = f"{prefix}h"
+    names = [f"{prefix}{index}" for index in range(n)]
+    netns.create(hostns)
+    with NetNS(hostns) as host:
+        host.link("set", index=host.link_lookup(ifname="lo")[0], state="up")
+        host.link("add", ifname="br0", kind="bridge")
+        bridge = host.link_lookup(ifname="br0")[0]
+        host.addr("add", index=bridge, address="10.200.0.1", prefixlen=16)
+        host.link("set", index=bridge, state="up")
+        for index, (name, ip) in enumerate(zip(names, hosts(n))):
+            netns.create(name)
+            host.link("add", ifname=f"v{index}", kind="veth", peer={"ifname": "eth0", "net_ns_fd": name})
+            veth = host.link_lookup(ifname=f"v{index}")[0]
+            host.link("set", index=veth, master=bridge, state="up")
+            with NetNS(name) as inside:
+                inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
+                eth0 = inside.link_lookup(ifname="eth0")[0]
+                inside.link("set", index=eth0, state="up")
+                inside.addr("add", index=eth0, address=ip, prefixlen=16)
+                inside.route("add", dst="default", gateway="10.200.0.1")
+    for name in [*names, hostns]:
+        netns.remove(name)
+
+
+def measure(function: Callable[[int, str], None], n: int) -> float:
+    prefix = f"bn{secrets.token_hex(2)}-"
+    started = time.perf_counter()
+    function(n, prefix)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=200, help="namespaces in the star (default 200)")
+    args = parser.parse_args()
+    ways: dict[str, Callable[[int, str], None]] = {
+        "(a) pynetns Lab": pynetns_lab,
+        "(b) naive, a process per command": naive,
+        "(d) raw ip -batch script": raw_script,
+    }
+    try:
+        import pyroute2  # noqa: F401
+
+        ways["(c) pyroute2"] = pyroute2_way
+    except ImportError:
+        print("pyroute2 not installed: (c) skipped (pip install pyroute2)")
+    times = {label: measure(function, args.n) for label, function in ways.items()}
+    base = times["(a) pynetns Lab"]
+    print(f"star topology, N={args.n} namespaces, up + down")
+    for label, seconds in sorted(times.items()):
+        print(f"  {label:<36} {seconds:7.2f} s   {seconds / args.n * 1000:6.2f} ms/ns   x{seconds / base:5.2f} of (a)")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"  peak RSS: this process {own:.1f} MiB, largest child {children:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
