@@ -72,7 +72,7 @@ def raw_script(n: int, prefix: str) -> None:
     for index, name in enumerate(names):
         lines += [f"link add v{index} master br0 up type veth peer name eth0 netns {name}"]
     run(["ip", "-n", hostns, "-batch", "-"], "\n".join(lines) + "\n")
-    for name, ip in zip(names, hosts(n)):
+    for name, ip in zip(names, hosts(n), strict=True):
         script = f"link set lo up\nlink set eth0 up\naddr add {ip}/16 dev eth0\nroute add default via 10.200.0.1\n"
         run(["ip", "-n", name, "-batch", "-"], script)
     run(["ip", "-batch", "-"], "".join(f"netns delete {name}\n" for name in [*names, hostns]))
@@ -90,7 +90,7 @@ def pyroute2_way(n: int, prefix: str) -> None:
         bridge = host.link_lookup(ifname="br0")[0]
         host.addr("add", index=bridge, address="10.200.0.1", prefixlen=16)
         host.link("set", index=bridge, state="up")
-        for index, (name, ip) in enumerate(zip(names, hosts(n))):
+        for index, (name, ip) in enumerate(zip(names, hosts(n), strict=True)):
             netns.create(name)
             host.link("add", ifname=f"v{index}", kind="veth", peer={"ifname": "eth0", "net_ns_fd": name})
             veth = host.link_lookup(ifname=f"v{index}")[0]
