@@ -40,6 +40,7 @@ from .interfaces import Interface
 from .lab import Endpoint, Lab, Network, cleanup, labs
 from .links import Bridge, Veth
 from .namespace import Namespace
+from .nat import Counters, Masquerade, PortMap
 from .plan import Plan, Step
 from .polling import wait_until
 from .routes import Route
@@ -54,6 +55,7 @@ __all__ = [
     "CommandError",
     "CommandTimeout",
     "CompletedCommand",
+    "Counters",
     "Host",
     "Interface",
     "Lab",
@@ -63,12 +65,14 @@ __all__ = [
     "InvalidName",
     "InvalidValue",
     "LocalRunner",
+    "Masquerade",
     "Namespace",
     "NotFound",
     "NotOwned",
     "PermissionDenied",
     "Plan",
     "PortInUse",
+    "PortMap",
     "Process",
     "PynetnsError",
     "ResourceBusy",

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends import get_backend
-from .backends.base import EnterBackend, LinkBackend, NetnsRef
+from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef
 from .backends.recording import RecordingRunner
-from .errors import PynetnsError
+from .errors import BackendUnavailable, PynetnsError
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
 
@@ -50,6 +50,7 @@ class Host:
         links: str | LinkBackend = "iproute2",
         enter: str | EnterBackend = "nsenter",
         tag: str | None = None,
+        firewall: str | FirewallBackend | None = None,
     ) -> None:
         if runner is None:
             runner = RecordingRunner() if dry_run else LocalRunner(machine, sudo=sudo)
@@ -60,6 +61,37 @@ class Host:
         if tag is None:
             tag = TAG_PREFIX + ("dry-run" if self.dry_run else f"{os.getpid()}-{secrets.token_hex(2)}")
         self.tag = tag
+        self._firewall_choice = firewall
+        self._firewall: FirewallBackend | None = firewall if isinstance(firewall, FirewallBackend) else None
+        self._firewall_lock = threading.Lock()
+
+    @property
+    def firewall(self) -> FirewallBackend:
+        """The firewall backend (NAT, published ports), chosen on first use.
+
+        ``Host(firewall="nftables" | "iptables")`` or a backend object; by
+        default nftables where ``nft`` works, else iptables.
+        """
+        with self._firewall_lock:
+            if self._firewall is None:
+                self._firewall = self._choose_firewall()
+            return self._firewall
+
+    def _choose_firewall(self) -> FirewallBackend:
+        choice = self._firewall_choice
+        probe = None if self.dry_run else (lambda argv: self.run(argv))
+        if choice is None:
+            choice = "nftables"
+            if not self.dry_run:
+                try:
+                    works = self.run(["nft", "-j", "list", "tables"], check=False).returncode == 0
+                except BackendUnavailable:
+                    works = False
+                choice = "nftables" if works else "iptables"
+        backend = get_backend(choice) if isinstance(choice, str) else None
+        if backend is None or not issubclass(backend, FirewallBackend):
+            raise PynetnsError(f"{choice!r} is not a firewall backend")
+        return backend.detect(probe)
 
     def __repr__(self) -> str:
         return f"Host(runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"

@@ -175,6 +175,19 @@ class Namespace:
             return any(item["name"] == self.name for item in self._host.run(self._host.links.netns_list()).json())
         return self.run(["true"], check=False).returncode == 0
 
+    def netnsid(self) -> int | None:
+        """The id the host's namespace knows this named namespace by (``ip netns list``), if it has one.
+
+        It is what ``link_netnsid`` of a host-side veth reports when the peer is in here;
+        the kernel assigns it on first need (e.g. when a veth links the two).
+        """
+        if self._ref.kind != "named":
+            return None
+        for item in self._host.run(self._host.links.netns_list()).json():
+            if item["name"] == self.name and "id" in item:
+                return int(item["id"])
+        return None
+
     def __enter__(self) -> Namespace:
         self.create()
         return self

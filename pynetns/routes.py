@@ -23,6 +23,18 @@ from .validation import IPAddress, converter, interface_name, ip_address, option
 __all__ = ["Route"]
 
 
+#: the route types ``ip route`` reports; pynetns creates only ``unicast`` ones
+ROUTE_TYPES = frozenset(
+    {"unicast", "local", "broadcast", "multicast", "anycast", "blackhole", "unreachable", "prohibit", "throw", "nat"}
+)
+
+
+def _route_type(field: str, value: object) -> str:
+    if value not in ROUTE_TYPES:
+        raise InvalidValue(field, value, f"must be one of {', '.join(sorted(ROUTE_TYPES))}")
+    return str(value)
+
+
 def _metric(field: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
         raise InvalidValue(field, value, "must be an integer from 0 to 4294967295")
@@ -39,9 +51,11 @@ class Route(Placed):
     namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
     metric: int | None = attrs.field(default=None, converter=converter(optional(_metric)))  # type: ignore[misc]
     host: Host = attrs.field(default=None)
+    #: as ``ip -j route`` reports it: a blackhole, unreachable or prohibit route has neither gateway nor device
+    type: str = attrs.field(default="unicast", kw_only=True, converter=converter(_route_type))  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
-        if self.via is None and self.device is None:
+        if self.type == "unicast" and self.via is None and self.device is None:
             raise InvalidValue("via", None, "a route needs a gateway (via) or a device")
         self._place()
 
@@ -49,15 +63,23 @@ class Route(Placed):
     def from_ip_json(cls, data: Mapping[str, Any], namespace: Namespace | None = None) -> Route:
         """Build from one element of ``ip -j route show``."""
         placement: dict[str, Any] = {} if namespace is None else {"namespace": namespace, "host": namespace.host}
-        return cls(data["dst"], via=data.get("gateway"), device=data.get("dev"), metric=data.get("metric"), **placement)
+        hop = (data.get("nexthops") or [{}])[0]  # a multipath route: its first next hop
+        return cls(data["dst"], via=data.get("gateway", hop.get("gateway")), device=data.get("dev", hop.get("dev")),
+                   metric=data.get("metric"), type=data.get("type", "unicast"), **placement)
 
     def _args(self) -> dict[str, Any]:
         return {"via": None if self.via is None else str(self.via), "device": self.device, "metric": self.metric}
 
+    def _require_unicast(self, action: str) -> None:
+        if self.type != "unicast":
+            raise InvalidValue("type", self.type, f"pynetns can {action} only unicast routes")
+
     def create(self) -> None:
+        self._require_unicast("create")
         self.host.ip(self.where, self.host.links.route_add(self.destination, **self._args()))
 
     def delete(self) -> None:
+        self._require_unicast("delete")
         self.host.ip(self.where, self.host.links.route_delete(self.destination, **self._args()))
 
     def exists(self) -> bool:
@@ -70,7 +92,7 @@ class Route(Placed):
         )
 
     def __str__(self) -> str:
-        parts = [self.destination]
+        parts = [self.destination] if self.type == "unicast" else [self.type, self.destination]
         if self.via is not None:
             parts += ["via", str(self.via)]
         if self.device is not None:

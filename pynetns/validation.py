@@ -34,6 +34,7 @@ __all__ = [
     "mtu",
     "mac_address",
     "port",
+    "protocol",
     "sysctl_key",
     "batch_token",
     "attrs_validator",
@@ -138,6 +139,13 @@ def port(field: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise InvalidValue(field, value, "must be an integer port from 1 to 65535")
     return value
+
+
+def protocol(field: str, value: object) -> str:
+    """A transport protocol a port can be published on: ``"tcp"`` or ``"udp"`` (any case)."""
+    if not isinstance(value, str) or value.lower() not in ("tcp", "udp"):
+        raise InvalidValue(field, value, "must be 'tcp' or 'udp'")
+    return value.lower()
 
 
 def sysctl_key(field: str, value: object) -> str:

@@ -24,6 +24,8 @@ _registry: dict[str, Any] = {
     "iproute2": "pynetns.backends.iproute2:Iproute2",
     "nsenter": "pynetns.backends.nsenter:Nsenter",
     "recording": "pynetns.backends.recording:RecordingRunner",
+    "nftables": "pynetns.backends.nftables:Nftables",
+    "iptables": "pynetns.backends.iptables:Iptables",
 }
 _scanned = False
 

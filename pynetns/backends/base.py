@@ -5,6 +5,8 @@ composes them and hands the commands to its runner.
 
 - :class:`LinkBackend` — links, addresses, routes, named namespaces (iproute2).
 - :class:`EnterBackend` — run a command inside a namespace given by pid or path (nsenter).
+- :class:`FirewallBackend` — NAT and forwarding rules in pynetns' own table or chains
+  (nftables, iptables), described tool-independently by :class:`FirewallRule`.
 
 A backend missing a method fails when it is instantiated (``TypeError``), not
 half-way through building a network.
@@ -12,13 +14,31 @@ half-way through building a network.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
 
-__all__ = ["NetnsRef", "LinkBackend", "EnterBackend"]
+from ..errors import InvalidValue
+
+if TYPE_CHECKING:
+    from ..runner import CompletedCommand
+
+__all__ = [
+    "canonical_address",
+    "port_range",
+    "NetnsRef",
+    "LinkBackend",
+    "EnterBackend",
+    "FirewallBackend",
+    "FirewallRule",
+    "ListedRule",
+    "FirewallState",
+    "check_comment",
+]
 
 Argv = tuple[str, ...]
 
@@ -149,3 +169,162 @@ class EnterBackend(ABC):
     @abstractmethod
     def wrap(self, where: NetnsRef, argv: Sequence[str]) -> Argv:
         """``argv`` run inside ``where`` (a ``pid`` or ``path`` reference)."""
+
+
+# -- firewall ---------------------------------------------------------------
+
+Family = Literal[4, 6]
+#: "nat": the DNAT/POSTROUTING chains and the records; "filter": the FORWARD accept chain
+Scope = Literal["nat", "filter"]
+Chain = Literal["dnat", "postrouting", "forward", "records"]
+
+#: the prefix of every comment pynetns writes on a firewall rule
+COMMENT_PREFIX = "pynetns"
+#: comment of the jump rules from the built-in chains into pynetns' own
+JUMP_COMMENT = "pynetns jump"
+_COMMENT = re.compile(r"[A-Za-z0-9_.:/=,+* -]{1,128}")
+
+
+
+def canonical_address(family: Family, value: str, *, network: bool = False) -> str:
+    """An address (or CIDR) re-parsed, so only ipaddress' canonical text reaches a firewall script."""
+    try:
+        parsed = ipaddress.ip_network(value) if network else ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidValue("address", value, "must be an IP address") from None
+    if parsed.version != family:
+        raise InvalidValue("address", value, f"must be an IPv{family} address")
+    if isinstance(parsed, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and parsed.prefixlen == parsed.max_prefixlen:
+        return str(parsed.network_address)
+    return str(parsed)
+
+
+def port_range(value: tuple[int, int], separator: str) -> str:
+    """``"80"`` or ``"80<separator>89"`` from a validated (low, high) pair."""
+    low, high = (int(value[0]), int(value[1]))
+    if not 1 <= low <= high <= 65535:
+        raise InvalidValue("port", value, "must be a port range within 1-65535")
+    return str(low) if low == high else f"{low}{separator}{high}"
+
+def check_comment(value: str) -> str:
+    """A rule comment: up to 128 characters from a small allowlist (no quotes, newlines, ``;``)."""
+    if not isinstance(value, str) or not _COMMENT.fullmatch(value) or not value.startswith(COMMENT_PREFIX):
+        raise InvalidValue("comment", value, "must start with 'pynetns' and use only [A-Za-z0-9_.:/=,+* -]")
+    return value
+
+
+@attrs.frozen
+class FirewallRule:
+    """One rule pynetns wants, independent of the tool that writes it.
+
+    Every value is already validated (addresses come from :mod:`ipaddress`,
+    names from :mod:`pynetns.validation`); backends check them again before
+    putting them in a script.
+    """
+
+    chain: Chain
+    comment: str = attrs.field(validator=lambda _i, _a, value: check_comment(value))
+    family: Family = 4
+    protocol: Literal["tcp", "udp"] | None = None
+    saddr: str | None = None
+    daddr: str | None = None
+    dport: tuple[int, int] | None = None
+    sport: tuple[int, int] | None = None
+    iif: str | None = None
+    oif: str | None = None
+    not_oif: str | None = None
+    ct_dnat: bool = False
+    ct_established: bool = False
+    action: Literal["dnat", "masquerade", "accept", "record"] = "accept"
+    to_address: str | None = None
+    #: container ports for ``dnat``; with a ``dport`` range of the same size, mapped one to one
+    to_port: tuple[int, int] | None = None
+    counter: bool = False
+
+
+@attrs.frozen
+class ListedRule:
+    """A rule found in pynetns' chains: where, its comment, how to delete it, its counters."""
+
+    chain: Chain | Literal["jump"]
+    comment: str
+    #: nftables: ``"<chain> <handle>"``; iptables: the ``-A CHAIN …`` spec as saved
+    ref: str
+    packets: int = 0
+    bytes: int = 0
+
+
+@attrs.frozen
+class FirewallState:
+    """What pynetns finds of its own in one scope of one family: chains, rules, jumps."""
+
+    #: pynetns' own chains that exist
+    chains: frozenset[str] = frozenset()
+    #: every rule in them, plus the jump rules (``chain == "jump"``)
+    rules: tuple[ListedRule, ...] = ()
+    #: built-in chains that hold rules other than pynetns' jumps
+    busy: frozenset[str] = frozenset()
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.chains)
+
+    @property
+    def jumps(self) -> tuple[ListedRule, ...]:
+        return tuple(rule for rule in self.rules if rule.chain == "jump")
+
+    def owned(self) -> tuple[ListedRule, ...]:
+        """The rules of pynetns objects (not jumps, not records)."""
+        return tuple(rule for rule in self.rules if rule.chain not in ("jump", "records"))
+
+
+Run = Callable[[Sequence[str]], "CompletedCommand"]
+
+
+class FirewallBackend(ABC):
+    """Builds the scripts that add and remove pynetns' firewall rules, and parses listings.
+
+    Stateless: everything it needs to know about the kernel's current rules is
+    passed in as a :class:`FirewallState` (parsed by :meth:`parse` from the
+    output of :meth:`list_commands`). Scripts are applied in one transaction
+    by :meth:`batch_command`.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def detect(cls, run: Run | None) -> FirewallBackend:
+        """An instance suited to the machine ``run`` executes on (``None``: a dry run, no probing)."""
+        return cls()
+
+    def describe(self) -> str:
+        """One line naming the backend and its mode, for logs and ``repr``."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+    @abstractmethod
+    def list_commands(self, family: Family, scope: Scope) -> list[Argv]:
+        """Commands whose outputs, in order, :meth:`parse` reads; a missing table lists as empty."""
+
+    @abstractmethod
+    def parse(self, family: Family, scope: Scope, outputs: Sequence[str]) -> FirewallState: ...
+
+    @abstractmethod
+    def batch_command(self, family: Family) -> Argv:
+        """The process that applies a script atomically from stdin."""
+
+    @abstractmethod
+    def script(
+        self,
+        family: Family,
+        scope: Scope,
+        state: FirewallState,
+        *,
+        add: Sequence[FirewallRule] = (),
+        remove: Sequence[ListedRule] = (),
+        teardown: bool = False,
+    ) -> list[str]:
+        """Lines that create whatever of pynetns' chains and jumps ``state`` lacks, add ``add``,
+        remove ``remove`` and, with ``teardown``, remove pynetns' chains and jumps altogether."""

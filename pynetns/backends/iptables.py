@@ -1,0 +1,293 @@
+"""The iptables firewall backend: pynetns' own chains, changed by ``iptables-restore --noflush -w`` transactions.
+
+Rules live in chains of pynetns' own, reached by jump rules it adds once and
+removes with its last rule:
+
+- ``nat``: ``PREROUTING``/``OUTPUT`` → ``PYNETNS-DNAT`` (local destinations),
+  ``POSTROUTING`` → ``PYNETNS-POSTROUTING``; ``PYNETNS-RECORDS`` is never
+  jumped to and keeps the sysctl values pynetns changed.
+- ``filter``: ``FORWARD`` (first rule) → ``PYNETNS-FORWARD``, which accepts
+  pynetns' forwarded traffic even under a ``DROP`` policy.
+
+Every rule carries ``-m comment --comment "pynetns:<id> …"``. Works with
+``iptables-nft`` and ``iptables-legacy``; :meth:`Iptables.detect` finds
+which one ``iptables`` is and says so.
+
+>>> from pynetns.backends.base import FirewallRule, FirewallState
+>>> rule = FirewallRule("dnat", "pynetns:doc portmap/tcp/any/8080-8089", protocol="tcp",
+...                     dport=(8080, 8089), action="dnat", to_address="10.0.0.2", to_port=(80, 89))
+>>> for line in Iptables().script(4, "nat", FirewallState(), add=[rule]):
+...     print(line)
+*nat
+-N PYNETNS-DNAT
+-N PYNETNS-POSTROUTING
+-N PYNETNS-RECORDS
+-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "pynetns jump" -j PYNETNS-DNAT
+-A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment "pynetns jump" -j PYNETNS-DNAT
+-A POSTROUTING -m comment --comment "pynetns jump" -j PYNETNS-POSTROUTING
+-A PYNETNS-DNAT -p tcp -m tcp --dport 8080:8089 -m comment --comment "pynetns:doc portmap/tcp/any/8080-8089" \
+-j DNAT --to-destination 10.0.0.2:80-89/8080
+COMMIT
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Sequence
+from typing import Literal
+
+from ..errors import InvalidValue
+from ..validation import interface_name
+from .base import (
+    JUMP_COMMENT,
+    Argv,
+    Family,
+    FirewallBackend,
+    FirewallRule,
+    FirewallState,
+    ListedRule,
+    Run,
+    Scope,
+    canonical_address,
+    check_comment,
+    port_range,
+)
+
+__all__ = ["Iptables", "CHAINS"]
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["nft", "legacy"]
+
+CHAINS = {
+    "dnat": "PYNETNS-DNAT",
+    "postrouting": "PYNETNS-POSTROUTING",
+    "records": "PYNETNS-RECORDS",
+    "forward": "PYNETNS-FORWARD",
+}
+_SCOPE_CHAINS = {"nat": ("dnat", "postrouting", "records"), "filter": ("forward",)}
+# (built-in chain, match, target, insert first?) of every jump rule, per scope
+_JUMPS = {
+    "nat": (
+        ("PREROUTING", "-m addrtype --dst-type LOCAL", "PYNETNS-DNAT", False),
+        ("OUTPUT", "-m addrtype --dst-type LOCAL", "PYNETNS-DNAT", False),
+        ("POSTROUTING", "", "PYNETNS-POSTROUTING", False),
+    ),
+    "filter": (("FORWARD", "", "PYNETNS-FORWARD", True),),
+}
+_REVERSE = {name: chain for chain, name in CHAINS.items()}
+_COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s+")
+_VERSION = re.compile(r"\((nf_tables|legacy)\)")
+
+
+class Iptables(FirewallBackend):
+    """``iptables``/``ip6tables`` and their ``-save``/``-restore``.
+
+    ``variant`` picks ``iptables-nft`` or ``iptables-legacy`` explicitly;
+    ``None`` runs plain ``iptables`` (whatever the alternatives system chose).
+    """
+
+    name = "iptables"
+
+    def __init__(self, variant: Variant | None = None, version: str = "") -> None:
+        if variant not in (None, "nft", "legacy"):
+            raise InvalidValue("variant", variant, "must be 'nft', 'legacy' or None")
+        self.variant: Variant | None = variant
+        self.version = version
+
+    @classmethod
+    def detect(cls, run: Run | None) -> Iptables:
+        """Ask ``iptables --version`` whether it is the nf_tables or the legacy flavour."""
+        if run is None:
+            return cls()
+        text = run(["iptables", "--version"]).stdout.strip()
+        match = _VERSION.search(text)
+        variant: Variant = "nft" if match is not None and match.group(1) == "nf_tables" else "legacy"
+        backend = cls(variant, text)
+        log.info("firewall: %s", backend.describe())
+        return backend
+
+    def describe(self) -> str:
+        mode = {"nft": "nf_tables", "legacy": "legacy", None: "as installed"}[self.variant]
+        return f"iptables ({mode}){f': {self.version}' if self.version else ''}"
+
+    def program(self, family: Family, suffix: str = "") -> str:
+        base = "iptables" if family == 4 else "ip6tables"
+        return base + (f"-{self.variant}" if self.variant else "") + suffix
+
+    # -- reading -------------------------------------------------------------
+
+    def list_commands(self, family: Family, scope: Scope) -> list[Argv]:
+        return [(self.program(family, "-save"), "-c", "-t", scope)]
+
+    def parse(self, family: Family, scope: Scope, outputs: Sequence[str]) -> FirewallState:
+        chains: set[str] = set()
+        busy: set[str] = set()
+        rules: list[ListedRule] = []
+        ours = {CHAINS[name] for name in _SCOPE_CHAINS[scope]}
+        for raw in (outputs[0] if outputs else "").splitlines():
+            line = raw.strip()
+            if line.startswith(":"):
+                name = line[1:].split()[0]
+                if name in ours:
+                    chains.add(name)
+                continue
+            packets = size = 0
+            match = _COUNTERS.match(line)
+            if match is not None:
+                packets, size = int(match.group(1)), int(match.group(2))
+                line = line[match.end() :]
+            if not line.startswith("-A "):
+                continue
+            words = shlex.split(line)
+            chain, comment = words[1], _comment(words)
+            if chain in ours:
+                kind = _REVERSE[chain]
+            elif comment == JUMP_COMMENT:
+                kind = "jump"
+            else:
+                busy.add(chain)
+                continue
+            spec = _join(words[1:])
+            rules.append(ListedRule(kind, comment, spec, packets, size))  # type: ignore[arg-type]
+        return FirewallState(frozenset(chains), tuple(rules), frozenset(busy))
+
+    # -- writing -------------------------------------------------------------
+
+    def batch_command(self, family: Family) -> Argv:
+        return (self.program(family, "-restore"), "--noflush", "-w")
+
+    def script(
+        self,
+        family: Family,
+        scope: Scope,
+        state: FirewallState,
+        *,
+        add: Sequence[FirewallRule] = (),
+        remove: Sequence[ListedRule] = (),
+        teardown: bool = False,
+    ) -> list[str]:
+        lines = [f"*{scope}"]
+        names = [CHAINS[chain] for chain in _SCOPE_CHAINS[scope]]
+        jumps = {rule.ref for rule in state.jumps}
+        if add:
+            # "-N", not ":CHAIN": with --noflush a ":CHAIN" line empties a chain that exists.
+            lines.extend(f"-N {name}" for name in names if name not in state.chains)
+            for builtin, match, target, first in _JUMPS[scope]:
+                spec = self._jump_spec(builtin, match, target)
+                if spec not in jumps:
+                    lines.append(("-I " if first else "-A ") + spec)
+        for listed in remove:
+            lines.append("-D " + self._checked_spec(listed.ref))
+        for rule in add:
+            if rule.chain not in _SCOPE_CHAINS[scope]:
+                raise InvalidValue("chain", rule.chain, f"not in the {scope} table")
+            lines.append(f"-A {CHAINS[rule.chain]} {self.rule_text(family, rule)}")
+        if teardown:
+            emptied = []
+            for builtin, match, target, _ in _JUMPS[scope]:
+                spec = self._jump_spec(builtin, match, target)
+                if spec in jumps:
+                    lines.append("-D " + spec)
+                    emptied.append(builtin)
+            if self.variant == "nft" and scope == "nat":
+                # iptables-nft made these base chains on demand for our jumps; empty nat chains
+                # (always policy ACCEPT) do nothing, so leave nft's view as it was.
+                lines.extend(f"-X {name}" for name in dict.fromkeys(emptied) if name not in state.busy)
+            for name in names:
+                if name in state.chains:
+                    lines += [f"-F {name}", f"-X {name}"]
+        if len(lines) == 1:
+            return []
+        lines.append("COMMIT")
+        return lines
+
+    @staticmethod
+    def _jump_spec(builtin: str, match: str, target: str) -> str:
+        # The form iptables-save prints, so a saved jump compares equal to the one we would add.
+        words = [builtin, *match.split(), "-m", "comment", "--comment", JUMP_COMMENT, "-j", target]
+        return _join(words)
+
+    @staticmethod
+    def _checked_spec(spec: str) -> str:
+        words = shlex.split(spec)
+        if not words or (words[0] not in CHAINS.values() and _comment(["", *words]) != JUMP_COMMENT):
+            raise InvalidValue("rule", spec, "is not a pynetns rule")
+        return _join(words)
+
+    def rule_text(self, family: Family, rule: FirewallRule) -> str:
+        """The arguments after ``-A CHAIN`` for one rule, in the order ``iptables-save`` prints them."""
+        if rule.family != family:
+            raise InvalidValue("family", rule.family, f"a rule for IPv{rule.family} in an IPv{family} table")
+        parts: list[str] = []
+        if rule.saddr is not None:
+            parts += ["-s", canonical_address(family, rule.saddr, network=True)]
+        if rule.daddr is not None:
+            parts += ["-d", canonical_address(family, rule.daddr, network=True)]
+        if rule.iif is not None:
+            parts += ["-i", interface_name("interface", rule.iif)]
+        if rule.oif is not None:
+            parts += ["-o", interface_name("interface", rule.oif)]
+        if rule.not_oif is not None:
+            parts += ["!", "-o", interface_name("interface", rule.not_oif)]
+        if rule.protocol is not None:
+            if rule.protocol not in ("tcp", "udp"):
+                raise InvalidValue("protocol", rule.protocol, "must be 'tcp' or 'udp'")
+            parts += ["-p", rule.protocol]
+            if rule.sport is not None or rule.dport is not None:
+                parts += ["-m", rule.protocol]
+            if rule.sport is not None:
+                parts += ["--sport", port_range(rule.sport, ":")]
+            if rule.dport is not None:
+                parts += ["--dport", port_range(rule.dport, ":")]
+        if rule.ct_dnat:
+            parts += ["-m", "conntrack", "--ctstate", "DNAT"]
+        if rule.ct_established:
+            parts += ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
+        parts += ["-m", "comment", "--comment", f'"{check_comment(rule.comment)}"']
+        if rule.action == "dnat":
+            parts += ["-j", "DNAT", "--to-destination", self._dnat_target(family, rule)]
+        elif rule.action == "masquerade":
+            parts += ["-j", "MASQUERADE"]
+        elif rule.action == "accept":
+            parts += ["-j", "ACCEPT"]
+        else:
+            parts += ["-j", "RETURN"]
+        return " ".join(parts)
+
+    @staticmethod
+    def _dnat_target(family: Family, rule: FirewallRule) -> str:
+        if rule.to_address is None:
+            raise InvalidValue("to_address", None, "a dnat rule needs an address")
+        address = canonical_address(family, rule.to_address)
+        if rule.to_port is None:
+            return address
+        low, high = rule.to_port
+        if rule.dport is None or rule.dport[1] - rule.dport[0] != high - low:
+            raise InvalidValue("to_port", rule.to_port, "must be as long as the published range")
+        host = f"[{address}]" if family == 6 else address
+        if low == high:
+            return f"{host}:{low}"
+        if low == rule.dport[0]:
+            return address  # same numbers: keep the destination port
+        # One rule for the whole range: a shifted port map (kernel 4.19+, iptables 1.8.6+).
+        return f"{host}:{port_range(rule.to_port, '-')}/{int(rule.dport[0])}"
+
+
+def _join(words: Sequence[str]) -> str:
+    """Words as iptables-restore reads them: only double quotes, and only around words with spaces."""
+    out = []
+    for word in words:
+        if any(c in word for c in '"\'\\\n\r\x00'):
+            raise InvalidValue("rule", word, "must not contain quotes, backslashes or line breaks")
+        out.append(f'"{word}"' if (" " in word or not word) else word)
+    return " ".join(out)
+
+
+def _comment(words: Sequence[str]) -> str:
+    for index, word in enumerate(words[:-1]):
+        if word == "--comment":
+            return words[index + 1]
+    return ""

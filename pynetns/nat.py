@@ -1,0 +1,594 @@
+"""Published ports and outbound NAT, the way Docker's bridge driver does them.
+
+:class:`PortMap` is ``docker run -p 8080:80``: a DNAT rule for local
+destinations, reachable from other namespaces, from the host at its own
+addresses and at ``127.0.0.1``, and from the container itself (hairpin).
+:class:`Masquerade` lets a bridge's subnet reach the outside with the host's
+address. Both write only pynetns' own table (nftables) or chains (iptables),
+chosen by ``Host(firewall=...)``, and live in ``namespace`` (``None``: the
+root namespace), so a throwaway namespace can play the host.
+
+>>> from pynetns import Host, Namespace
+>>> host = Host(dry_run=True, firewall="nftables")
+>>> PortMap(8080, "10.0.0.2", 80, namespace=Namespace("gw", host=host)).create()
+>>> print(next(call for call in host.history if call.input))  # doctest: +ELLIPSIS
+ip netns exec gw nft -f - <<'EOF'
+add table ip pynetns
+...
+add rule ip pynetns published tcp dport 8080 counter dnat to 10.0.0.2:80 comment "pynetns:dry-run portmap/tcp/any/...
+add rule ip pynetns postrouting ip saddr 10.0.0.2 ip daddr 10.0.0.2 tcp dport 80 ct status dnat masquerade ...
+...
+EOF
+
+How shared state is kept, without any file: pynetns' rules carry comments
+``"<tag> <object id> [lnet=<device>] [hp=<port>]"``; the settings pynetns
+changed (``net.ipv4.ip_forward``, a device's ``route_localnet``, a bridge
+port's ``hairpin`` flag) are kept as rules ``"pynetns saved <key>=<value>"``
+in a chain nothing jumps to. When the last
+object needing a sysctl is deleted, its saved value is written back; when the
+last object is deleted, the table (or the chains and their jumps) goes too.
+
+Forwarding under a ``DROP`` policy: an accept in nftables cannot overrule a
+drop in another base chain, so wherever an iptables ``filter FORWARD`` chain
+exists in the namespace (iptables-nft or legacy, e.g. Docker's), pynetns adds
+its accept rules in a ``PYNETNS-FORWARD`` chain jumped to first from there —
+with either backend. A pure-nftables host dropping forwarded packets in
+another table still needs its own rule; pynetns never edits other tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from .backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, NetnsRef, Scope
+from .backends.iptables import Iptables
+from .errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
+from .host import Host
+from .links import Bridge, Placed, to_namespace
+from .namespace import Namespace
+from .validation import (
+    IPAddress,
+    IPNetwork,
+    converter,
+    interface_name,
+    ip_address,
+    network,
+    optional,
+)
+from .validation import port as valid_port
+from .validation import protocol as valid_protocol
+
+__all__ = ["PortMap", "Masquerade", "Counters", "FORWARDING"]
+
+log = logging.getLogger(__name__)
+
+#: the sysctl that turns on forwarding, per IP version
+FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+RECORD_PREFIX = "pynetns saved "
+_TAG = re.compile(r"pynetns:[A-Za-z0-9_.-]{1,40}")
+_VALUE = re.compile(r"-?[0-9]{1,10}")
+#: UDP conntrack entries are flushed port by port; longer ranges are left to expire
+CONNTRACK_FLUSH_LIMIT = 256
+
+
+@attrs.frozen
+class Counters:
+    """Packets and bytes a rule has matched (what ``iptables -t nat -nvL`` shows)."""
+
+    packets: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(self.packets + other.packets, self.bytes + other.bytes)
+
+
+def _owner(comment: str) -> tuple[str, str] | None:
+    words = comment.split()
+    return (words[0], words[1]) if len(words) >= 2 and _TAG.fullmatch(words[0]) else None
+
+
+def _localnet_key(device: str) -> str:
+    return f"net.ipv4.conf.{device}.route_localnet"
+
+
+def _hairpin_key(port: str) -> str:
+    return f"hairpin.{port}"
+
+
+def _needed_keys(rules: Iterable[ListedRule]) -> set[str]:
+    """The settings (besides forwarding) that the objects owning ``rules`` rely on, from their comments."""
+    keys = set()
+    for rule in rules:
+        for word in rule.comment.split()[2:]:
+            if word.startswith("lnet="):
+                keys.add(_localnet_key(word[5:]))
+            elif word.startswith("hp="):
+                keys.add(_hairpin_key(word[3:]))
+    return keys
+
+
+@attrs.frozen
+class _Path:
+    """How the host reaches a mapping's container: the device (for route_localnet), the bridge port (hairpin)."""
+
+    localnet: str | None = None
+    hairpin_port: str | None = None
+
+    def keys(self) -> list[str]:
+        return ([_localnet_key(self.localnet)] if self.localnet else []) + (
+            [_hairpin_key(self.hairpin_port)] if self.hairpin_port else []
+        )
+
+
+class _Site:
+    """The firewall of one namespace of one host, as pynetns reads and changes it."""
+
+    def __init__(self, host: Host, where: NetnsRef) -> None:
+        self.host = host
+        self.where = where
+
+    def run(self, argv: Sequence[str], *, check: bool = True) -> Any:
+        return self.host.run(self.host.exec_argv(self.where, argv), check=check)
+
+    def state(self, backend: FirewallBackend, family: Family, scope: Scope) -> FirewallState:
+        outputs = []
+        for argv in backend.list_commands(family, scope):
+            full = self.host.exec_argv(self.where, argv)
+            result = self.host.run(full, check=False)
+            if result.returncode != 0:
+                error = from_command(full, result.returncode, result.stdout, result.stderr)
+                if not isinstance(error, NotFound):
+                    raise error
+            outputs.append(result.stdout if result.returncode == 0 else "")
+        return backend.parse(family, scope, outputs)
+
+    def apply(self, backend: FirewallBackend, family: Family, lines: Sequence[str]) -> None:
+        if lines:
+            argv = self.host.exec_argv(self.where, backend.batch_command(family))
+            self.host.runner.run_batch(argv, lines, atomic=True)
+
+    def setting(self, key: str, value: str | None = None) -> str:
+        """Read a setting (a sysctl, or ``hairpin.<port>``); with ``value``, write it."""
+        if key.startswith("hairpin."):
+            port = interface_name("port", key.removeprefix("hairpin."))
+            if value is None:
+                data = self.host.ip(self.where, ("-j", "-d", "link", "show", "dev", port)).json()
+                slave = (data[0].get("linkinfo") or {}).get("info_slave_data") or {} if data else {}
+                return "1" if slave.get("hairpin") else "0"
+            state = "on" if value == "1" else "off"
+            self.host.ip(self.where, ("link", "set", "dev", port, "type", "bridge_slave", "hairpin", state))
+            return value
+        namespace = Namespace._root(self.host) if self.where.kind == "root" else _ns_at(self.host, self.where)
+        return namespace.sysctl(key, value).strip()
+
+    def forward_backends(self, family: Family) -> list[Iptables]:
+        """The xtables flavours whose ``filter`` table exists here, so whose FORWARD may drop."""
+        found = []
+        try:
+            listing = self.run(["nft", "-j", "list", "chain", "ip" if family == 4 else "ip6", "filter", "FORWARD"],
+                               check=False)
+            if listing.returncode == 0 and '"chain"' in listing.stdout:
+                found.append(Iptables("nft"))
+        except BackendUnavailable:
+            pass
+        names = "/proc/net/ip_tables_names" if family == 4 else "/proc/net/ip6_tables_names"
+        tables = self.run(["cat", names], check=False)
+        if tables.returncode == 0 and "filter" in tables.stdout.split():
+            found.append(Iptables("legacy"))
+        return found
+
+
+def _ns_at(host: Host, where: NetnsRef) -> Namespace:
+    namespace = Namespace._wrap(where.value if where.kind == "named" else "firewall", where, host)
+    return namespace
+
+
+class _Firewalled(Placed):
+    """Base of the firewall objects: create, delete, exists, built from the rules each object declares."""
+
+    namespace: Namespace | None
+    host: Host
+    tag: str | None
+
+    # -- what each object declares -----------------------------------------
+
+    @property
+    def family(self) -> Family:
+        raise NotImplementedError
+
+    @property
+    def object_id(self) -> str:
+        """The identity written in every rule's comment (after the host's tag)."""
+        raise NotImplementedError
+
+    def _nat_rules(self, path: _Path) -> list[FirewallRule]:
+        raise NotImplementedError
+
+    def _forward_rules(self) -> list[FirewallRule]:
+        raise NotImplementedError
+
+    def _check(self, site: _Site, state: FirewallState) -> None:
+        """Refuse to create (raise) if something already holds what this object needs."""
+
+    def _path(self, site: _Site) -> _Path:
+        return _Path()
+
+    def _changed(self, site: _Site) -> None:
+        """Called after create and delete (flush conntrack entries)."""
+
+    # -- shared -------------------------------------------------------------
+
+    @property
+    def owner_tag(self) -> str:
+        tag = self._tag(self.tag)
+        if not _TAG.fullmatch(tag):
+            raise InvalidValue("tag", tag, "a firewall tag must be 'pynetns:' and 1-40 of [A-Za-z0-9_.-]")
+        return tag
+
+    def _comment(self, extra: str = "") -> str:
+        return f"{self.owner_tag} {self.object_id}{extra}"
+
+    def _site(self) -> _Site:
+        return _Site(self.host, self.where)
+
+    def _mine(self, state: FirewallState) -> list[ListedRule]:
+        me = (self.owner_tag, self.object_id)
+        return [rule for rule in state.owned() if _owner(rule.comment) == me]
+
+    def rules(self) -> list[FirewallRule]:
+        """The rules :meth:`create` adds (NAT, then forwarding), without running anything."""
+        return self._nat_rules(_Path()) + self._forward_rules()
+
+    def create(self) -> None:
+        """Add this object's rules in one transaction; enable forwarding (recording the old value)."""
+        backend, site, family = self.host.firewall, self._site(), self.family
+        state = site.state(backend, family, "nat")
+        self._check(site, state)
+        if self._mine(state):
+            raise AlreadyExists(("pynetns",), 1, stderr=f"{self.owner_tag} {self.object_id} already exists")
+        path = self._path(site)
+        records = _records(state)
+        needs = [FORWARDING[family], *path.keys()]
+        current = {key: site.setting(key) for key in needs}
+        saved = [
+            FirewallRule("records", f"{RECORD_PREFIX}{key}={value}", family, action="record")
+            for key, value in current.items()
+            if key not in records and _VALUE.fullmatch(value)
+        ]
+        site.apply(backend, family, backend.script(family, "nat", state, add=self._nat_rules(path) + saved))
+        try:
+            for key, value in current.items():
+                if value != "1":
+                    site.setting(key, "1")
+            forward = self._forward_rules()
+            for target in site.forward_backends(family) if forward else ():
+                filter_state = site.state(target, family, "filter")
+                site.apply(target, family, target.script(family, "filter", filter_state, add=forward))
+            self._changed(site)
+        except BaseException:
+            log.debug("create of %s failed; removing what was added", self.object_id)
+            self._delete(missing_ok=True)
+            raise
+
+    def delete(self) -> None:
+        """Remove exactly this object's rules; the last one out restores sysctls and removes the chains."""
+        self._delete(missing_ok=False)
+
+    def _delete(self, *, missing_ok: bool) -> None:
+        backend, site, family = self.host.firewall, self._site(), self.family
+        state = site.state(backend, family, "nat")
+        mine = self._mine(state)
+        if not mine and not missing_ok:
+            raise NotFound(backend.list_commands(family, "nat")[0], 1,
+                           stderr=f"{self.owner_tag} {self.object_id} does not exist")
+        remaining = [rule for rule in state.owned() if rule not in mine]
+        needed = {FORWARDING[family]} | _needed_keys(remaining) if remaining else set()
+        records = _records(state)
+        restore = {key: value for key, (value, _) in records.items() if key not in needed}
+        if remaining:
+            drop = mine + [records[key][1] for key in restore]
+            lines = backend.script(family, "nat", state, remove=drop)
+        else:
+            lines = backend.script(family, "nat", state, teardown=True)
+        site.apply(backend, family, lines)
+        for key, value in restore.items():
+            try:
+                site.setting(key, value)
+            except CommandError as error:  # e.g. the device is gone, with its setting
+                log.debug("could not restore %s=%s: %s", key, value, error)
+        for target in site.forward_backends(family):
+            filter_state = site.state(target, family, "filter")
+            if not filter_state.exists:
+                continue
+            mine_f = self._mine(filter_state)
+            others = [rule for rule in filter_state.owned() if rule not in mine_f]
+            lines = target.script(family, "filter", filter_state, remove=mine_f if others else (), teardown=not others)
+            site.apply(target, family, lines)
+        self._changed(site)
+
+    def exists(self) -> bool:
+        """True if this object's rules are in the firewall."""
+        return bool(self._mine(self._site().state(self.host.firewall, self.family, "nat")))
+
+    def __enter__(self) -> Any:
+        self.create()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.delete()
+
+
+def _records(state: FirewallState) -> dict[str, tuple[str, ListedRule]]:
+    found = {}
+    for rule in state.rules:
+        if rule.chain == "records" and rule.comment.startswith(RECORD_PREFIX):
+            key, _, value = rule.comment[len(RECORD_PREFIX) :].partition("=")
+            if _VALUE.fullmatch(value):
+                found[key] = (value, rule)
+    return found
+
+
+def _range(low: int, high: int) -> str:
+    return f"{low}-{high}"
+
+
+@attrs.define(eq=False)
+class PortMap(_Firewalled):
+    """Publish ``host_port`` (to ``host_port_end``) of the host on ``address``:``port``, like ``docker run -p``.
+
+    A range is one rule: host ports ``host_port..host_port_end`` map one to one
+    onto ``port..port + (host_port_end - host_port)``. With ``host_ip`` only
+    that address answers; ``127.0.0.1`` answers only on the host itself.
+    """
+
+    host_port: int = attrs.field(converter=converter(valid_port))  # type: ignore[misc]
+    address: IPAddress = attrs.field(converter=converter(ip_address))  # type: ignore[misc]
+    port: int = attrs.field(converter=converter(valid_port))  # type: ignore[misc]
+    protocol: str = attrs.field(default="tcp", converter=converter(valid_protocol))  # type: ignore[misc]
+    host_ip: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
+    host_port_end: int | None = attrs.field(default=None, converter=converter(optional(valid_port)))  # type: ignore[misc]
+    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
+    host: Host = attrs.field(default=None)
+    tag: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.host_port_end is not None and self.host_port_end < self.host_port:
+            raise InvalidValue("host_port_end", self.host_port_end, f"must not be below host_port={self.host_port}")
+        if self.port + (self.last_host_port - self.host_port) > 65535:
+            raise InvalidValue("port", self.port, "the container range would end above 65535")
+        if self.host_ip is not None and self.host_ip.version != self.address.version:
+            raise InvalidValue("host_ip", str(self.host_ip), f"must be IPv{self.address.version} like the address")
+        if self.address.is_loopback or self.address.is_unspecified or self.address.is_multicast:
+            raise InvalidValue("address", str(self.address), "must be a unicast address of another namespace")
+        self._place()
+
+    @property
+    def last_host_port(self) -> int:
+        return self.host_port if self.host_port_end is None else self.host_port_end
+
+    @property
+    def host_ports(self) -> tuple[int, int]:
+        return (self.host_port, self.last_host_port)
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """The container's ports."""
+        return (self.port, self.port + self.last_host_port - self.host_port)
+
+    @property
+    def family(self) -> Family:
+        return 4 if self.address.version == 4 else 6
+
+    @property
+    def object_id(self) -> str:
+        where = "any" if self.host_ip is None else str(self.host_ip)
+        return f"portmap/{self.protocol}/{where}/{_range(*self.host_ports)}"
+
+    def __str__(self) -> str:
+        ports = self.host_port if self.host_port_end is None else _range(*self.host_ports)
+        inner = self.port if self.host_port_end is None else _range(*self.ports)
+        where = "" if self.host_ip is None else f"{self.host_ip}:"
+        return f"{where}{ports}->{self.address}:{inner}/{self.protocol}"
+
+    # -- rules --------------------------------------------------------------
+
+    def _nat_rules(self, path: _Path) -> list[FirewallRule]:
+        family, proto, address = self.family, self.protocol, str(self.address)
+        hairpin = "" if path.hairpin_port is None else f" hp={path.hairpin_port}"
+        rules = [
+            FirewallRule("dnat", self._comment(), family, proto,  # type: ignore[arg-type]
+                         daddr=None if self.host_ip is None else str(self.host_ip), dport=self.host_ports,
+                         action="dnat", to_address=address, to_port=self.ports, counter=True),
+            # hairpin: the container reaching its own published port through a host address
+            FirewallRule("postrouting", self._comment(hairpin), family, proto,  # type: ignore[arg-type]
+                         saddr=address, daddr=address, dport=self.ports, ct_dnat=True, action="masquerade"),
+        ]
+        if path.localnet is not None:
+            # 127.0.0.1 → container: the source must not stay loopback (route_localnet lets it leave).
+            rules.append(FirewallRule("postrouting", self._comment(f" lnet={path.localnet}"), family,
+                                      proto, saddr="127.0.0.0/8", daddr=address,  # type: ignore[arg-type]
+                                      dport=self.ports, ct_dnat=True, action="masquerade"))
+        return rules
+
+    def _forward_rules(self) -> list[FirewallRule]:
+        family, proto, address = self.family, self.protocol, str(self.address)
+        return [
+            FirewallRule("forward", self._comment(), family, proto,  # type: ignore[arg-type]
+                         daddr=address, dport=self.ports, ct_dnat=True, action="accept"),
+            FirewallRule("forward", self._comment(), family, proto,  # type: ignore[arg-type]
+                         saddr=address, sport=self.ports, ct_dnat=True, action="accept"),
+        ]
+
+    def _path(self, site: _Site) -> _Path:
+        """The device toward the container (``route_localnet`` for 127.0.0.1) and, on a bridge, its port.
+
+        With ``br_netfilter`` loaded (as on Docker hosts) a DNATed packet
+        whose new destination is on the bridge it came from is *bridged*
+        back, so hairpin needs the container's bridge port in hairpin mode,
+        as Docker sets it when it runs without the userland proxy.
+        """
+        address = str(self.address)
+        routes = self.host.ip(self.where, ("-j", "route", "get", address)).json()
+        device = routes[0].get("dev") if routes else None
+        if not device or device == "lo":
+            return _Path()
+        device = interface_name("device", device)
+        localnet = device if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
+        return _Path(localnet, self._bridge_port(site, device))
+
+    def _bridge_port(self, site: _Site, device: str) -> str | None:
+        links = self.host.ip(self.where, ("-j", "-d", "link", "show", "dev", device)).json()
+        if not links or (links[0].get("linkinfo") or {}).get("info_kind") != "bridge":
+            return None
+        address = str(self.address)
+        ping = ["ping", "-c1", "-W1", address] if self.family == 4 else ["ping", "-6", "-c1", "-W1", address]
+        site.run(ping, check=False)  # learn the container's MAC, and its port in the bridge's table
+        neighbours = self.host.ip(self.where, ("-j", "neigh", "show", "to", address, "dev", device)).json()
+        mac = next((item.get("lladdr") for item in neighbours if item.get("lladdr")), None)
+        if mac is None:
+            log.debug("no neighbour entry for %s on %s; hairpin mode not set", address, device)
+            return None
+        fdb = site.run(["bridge", "-j", "fdb", "show", "br", device]).json()
+        port = next((item.get("ifname") for item in fdb if item.get("mac") == mac and item.get("ifname") != device),
+                    None)
+        return None if port is None else interface_name("port", port)
+
+    # -- conflicts ----------------------------------------------------------
+
+    def _overlaps(self, low: int, high: int, address: str) -> bool:
+        mine_low, mine_high = self.host_ports
+        if high < mine_low or low > mine_high:
+            return False
+        return self.host_ip is None or address in ("any", "*", "0.0.0.0", "::") or address == str(self.host_ip)
+
+    def _check(self, site: _Site, state: FirewallState) -> None:
+        for rule in state.owned():
+            owner = _owner(rule.comment)
+            if owner is None or not owner[1].startswith("portmap/"):
+                continue
+            try:
+                _, proto, address, ports = owner[1].split("/")
+                low, high = (int(part) for part in ports.split("-"))
+            except ValueError:
+                continue
+            if proto == self.protocol and self._overlaps(low, high, address):
+                raise PortInUse.held(self._what(), f"{owner[0]} ({owner[1]})")
+        argv = ["ss", "-H", "-l", "-n", "-p", "-t" if self.protocol == "tcp" else "-u"]
+        listing = site.run(argv, check=False)
+        for line in listing.stdout.splitlines():
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            address, _, number = fields[3].rpartition(":")
+            address = address.strip("[]").split("%")[0]
+            if not number.isdigit():
+                continue
+            wildcard = address in ("*", "0.0.0.0", "::")
+            if not wildcard and ":" in address and self.family == 4:
+                continue
+            if not wildcard and "." in address and self.family == 6:
+                continue
+            if self._overlaps(int(number), int(number), address):
+                users = next((field for field in fields[5:] if field.startswith("users:")), fields[3])
+                raise PortInUse.held(self._what(), f"a process listening on {fields[3]} {users}".strip(),
+                                     site.host.exec_argv(site.where, argv), line)
+
+    def _what(self) -> str:
+        where = "every address" if self.host_ip is None else str(self.host_ip)
+        ports = f"port {self.host_port}" if self.host_port_end is None else f"ports {_range(*self.host_ports)}"
+        return f"{self.protocol} {ports} on {where}"
+
+    # -- inspection ---------------------------------------------------------
+
+    def counters(self) -> Counters:
+        """Packets and bytes DNATed by this mapping so far (from every direction)."""
+        state = self._site().state(self.host.firewall, self.family, "nat")
+        total = Counters()
+        for rule in self._mine(state):
+            if rule.chain == "dnat":
+                total += Counters(rule.packets, rule.bytes)
+        return total
+
+    def _changed(self, site: _Site) -> None:
+        """UDP: drop conntrack entries of the host ports, so a new mapping applies at once."""
+        if self.protocol != "udp":
+            return
+        low, high = self.host_ports
+        if high - low >= CONNTRACK_FLUSH_LIMIT:
+            log.warning("not flushing conntrack for %d UDP ports of %s; old entries expire on their own",
+                        high - low + 1, self)
+            return
+        for number in range(low, high + 1):
+            argv = ["conntrack", "-D", "-f", "ipv4" if self.family == 4 else "ipv6", "-p", "udp",
+                    "--orig-port-dst", str(number)]
+            if self.host_ip is not None:
+                argv += ["--orig-dst", str(self.host_ip)]
+            site.run(argv, check=False)  # exit 1 when nothing matched
+
+
+def _bridge_name(value: Any) -> str:
+    if isinstance(value, Bridge):
+        return value.name
+    return interface_name("bridge", value)
+
+
+@attrs.define(eq=False)
+class Masquerade(_Firewalled):
+    """Outbound NAT for a bridge's subnet, like Docker's ``-s 172.17.0.0/16 ! -o docker0 -j MASQUERADE``.
+
+    Also masquerades traffic between two addresses of the subnet that was
+    DNATed (one container reaching another's published port through the
+    host), and accepts the bridge's forwarded traffic where iptables' FORWARD
+    chain could drop it.
+    """
+
+    subnet: IPNetwork = attrs.field(converter=converter(network))  # type: ignore[misc]
+    bridge: str = attrs.field(converter=_bridge_name)
+    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
+    host: Host = attrs.field(default=None)
+    tag: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self._place()
+
+    @classmethod
+    def for_bridge(cls, bridge: Bridge, **kwargs: Any) -> Masquerade:
+        """Masquerade the subnet of ``bridge``'s address, in the bridge's namespace."""
+        if bridge.address is None:
+            raise InvalidValue("bridge", bridge.name, "has no address, so no subnet")
+        kwargs.setdefault("namespace", bridge.namespace)
+        kwargs.setdefault("host", bridge.host)
+        return cls(bridge.address.network, bridge, **kwargs)
+
+    @property
+    def family(self) -> Family:
+        return 4 if self.subnet.version == 4 else 6
+
+    @property
+    def object_id(self) -> str:
+        return f"masq/{self.bridge}/{self.subnet}"
+
+    def __str__(self) -> str:
+        return f"masquerade {self.subnet} ! -o {self.bridge}"
+
+    def _nat_rules(self, path: _Path) -> list[FirewallRule]:
+        subnet, family = str(self.subnet), self.family
+        return [
+            FirewallRule("postrouting", self._comment(), family, saddr=subnet, not_oif=self.bridge,
+                         action="masquerade"),
+            FirewallRule("postrouting", self._comment(), family, saddr=subnet, daddr=subnet, ct_dnat=True,
+                         action="masquerade"),
+        ]
+
+    def _forward_rules(self) -> list[FirewallRule]:
+        family = self.family
+        return [
+            FirewallRule("forward", self._comment(), family, iif=self.bridge, action="accept"),
+            FirewallRule("forward", self._comment(), family, oif=self.bridge, ct_established=True, action="accept"),
+        ]
+
