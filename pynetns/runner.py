@@ -347,6 +347,11 @@ class LocalRunner(Runner):
             raise CommandTimeout(
                 argv, -9, out.decode(errors="replace"), f"timed out after {timeout} s\n" + err.decode(errors="replace")
             ) from None
+        except BaseException:
+            # Ctrl-C or another interruption: never leave the child running or unreaped.
+            process.kill()
+            process.wait()
+            raise
         log.debug("exit %s after %.3f s: %s", process.returncode, time.monotonic() - started, shlex.join(argv))
         return CompletedCommand(argv, process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
