@@ -1,0 +1,20 @@
+"""Docker's networking (--network none, --network host, the default bridge) rebuilt by pynetns.
+
+Run it as root::
+
+    sudo python examples/docker_walkthrough.py
+
+It prints every step with the exact commands pynetns ran, then removes
+everything it created, also on Ctrl-C. The steps themselves live in
+``pynetns/demo.py``, written to be read; ``pynetns demo`` runs the same code.
+"""
+
+import sys
+
+from pynetns.demo import walkthrough
+
+if __name__ == "__main__":
+    try:
+        sys.exit(walkthrough())
+    except KeyboardInterrupt:  # everything was already removed
+        sys.exit(130)
