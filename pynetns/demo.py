@@ -21,11 +21,9 @@ no firewall rule, and sends traffic only to the namespaces it created.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import itertools
 import logging
-import os
 import secrets
 import textwrap
 import time
@@ -36,14 +34,15 @@ import attrs
 
 from .errors import InvalidName, NotFound, PynetnsError, WaitTimeout
 from .host import Host
-from .ipam import Allocator, pick_subnet
+from .ipam import Allocator, pick_subnet, subnet_lock
+from .lab import taken_networks
 from .links import Bridge, Veth
 from .namespace import Namespace, resolve_host
 from .polling import wait_until
 from .routes import Route
 from .runner import Call
 from .servers import http_server_argv
-from .validation import IPInterface, IPNetwork, interface_name
+from .validation import IPInterface, interface_name
 
 __all__ = [
     "Container",
@@ -51,7 +50,6 @@ __all__ = [
     "Walkthrough",
     "check_prefix",
     "format_calls",
-    "taken_networks",
     "walkthrough",
 ]
 
@@ -61,7 +59,6 @@ log = logging.getLogger(__name__)
 STEPS = 9
 HTTP_PORT = 8000
 #: where demos on one machine take turns choosing a subnet
-LOCK_FILE = "/run/pynetns/demo.lock"
 WIDTH = 78
 
 
@@ -198,7 +195,7 @@ class Walkthrough:
                        "and gives it the first address of its subnet, 172.17.0.0/16 unless that is in use "
                        "here: the containers' gateway. (Docker also enables IP forwarding and adds NAT "
                        "rules so containers reach the outside; this demo does neither.)"):
-            with self._subnet_lock():
+            with contextlib.nullcontext() if self.host.dry_run else subnet_lock():
                 taken = taken_networks(self.host)
                 subnet = pick_subnet(taken)
                 if subnet != ipaddress.ip_network("172.17.0.0/16"):
@@ -378,23 +375,6 @@ class Walkthrough:
         """It is gone (the demo removed it, or the kernel did): nothing for the cleanup to do."""
         self.created = [item for item in self.created if item is not thing]
 
-    @contextlib.contextmanager
-    def _subnet_lock(self) -> Iterator[None]:
-        """Let demos on this machine choose their subnets one at a time, so no two pick the same."""
-        if self.host.dry_run:
-            yield
-            return
-        try:
-            os.makedirs(os.path.dirname(LOCK_FILE), exist_ok=True)
-            lock = open(LOCK_FILE, "a")  # noqa: SIM115 - held for the with block below
-        except OSError as error:
-            log.debug("demo: no subnet lock (%s)", error)
-            yield
-            return
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
     # -- printing ---------------------------------------------------------
 
     @contextlib.contextmanager
@@ -448,12 +428,3 @@ def format_calls(calls: Sequence[Call], background: Collection[tuple[str, ...]] 
             first += f"  # polled: {count} times"
         lines += [first, *rest]
     return lines
-
-
-def taken_networks(host: Host | None = None) -> list[IPNetwork]:
-    """The networks the host already uses: its routes (the default route aside) and its addresses."""
-    root = Namespace.host(host)
-    taken: list[IPNetwork] = [ipaddress.ip_network(route.destination) for route in root.routes()
-                              if route.destination != "default"]
-    return taken + [address.network for address in root.addresses()]
-

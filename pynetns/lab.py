@@ -33,13 +33,13 @@ import attrs
 from .backends.base import NetnsRef
 from .errors import CommandError, InvalidValue, NotOwned, PynetnsError, SubnetOverlap
 from .host import Host
-from .ipam import Allocator, pick_subnet
+from .ipam import Allocator, pick_subnet, subnet_lock
 from .namespace import Namespace, resolve_host
 from .plan import Plan
 from .runner import Call
 from .validation import IPInterface, IPNetwork, interface_name, mtu, namespace_name, network
 
-__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "runtime_dir"]
+__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "runtime_dir", "taken_networks"]
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +172,23 @@ class Lab:
 
     def _taken_subnets(self) -> list[IPNetwork]:
         taken: list[IPNetwork] = [net.subnet for net in self.networks.values()]
-        if self.isolated:
+        if self.isolated or self.host.dry_run:
             return taken
-        for record in labs():
-            if record.alive and record.id != self.id:
-                taken.extend(ipaddress.ip_network(item["subnet"]) for item in record.data.get("networks", ()))
-        if not self.host.dry_run:
-            for route in Namespace.host(self.host).routes():
-                if route.destination != "default":
-                    taken.append(ipaddress.ip_network(route.destination, strict=False))
-        return taken
+        return taken + taken_networks(self.host, other_than=self.id)
+
+    def _claim_subnets(self) -> None:
+        """Re-check, then journal, the subnets this apply creates: under the lock, so no other lab or demo
+        picking a subnet at the same moment can take the same one."""
+        if self.isolated or self.host.dry_run:
+            self._write_journal()
+            return
+        with subnet_lock():
+            taken = taken_networks(self.host, other_than=self.id)
+            for net in self.networks.values():
+                clash = next((other for other in taken if not net.applied and other.overlaps(net.subnet)), None)
+                if clash is not None:
+                    raise SubnetOverlap("subnet", str(net.subnet), f"overlaps {clash}, taken since it was declared")
+            self._write_journal()
 
     def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
         """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
@@ -289,7 +296,7 @@ class Lab:
         stages = self._stages()
         if not stages:
             return
-        self._write_journal()
+        self._claim_subnets()
         done: list[Plan] = []
         try:
             for stage in stages:
@@ -382,14 +389,20 @@ class Lab:
         if self.host.dry_run:
             return
         path = self.journal_path
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self._journal(), indent=2))
+        for attempt in range(3):  # another process may prune the folder between mkdir and write
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                temporary.write_text(json.dumps(self._journal(), indent=2))
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         temporary.replace(path)
 
     def _remove_journal(self) -> None:
         if not self.host.dry_run:
-            self.journal_path.unlink(missing_ok=True)
+            _remove_journal(self.journal_path)
 
 
 def _check_mtu(value: int) -> None:
@@ -461,8 +474,31 @@ def cleanup(host: Host | None = None, *, all: bool = False) -> list[str]:
                     removed.append(f"interface {name}")
             except CommandError:
                 pass
-        record.path.unlink(missing_ok=True)
+        _remove_journal(record.path)
     return removed
+
+
+def _remove_journal(path: Path) -> None:
+    """Remove a journal, then the runtime folders it leaves empty: nothing of pynetns stays behind."""
+    path.unlink(missing_ok=True)
+    for folder in (path.parent, path.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another lab's journal) or already gone
+            return
+
+
+def taken_networks(host: Host | None = None, *, other_than: str | None = None) -> list[IPNetwork]:
+    """The IPv4/IPv6 networks in use on the host: its routes (the default aside), its addresses, and the
+    subnets of live labs (but ``other_than``)."""
+    root = Namespace.host(resolve_host(host))
+    taken: list[IPNetwork] = [ipaddress.ip_network(route.destination, strict=False) for route in root.routes()
+                              if route.destination != "default"]
+    taken += [address.network for address in root.addresses()]
+    for record in labs():
+        if record.alive and record.id != other_than:
+            taken += [ipaddress.ip_network(item["subnet"]) for item in record.data.get("networks", ())]
+    return taken
 
 
 def _tagged_namespace(host: Host, name: str, tag: str | None) -> bool:

@@ -4,7 +4,9 @@
 - ``host``: a Host whose ownership tag is unique to this test.
 - ``hostns``: a throwaway namespace that plays "the host" (firewall and sysctl tests go there).
 - Every test marked ``root`` is checked for leaks afterwards: no namespace or
-  interface carrying its names or tag, and no child process left running.
+  interface carrying its names or tag, no child process left running, and no
+  file left in the runtime directory — neither in this session's own one
+  (``$PYNETNS_RUNTIME_DIR``, a fresh folder per worker) nor in ``/run/pynetns``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +47,27 @@ def kernel_reason() -> str | None:
     if not _REASON:
         _REASON.append(_kernel_ready())
     return _REASON[0]
+
+
+SYSTEM_RUNTIME = Path("/run/pynetns")
+_SESSION: dict[str, Path | set[Path]] = {}
+
+
+def _entries(folder: Path) -> set[Path]:
+    return {folder, *folder.rglob("*")} if folder.exists() else set()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this process (and the programs it starts) a runtime directory of its own."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"pynetns-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"))
+    os.environ["PYNETNS_RUNTIME_DIR"] = str(scratch / "run")
+    _SESSION.update(scratch=scratch, runtime=scratch / "run", system=_entries(SYSTEM_RUNTIME))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    scratch = _SESSION.get("scratch")
+    if isinstance(scratch, Path):
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -112,6 +137,10 @@ def _leftovers(token: str, tag: str) -> list[str]:
         if token in item["ifname"] or item.get("ifalias") == tag:
             found.append(f"interface {item['ifname']}")
     found.extend(f"process {pid}" for pid in _children())
+    runtime, system = _SESSION["runtime"], _SESSION["system"]
+    assert isinstance(runtime, Path) and isinstance(system, set)
+    found.extend(f"runtime file {path}" for path in sorted(_entries(runtime)))
+    found.extend(f"runtime file {path}" for path in sorted(_entries(SYSTEM_RUNTIME) - system))
     return found
 
 

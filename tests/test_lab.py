@@ -11,15 +11,14 @@ import pytest
 
 from pynetns import CommandError, Host, InvalidAddress, InvalidValue, Namespace, SubnetOverlap, wait_until
 from pynetns.backends.recording import RecordingRunner
-from pynetns.lab import Lab, cleanup, labs
+from pynetns.lab import Lab, cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 
-@pytest.fixture(autouse=True)
-def runtime(tmp_path, monkeypatch):
-    """Each test keeps its lab journals in its own runtime directory."""
-    monkeypatch.setenv("PYNETNS_RUNTIME_DIR", str(tmp_path / "run"))
-    return tmp_path / "run"
+@pytest.fixture
+def runtime():
+    """The runtime directory of this test session (one per xdist worker, see conftest)."""
+    return runtime_dir().parent
 
 
 def leftovers(lab_id):
@@ -227,6 +226,15 @@ def test_two_labs_built_concurrently_from_separate_processes(runtime):
     for output in outputs:
         assert output.startswith("ok ")
         assert_gone(output.split()[1])
+
+
+@root
+def test_the_journal_and_its_folders_go_with_the_lab(runtime):
+    with Lab(isolated=True) as lab:
+        lab.namespace("a")
+        lab.apply()
+        assert lab.journal_path.exists() and lab.journal_path.parent.parent == runtime
+    assert not runtime.exists()  # the folders pynetns made for the journal are gone too
 
 
 def test_recording_runner_sees_one_batch_per_namespace():
