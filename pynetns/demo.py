@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 #: the number of steps, teardown included
 STEPS = 9
 HTTP_PORT = 8000
-#: where demos on one machine take turns choosing a subnet
 WIDTH = 78
 
 
@@ -111,8 +110,8 @@ def walkthrough(
     the commands out; ``pause`` is called between steps. A KeyboardInterrupt
     (or any other exception) propagates — after everything was removed.
     """
-    prefix = f"pn-{secrets.token_hex(2)}" if prefix is None else prefix
-    return Walkthrough(resolve_host(host), out, prefix, commands, pause).run()
+    named = {} if prefix is None else {"prefix": prefix}
+    return Walkthrough(resolve_host(host), out, commands=commands, pause=pause, **named).run()
 
 
 @attrs.define

@@ -37,7 +37,8 @@ from .ipam import Allocator, pick_subnet, subnet_lock
 from .namespace import Namespace, resolve_host
 from .plan import Plan
 from .runner import Call
-from .validation import IPInterface, IPNetwork, interface_name, mtu, namespace_name, network
+from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
+from .validation import mtu as valid_mtu
 
 __all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "runtime_dir", "taken_networks"]
 
@@ -159,12 +160,10 @@ class Lab:
         if name in self.networks:
             raise InvalidValue("name", name, "a network of that name is already declared in this lab")
         if mtu is not None:
-            _check_mtu(mtu)
+            valid_mtu("mtu", mtu)
         taken = self._taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else network("subnet", subnet)
-        clash = next((other for other in taken if other.overlaps(chosen)), None)
-        if clash is not None:
-            raise SubnetOverlap("subnet", str(chosen), f"overlaps {clash}, already in use")
+        _refuse_overlap(chosen, taken, "already in use")
         net = Network(self, name, chosen, self._kernel_name("b"), Allocator(chosen, gateway), nat=nat and not internal,
                       internal=internal, mtu=mtu)
         self.networks[name] = net
@@ -185,9 +184,8 @@ class Lab:
         with subnet_lock():
             taken = taken_networks(self.host, other_than=self.id)
             for net in self.networks.values():
-                clash = next((other for other in taken if not net.applied and other.overlaps(net.subnet)), None)
-                if clash is not None:
-                    raise SubnetOverlap("subnet", str(net.subnet), f"overlaps {clash}, taken since it was declared")
+                if not net.applied:
+                    _refuse_overlap(net.subnet, taken, "taken since it was declared")
             self._write_journal()
 
     def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
@@ -405,8 +403,10 @@ class Lab:
             _remove_journal(self.journal_path)
 
 
-def _check_mtu(value: int) -> None:
-    mtu("mtu", value)
+def _refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:
+    clash = next((other for other in taken if other.overlaps(subnet)), None)
+    if clash is not None:
+        raise SubnetOverlap("subnet", str(subnet), f"overlaps {clash}, {why}")
 
 
 def _kill_processes_in(netns_names: Iterable[str], host: Host) -> None:

@@ -85,6 +85,20 @@ class Placed:
     def _tag(self, tag: str | None) -> str:
         return self.host.tag if tag is None else tag
 
+    def create(self) -> None:
+        raise NotImplementedError
+
+    def delete(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        """``with obj:`` creates it and always deletes it."""
+        self.create()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.delete()
+
 
 class _Link(Placed):
     """An interface pynetns creates: delete, exists, inspect."""
@@ -112,13 +126,6 @@ class _Link(Placed):
     def delete(self) -> None:
         """``ip link delete``: a bridge's ports are released; a veth takes its peer with it."""
         self.host.ip(self.where, self.host.links.link_delete(self.name))
-
-    def __enter__(self) -> Any:
-        self.create()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.delete()
 
 
 @attrs.define(eq=False)

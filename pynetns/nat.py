@@ -45,7 +45,7 @@ from typing import Any
 
 import attrs
 
-from .backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, NetnsRef, Scope
+from .backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, Scope
 from .backends.iptables import Iptables
 from .errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
 from .host import Host
@@ -128,20 +128,20 @@ class _Path:
 class _Site:
     """The firewall of one namespace of one host, as pynetns reads and changes it."""
 
-    def __init__(self, host: Host, where: NetnsRef) -> None:
-        self.host = host
-        self.where = where
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+        self.host: Host = namespace.host
+        self.where = namespace.ref
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> Any:
-        return self.host.run(self.host.exec_argv(self.where, argv), check=check)
+        return self.namespace.run(argv, check=check)
 
     def state(self, backend: FirewallBackend, family: Family, scope: Scope) -> FirewallState:
         outputs = []
         for argv in backend.list_commands(family, scope):
-            full = self.host.exec_argv(self.where, argv)
-            result = self.host.run(full, check=False)
+            result = self.namespace.run(argv, check=False)
             if result.returncode != 0:
-                error = from_command(full, result.returncode, result.stdout, result.stderr)
+                error = from_command(result.argv, result.returncode, result.stdout, result.stderr)
                 if not isinstance(error, NotFound):
                     raise error
             outputs.append(result.stdout if result.returncode == 0 else "")
@@ -163,8 +163,7 @@ class _Site:
             state = "on" if value == "1" else "off"
             self.host.ip(self.where, ("link", "set", "dev", port, "type", "bridge_slave", "hairpin", state))
             return value
-        namespace = Namespace._root(self.host) if self.where.kind == "root" else _ns_at(self.host, self.where)
-        return namespace.sysctl(key, value).strip()
+        return self.namespace.sysctl(key, value).strip()
 
     def forward_backends(self, family: Family) -> list[Iptables]:
         """The xtables flavours whose ``filter`` table exists here, so whose FORWARD may drop."""
@@ -181,11 +180,6 @@ class _Site:
         if tables.returncode == 0 and "filter" in tables.stdout.split():
             found.append(Iptables("legacy"))
         return found
-
-
-def _ns_at(host: Host, where: NetnsRef) -> Namespace:
-    namespace = Namespace._wrap(where.value if where.kind == "named" else "firewall", where, host)
-    return namespace
 
 
 class _Firewalled(Placed):
@@ -234,7 +228,7 @@ class _Firewalled(Placed):
         return f"{self.owner_tag} {self.object_id}{extra}"
 
     def _site(self) -> _Site:
-        return _Site(self.host, self.where)
+        return _Site(self._in(self.namespace))
 
     def _mine(self, state: FirewallState) -> list[ListedRule]:
         me = (self.owner_tag, self.object_id)
@@ -314,13 +308,6 @@ class _Firewalled(Placed):
     def exists(self) -> bool:
         """True if this object's rules are in the firewall."""
         return bool(self._mine(self._site().state(self.host.firewall, self.family, "nat")))
-
-    def __enter__(self) -> Any:
-        self.create()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.delete()
 
 
 def _records(state: FirewallState) -> dict[str, tuple[str, ListedRule]]:
