@@ -1,15 +1,21 @@
 """Build and destroy the same star topology four ways in one run, and compare.
 
-One network (a bridge in a throwaway namespace that plays the host), N
-namespaces each with a veth ``eth0``, an address and a default route:
+One network (a bridge in a throwaway namespace that plays the host, with
+outbound NAT), N namespaces each with a veth ``eth0``, an address, a default
+route and one published TCP port (host port 20000+i → 80):
 
   (a) pynetns ``Lab(isolated=True)``
-  (b) naive: one process per command, as Mininet does
-  (c) pyroute2 (netlink from Python), when installed
-  (d) a hand-written raw script: one ``ip -batch`` for the host side, one per namespace
+  (b) naive: one process per command, as Mininet does (``nft add rule`` per port)
+  (c) pyroute2 (netlink from Python) for the links, when installed; pyroute2 has no
+      usable nftables API, so its rules go in one ``nft -f`` as in (d)
+  (d) a hand-written raw script: one ``ip -batch`` for the host side, one per
+      namespace, one ``nft -f``
+
+Everything happens in namespaces the benchmark creates (the machine's own
+firewall and sysctls are never touched).
 
 Run as root:  python benchmarks/star.py -n 200
-Published ports are not part of the comparison yet (they arrive with the firewall backends).
+              python benchmarks/star.py --scaling     (pynetns' time per namespace, N=50 vs N=400)
 """
 
 from __future__ import annotations
@@ -34,11 +40,24 @@ def hosts(n: int) -> list[str]:
     return [f"10.200.{(i + 2) // 256}.{(i + 2) % 256}" for i in range(n)]
 
 
+def nft_script(n: int) -> str:
+    """The rules of (b)-(d): DNAT per published port, and masquerade for the subnet."""
+    lines = [
+        "add table ip bench",
+        "add chain ip bench prerouting { type nat hook prerouting priority -100; policy accept; }",
+        "add chain ip bench postrouting { type nat hook postrouting priority 100; policy accept; }",
+        'add rule ip bench postrouting ip saddr 10.200.0.0/16 oifname != "br0" masquerade',
+    ]
+    lines += [f"add rule ip bench prerouting tcp dport {20000 + index} dnat to {ip}:80"
+              for index, ip in enumerate(hosts(n))]
+    return "\n".join(lines) + "\n"
+
+
 def pynetns_lab(n: int, prefix: str) -> None:
     with Lab(isolated=True) as lab:
         net = lab.network("net", subnet="10.200.0.0/16")
         for index in range(n):
-            lab.namespace(f"c{index}", networks=[net])
+            lab.publish(lab.namespace(f"c{index}", networks=[net]), 20000 + index, 80)
         lab.apply()
 
 
@@ -59,6 +78,10 @@ def naive(n: int, prefix: str) -> None:
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         run(["ip", "-n", ns, "addr", "add", f"{ip}/16", "dev", "eth0"])
         run(["ip", "-n", ns, "route", "add", "default", "via", "10.200.0.1"])
+    nft = ["ip", "netns", "exec", hostns, "nft"]
+    run(["ip", "netns", "exec", hostns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    for line in nft_script(n).splitlines():
+        run([*nft, *line.replace('"', "").split()])
     for index in range(n):
         run(["ip", "netns", "delete", f"{prefix}{index}"])
     run(["ip", "netns", "delete", hostns])
@@ -75,6 +98,8 @@ def raw_script(n: int, prefix: str) -> None:
     for name, ip in zip(names, hosts(n), strict=True):
         script = f"link set lo up\nlink set eth0 up\naddr add {ip}/16 dev eth0\nroute add default via 10.200.0.1\n"
         run(["ip", "-n", name, "-batch", "-"], script)
+    run(["ip", "netns", "exec", hostns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    run(["ip", "netns", "exec", hostns, "nft", "-f", "-"], nft_script(n))
     run(["ip", "-batch", "-"], "".join(f"netns delete {name}\n" for name in [*names, hostns]))
 
 
@@ -101,6 +126,8 @@ def pyroute2_way(n: int, prefix: str) -> None:
                 inside.link("set", index=eth0, state="up")
                 inside.addr("add", index=eth0, address=ip, prefixlen=16)
                 inside.route("add", dst="default", gateway="10.200.0.1")
+    run(["ip", "netns", "exec", hostns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    run(["ip", "netns", "exec", hostns, "nft", "-f", "-"], nft_script(n))
     for name in [*names, hostns]:
         netns.remove(name)
 
@@ -115,7 +142,13 @@ def measure(function: Callable[[int, str], None], n: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="namespaces in the star (default 200)")
+    parser.add_argument("--scaling", action="store_true", help="only (a), at N=50 and N=400: time per namespace")
     args = parser.parse_args()
+    if args.scaling:
+        small, large = (measure(pynetns_lab, count) / count for count in (50, 400))
+        print(f"pynetns Lab, up + down: {small * 1000:.2f} ms/ns at N=50, {large * 1000:.2f} ms/ns at N=400, "
+              f"ratio {large / small:.2f} (target <= 1.3)")
+        return 0
     ways: dict[str, Callable[[int, str], None]] = {
         "(a) pynetns Lab": pynetns_lab,
         "(b) naive, a process per command": naive,

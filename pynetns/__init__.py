@@ -40,11 +40,12 @@ from .interfaces import Interface
 from .lab import Endpoint, Lab, Network, cleanup, labs
 from .links import Bridge, Veth
 from .namespace import Namespace
-from .nat import Counters, Masquerade, PortMap
+from .nat import Counters, Isolation, Masquerade, PortMap
 from .plan import Plan, Step
 from .polling import wait_until
 from .routes import Route
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
+from .topology import Topology, TopologyError
 
 __all__ = [
     "AlreadyExists",
@@ -64,6 +65,7 @@ __all__ = [
     "InvalidInput",
     "InvalidName",
     "InvalidValue",
+    "Isolation",
     "LocalRunner",
     "Masquerade",
     "Namespace",
@@ -79,6 +81,8 @@ __all__ = [
     "Route",
     "Runner",
     "Step",
+    "Topology",
+    "TopologyError",
     "SubnetOverlap",
     "UnknownBackend",
     "Veth",

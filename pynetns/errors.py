@@ -7,7 +7,8 @@
     │   ├── InvalidName                     interface / namespace names
     │   ├── InvalidAddress                  IP addresses, CIDRs, MACs
     │   │   └── SubnetOverlap               a subnet clashes with a live network or route
-    │   └── InvalidValue                    MTU, ports, sysctl keys, …
+    │   ├── InvalidValue                    MTU, ports, sysctl keys, …
+    │   └── TopologyError                   a topology file: names the file, the field, the rule
     ├── UnknownBackend (+LookupError)       no backend registered under that name
     ├── BackendUnavailable (+RuntimeError)  a tool is missing; names its package
     ├── WaitTimeout (+TimeoutError)         a polled condition never came true

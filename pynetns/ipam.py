@@ -72,10 +72,9 @@ class Allocator:
 
     def __init__(self, subnet: IPNetwork, gateway: IPAddress | str | None = None) -> None:
         self.subnet = subnet
-        hosts = subnet.hosts()
-        first = next(hosts, None)
-        if first is None:
-            raise InvalidAddress("subnet", str(subnet), "has no host addresses")
+        if subnet.num_addresses < 4:  # /31, /32 (/127, /128): no room for a gateway and an endpoint
+            raise InvalidAddress("subnet", str(subnet), "is too small: a network needs /30 (IPv6: /126) or larger")
+        first: IPAddress = next(iter(subnet.hosts()))  # type: ignore[assignment]
         gateway_ip = first if gateway is None else ip_address("gateway", gateway)
         self._used: set[IPAddress] = set()
         self.gateway: IPInterface = self._take("gateway", gateway_ip)

@@ -30,11 +30,12 @@ from typing import Any
 
 import attrs
 
-from .backends.base import NetnsRef
+from .backends.base import FirewallState, NetnsRef
 from .errors import CommandError, InvalidValue, NotOwned, PynetnsError, SubnetOverlap
 from .host import Host
 from .ipam import Allocator, pick_subnet, subnet_lock
 from .namespace import Namespace, resolve_host
+from .nat import Isolation, Masquerade, PortMap, _Firewalled, _Path, _Site, create_all, delete_all, remove_tagged
 from .plan import Plan
 from .runner import Call
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
@@ -71,6 +72,10 @@ class Endpoint:
     ip: IPInterface
     host_interface: str
     applied: bool = False
+
+    @property
+    def lab(self) -> Lab:
+        return self.network.lab
 
 
 @attrs.define(eq=False)
@@ -129,6 +134,9 @@ class Lab:
         self.networks: dict[str, Network] = {}
         self.namespaces: dict[str, Namespace] = {}
         self.endpoints: list[Endpoint] = []
+        #: published ports (``lab.publish``), in declaration order
+        self.published: list[PortMap] = []
+        self._firewall: list[_Firewalled] = []
         self._applied_namespaces: set[str] = set()
         self._counter = 0
         self._destroyed = False
@@ -136,6 +144,13 @@ class Lab:
         self.host_namespace: Namespace | None = None
         if isolated:
             self.host_namespace = Namespace(f"pn{self.id}-host", host=self.host)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, host: Host | None = None, isolated: bool | None = None) -> Lab:
+        """A lab with everything a topology file (TOML, JSON, YAML) declares; see :mod:`pynetns.topology`."""
+        from .topology import Topology
+
+        return Topology.from_file(path).lab(host=host, isolated=isolated)
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} id={self.id} networks={list(self.networks)} namespaces={list(self.namespaces)}>"
@@ -217,13 +232,50 @@ class Lab:
         self.endpoints.append(endpoint)
         return endpoint
 
+    def publish(
+        self,
+        target: Namespace | Endpoint | str,
+        host_port: int,
+        port: int,
+        protocol: str = "tcp",
+        host_ip: str | None = None,
+        host_port_end: int | None = None,
+    ) -> PortMap:
+        """Publish ``host_port`` of the lab's host on ``port`` of ``target``, like ``docker run -p``.
+
+        ``target`` is an endpoint, or a namespace (its first network's address).
+        In an isolated lab "the host" is :attr:`host_namespace`.
+        """
+        endpoint = self._endpoint(target)
+        portmap = _LabPortMap(host_port, endpoint.ip.ip, port, protocol, host_ip, host_port_end,
+                              namespace=self.host_namespace, host=self.host, tag=self.tag, endpoint=endpoint)
+        for other in self.published:
+            where = str(portmap.host_ip or "any")
+            if other.protocol == portmap.protocol and other._overlaps(*portmap.host_ports, where):
+                raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
+        self.published.append(portmap)
+        return portmap
+
+    def _endpoint(self, target: Namespace | Endpoint | str) -> Endpoint:
+        if isinstance(target, Endpoint):
+            if target not in self.endpoints:
+                raise InvalidValue("target", target.interface, "is not an endpoint of this lab")
+            return target
+        namespace = self.namespaces.get(target) if isinstance(target, str) else target
+        if namespace is None or namespace not in self.namespaces.values():
+            raise InvalidValue("target", str(target), "is not a namespace of this lab")
+        first = next((endpoint for endpoint in self.endpoints if endpoint.namespace is namespace), None)
+        if first is None:
+            raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
+        return first
+
     # -- compiling --------------------------------------------------------
 
     @property
     def _where(self) -> NetnsRef:
         return NetnsRef.root() if self.host_namespace is None else self.host_namespace.ref
 
-    def _stages(self) -> list[list[Plan]]:
+    def _stages(self) -> list[list[_Job]]:
         """What apply() runs: stages in order, the plans of one stage concurrently."""
         host, links, tag = self.host, self.host.links, self.tag
         root, where = NetnsRef.root(), self._where
@@ -249,9 +301,29 @@ class Lab:
         if where.kind == "root":
             setup.extend(wiring)
             wiring = Plan()
-        inside = [self._inside_plan(namespace) for namespace in self.namespaces.values()]
-        stages = [[setup], [wiring], [plan for plan in inside if len(plan)]]
-        return [[plan for plan in stage if len(plan)] for stage in stages if any(len(plan) for plan in stage)]
+        inside: list[_Job] = [_PlanJob(host, plan) for namespace in self.namespaces.values()
+                              if len(plan := self._inside_plan(namespace))]
+        firewall = self._firewall_job()
+        if firewall is not None:
+            inside.append(firewall)  # independent of the namespaces' insides: run alongside them
+        stages: list[list[_Job]] = [[_PlanJob(host, setup)] if len(setup) else [],
+                                    [_PlanJob(host, wiring)] if len(wiring) else [], inside]
+        return [stage for stage in stages if stage]
+
+    def _firewall_job(self) -> _FirewallJob | None:
+        """NAT, isolation and published ports declared since the last apply: one firewall transaction."""
+        objects: list[_Firewalled] = []
+        bridges = [net.bridge for net in self.networks.values()]
+        for index, net in enumerate(self.networks.values()):
+            if net.applied:
+                continue
+            where = dict(namespace=self.host_namespace, host=self.host, tag=self.tag)
+            if net.nat:
+                objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
+            if index or net.internal:
+                objects.append(Isolation(net.bridge, bridges[:index], net.internal, **where))  # type: ignore[arg-type]
+        objects += [portmap for portmap in self.published if portmap not in self._firewall]
+        return _FirewallJob(self, objects) if objects else None
 
     def _new_namespaces(self, include_host: bool) -> Iterator[Namespace]:
         if include_host and self.host_namespace is not None:
@@ -278,8 +350,13 @@ class Lab:
         return plan
 
     def plan(self) -> list[Call]:
-        """The exact commands :meth:`apply` would run now, without running them."""
-        return [call for stage in self._stages() for plan in stage for call in plan.calls()]
+        """The commands :meth:`apply` would run now, without running them.
+
+        Firewall scripts are shown as written to a firewall holding no pynetns
+        rules yet (exact for an isolated lab); the rules' checks (ports in use)
+        and the sysctls read before writing are left out.
+        """
+        return [call for stage in self._stages() for job in stage for call in job.calls()]
 
     def explain(self) -> str:
         """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents)."""
@@ -295,29 +372,33 @@ class Lab:
         if not stages:
             return
         self._claim_subnets()
-        done: list[Plan] = []
+        done: list[_Job] = []
         try:
             for stage in stages:
                 self._run_stage(stage)
                 done.extend(stage)
         except BaseException:
-            for plan in reversed(done):
-                plan.undo_plan().rollback(self.host.runner)
+            for job in reversed(done):
+                job.undo()
             raise
+        for stage in stages:
+            for job in stage:
+                if isinstance(job, _FirewallJob):
+                    self._firewall.extend(job.objects)
         self._applied_namespaces.update(namespace.name for namespace in self._new_namespaces(include_host=True))
         for net in self.networks.values():
             net.applied = True
         for endpoint in self.endpoints:
             endpoint.applied = True
 
-    def _run_stage(self, stage: list[Plan]) -> None:
+    def _run_stage(self, stage: list[_Job]) -> None:
         if len(stage) == 1:
-            self.host.apply(stage[0])
+            stage[0].run()
             return
         errors: list[BaseException] = []
-        applied: list[Plan] = []
+        applied: list[_Job] = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=_CONCURRENCY) as pool:
-            futures = {pool.submit(self.host.apply, plan): plan for plan in stage}
+            futures = {pool.submit(job.run): job for job in stage}
             for future in concurrent.futures.as_completed(futures):
                 error = future.exception()
                 if error is None:
@@ -325,8 +406,8 @@ class Lab:
                 else:
                     errors.append(error)
         if errors:
-            for plan in applied:
-                plan.undo_plan().rollback(self.host.runner)
+            for job in applied:
+                job.undo()
             raise errors[0]
 
     def destroy(self) -> None:
@@ -337,6 +418,10 @@ class Lab:
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.append(self.host_namespace)
         _kill_processes_in([namespace.name for namespace in created], self.host)
+        if self._firewall and self.host_namespace is None:
+            # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
+            delete_all(self._firewall, missing_ok=True)
+        self._firewall.clear()
         teardown = Plan()
         root = NetnsRef.root()
         for namespace in created:
@@ -379,6 +464,7 @@ class Lab:
             "isolated": self.isolated,
             "namespaces": namespaces,
             "links": [] if self.isolated else [net.bridge for net in self.networks.values()],
+            "firewall": not self.isolated and (bool(self._firewall) or self._firewall_job() is not None),
             "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge}
                          for net in self.networks.values()],
         }
@@ -464,6 +550,10 @@ def cleanup(host: Host | None = None, *, all: bool = False) -> list[str]:
         tag = record.data.get("tag")
         namespaces = [name for name in record.data.get("namespaces", ()) if _tagged_namespace(host, name, tag)]
         _kill_processes_in(namespaces, host)
+        if record.data.get("firewall") and tag:
+            count = remove_tagged(Namespace.host(host), tag)
+            if count:
+                removed.append(f"{count} firewall rules")
         for name in namespaces:
             host.run(host.links.netns_delete(name), check=False)
             removed.append(f"namespace {name}")
@@ -506,3 +596,89 @@ def _tagged_namespace(host: Host, name: str, tag: str | None) -> bool:
         return Namespace(name, host=host).interface("lo").alias == tag
     except (CommandError, NotOwned, PynetnsError):
         return False
+
+
+class _Job:
+    """One unit of an apply stage: run it, or undo it after a later failure."""
+
+    def calls(self) -> list[Call]:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> None:
+        raise NotImplementedError
+
+
+class _PlanJob(_Job):
+    def __init__(self, host: Host, plan: Plan) -> None:
+        self.host, self.plan = host, plan
+
+    def calls(self) -> list[Call]:
+        return self.plan.calls()
+
+    def run(self) -> None:
+        self.host.apply(self.plan)
+
+    def undo(self) -> None:
+        self.plan.undo_plan().rollback(self.host.runner)
+
+
+class _FirewallJob(_Job):
+    """A lab's firewall objects, created together, after the settings of the devices they use."""
+
+    def __init__(self, lab: Lab, objects: list[_Firewalled]) -> None:
+        self.lab, self.objects = lab, objects
+        self.host = lab.host
+        self.site = _Site(lab.host_namespace or Namespace.host(lab.host))
+
+    def _settings(self) -> list[Call]:
+        """Hairpin on the bridge ports of published endpoints; ``route_localnet`` on their bridges."""
+        ports = [portmap for portmap in self.objects if isinstance(portmap, _LabPortMap)]
+        if not ports:
+            return []
+        where = self.site.where
+        lines = [" ".join(self.host.links.bridge_port_set(port.endpoint.host_interface, hairpin=True))
+                 for port in ports]
+        bridges = dict.fromkeys(port.endpoint.network.bridge for port in ports if port.family == 4)
+        keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
+        calls = [Call(self.host.ip_batch_argv(where), "\n".join(dict.fromkeys(lines)) + "\n")]
+        if keys:
+            calls.append(Call(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
+        return calls
+
+    def calls(self) -> list[Call]:
+        calls = self._settings()
+        backend = self.host.firewall
+        for family in sorted({obj.family for obj in self.objects}):
+            group = [obj for obj in self.objects if obj.family == family]
+            rules = [rule for obj in group for rule in obj._main_rules(obj._path(self.site))]
+            scopes: dict[str, list[Any]] = {}
+            for rule in rules:
+                scopes.setdefault(backend.scope_of(rule.chain), []).append(rule)
+            for scope, scoped in scopes.items():
+                lines = backend.script(family, scope, FirewallState(), add=scoped)  # type: ignore[arg-type]
+                argv = self.host.exec_argv(self.site.where, backend.batch_command(family))
+                calls.append(Call(argv, "\n".join(lines) + "\n"))
+        return calls
+
+    def run(self) -> None:
+        for call in self._settings():
+            self.host.runner.run(call.argv, input=call.input)
+        create_all(self.objects)
+
+    def undo(self) -> None:
+        delete_all(self.objects, missing_ok=True)
+
+
+@attrs.define(eq=False)
+class _LabPortMap(PortMap):
+    """A lab's published port: it knows its endpoint, so it needs no route lookup to find the bridge port."""
+
+    endpoint: Endpoint = attrs.field(default=None, kw_only=True, repr=False)
+
+    def _path(self, site: _Site | None) -> _Path:
+        bridge = self.endpoint.network.bridge
+        localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
+        return _Path(localnet, self.endpoint.host_interface, managed=True)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -63,7 +63,7 @@ from .validation import (
 from .validation import port as valid_port
 from .validation import protocol as valid_protocol
 
-__all__ = ["PortMap", "Masquerade", "Counters", "FORWARDING"]
+__all__ = ["PortMap", "Masquerade", "Isolation", "Counters", "FORWARDING", "create_all", "delete_all", "remove_tagged"]
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,12 @@ class _Path:
 
     localnet: str | None = None
     hairpin_port: str | None = None
+    #: the settings are the caller's to make (a Lab sets them on devices it owns, so nothing is recorded)
+    managed: bool = False
 
     def keys(self) -> list[str]:
+        if self.managed:
+            return []
         return ([_localnet_key(self.localnet)] if self.localnet else []) + (
             [_hairpin_key(self.hairpin_port)] if self.hairpin_port else []
         )
@@ -132,6 +136,14 @@ class _Site:
         self.namespace = namespace
         self.host: Host = namespace.host
         self.where = namespace.ref
+        self._listeners: dict[str, tuple[Sequence[str], str]] = {}
+
+    def listeners(self, protocol: str) -> tuple[Sequence[str], str]:
+        """``ss``'s listening sockets of ``protocol`` here (argv and output), read once per transaction."""
+        if protocol not in self._listeners:
+            argv = ["ss", "-H", "-l", "-n", "-p", "-t" if protocol == "tcp" else "-u"]
+            self._listeners[protocol] = (argv, self.run(argv, check=False).stdout)
+        return self._listeners[protocol]
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> Any:
         return self.namespace.run(argv, check=check)
@@ -183,11 +195,17 @@ class _Site:
 
 
 class _Firewalled(Placed):
-    """Base of the firewall objects: create, delete, exists, built from the rules each object declares."""
+    """Base of the firewall objects: create, delete, exists, built from the rules each object declares.
+
+    Several objects of one host and namespace can be created or deleted in one
+    transaction per table with :func:`create_all` and :func:`delete_all`.
+    """
 
     namespace: Namespace | None
     host: Host
     tag: str | None
+    #: whether the object's traffic is forwarded (so ``ip_forward`` must be on)
+    forwards = True
 
     # -- what each object declares -----------------------------------------
 
@@ -200,11 +218,13 @@ class _Firewalled(Placed):
         """The identity written in every rule's comment (after the host's tag)."""
         raise NotImplementedError
 
-    def _nat_rules(self, path: _Path) -> list[FirewallRule]:
+    def _main_rules(self, path: _Path) -> list[FirewallRule]:
+        """The rules for the host's firewall backend (NAT, isolation)."""
         raise NotImplementedError
 
     def _forward_rules(self) -> list[FirewallRule]:
-        raise NotImplementedError
+        """Accepts for an xtables FORWARD chain that may drop (see the module docstring)."""
+        return []
 
     def _check(self, site: _Site, state: FirewallState) -> None:
         """Refuse to create (raise) if something already holds what this object needs."""
@@ -235,79 +255,175 @@ class _Firewalled(Placed):
         return [rule for rule in state.owned() if _owner(rule.comment) == me]
 
     def rules(self) -> list[FirewallRule]:
-        """The rules :meth:`create` adds (NAT, then forwarding), without running anything."""
-        return self._nat_rules(_Path()) + self._forward_rules()
+        """The rules :meth:`create` adds (the backend's, then forwarding), without running anything."""
+        return self._main_rules(_Path()) + self._forward_rules()
 
     def create(self) -> None:
         """Add this object's rules in one transaction; enable forwarding (recording the old value)."""
-        backend, site, family = self.host.firewall, self._site(), self.family
-        state = site.state(backend, family, "nat")
-        self._check(site, state)
-        if self._mine(state):
-            raise AlreadyExists(("pynetns",), 1, stderr=f"{self.owner_tag} {self.object_id} already exists")
-        path = self._path(site)
-        records = _records(state)
-        needs = [FORWARDING[family], *path.keys()]
-        current = {key: site.setting(key) for key in needs}
-        saved = [
-            FirewallRule("records", f"{RECORD_PREFIX}{key}={value}", family, action="record")
-            for key, value in current.items()
-            if key not in records and _VALUE.fullmatch(value)
-        ]
-        site.apply(backend, family, backend.script(family, "nat", state, add=self._nat_rules(path) + saved))
-        try:
-            for key, value in current.items():
-                if value != "1":
-                    site.setting(key, "1")
-            forward = self._forward_rules()
-            for target in site.forward_backends(family) if forward else ():
-                filter_state = site.state(target, family, "filter")
-                site.apply(target, family, target.script(family, "filter", filter_state, add=forward))
-            self._changed(site)
-        except BaseException:
-            log.debug("create of %s failed; removing what was added", self.object_id)
-            self._delete(missing_ok=True)
-            raise
+        create_all([self])
 
     def delete(self) -> None:
         """Remove exactly this object's rules; the last one out restores sysctls and removes the chains."""
-        self._delete(missing_ok=False)
-
-    def _delete(self, *, missing_ok: bool) -> None:
-        backend, site, family = self.host.firewall, self._site(), self.family
-        state = site.state(backend, family, "nat")
-        mine = self._mine(state)
-        if not mine and not missing_ok:
-            raise NotFound(backend.list_commands(family, "nat")[0], 1,
-                           stderr=f"{self.owner_tag} {self.object_id} does not exist")
-        remaining = [rule for rule in state.owned() if rule not in mine]
-        needed = {FORWARDING[family]} | _needed_keys(remaining) if remaining else set()
-        records = _records(state)
-        restore = {key: value for key, (value, _) in records.items() if key not in needed}
-        if remaining:
-            drop = mine + [records[key][1] for key in restore]
-            lines = backend.script(family, "nat", state, remove=drop)
-        else:
-            lines = backend.script(family, "nat", state, teardown=True)
-        site.apply(backend, family, lines)
-        for key, value in restore.items():
-            try:
-                site.setting(key, value)
-            except CommandError as error:  # e.g. the device is gone, with its setting
-                log.debug("could not restore %s=%s: %s", key, value, error)
-        for target in site.forward_backends(family):
-            filter_state = site.state(target, family, "filter")
-            if not filter_state.exists:
-                continue
-            mine_f = self._mine(filter_state)
-            others = [rule for rule in filter_state.owned() if rule not in mine_f]
-            lines = target.script(family, "filter", filter_state, remove=mine_f if others else (), teardown=not others)
-            site.apply(target, family, lines)
-        self._changed(site)
+        delete_all([self])
 
     def exists(self) -> bool:
         """True if this object's rules are in the firewall."""
-        return bool(self._mine(self._site().state(self.host.firewall, self.family, "nat")))
+        site, backend = self._site(), self.host.firewall
+        return any(self._mine(site.state(backend, self.family, scope)) for scope in backend.scopes)
+
+
+def _one_site(objects: Sequence[_Firewalled]) -> tuple[_Site, FirewallBackend]:
+    """The site all ``objects`` share (one host, one namespace), and its firewall backend."""
+    site = objects[0]._site()
+    for other in objects[1:]:
+        if other.host is not site.host or other._site().where != site.where:
+            raise InvalidValue("objects", other.object_id, f"is not on the same host and namespace as {objects[0]}")
+    return site, site.host.firewall
+
+
+def _families(objects: Sequence[_Firewalled]) -> dict[Family, list[_Firewalled]]:
+    groups: dict[Family, list[_Firewalled]] = {}
+    for obj in objects:
+        groups.setdefault(obj.family, []).append(obj)
+    return groups
+
+
+def create_all(objects: Sequence[_Firewalled]) -> None:
+    """Create ``objects`` (one host, one namespace) in one transaction per table and family.
+
+    A failure removes what was added, so nothing is left half made.
+    """
+    if not objects:
+        return
+    site, backend = _one_site(objects)
+    ids = [(obj.owner_tag, obj.object_id) for obj in objects]
+    if len(set(ids)) != len(ids):
+        raise InvalidValue("objects", sorted(ids), "the same object twice")
+    # Read and check everything first: a refusal (PortInUse, AlreadyExists) must not undo anything.
+    steps = [_prepare(site, backend, family, group) for family, group in _families(objects).items()]
+    try:
+        for step in steps:
+            step()
+        for obj in objects:
+            obj._changed(site)
+    except BaseException:
+        log.debug("create of %s failed; removing what was added", [obj.object_id for obj in objects])
+        delete_all(objects, missing_ok=True)
+        raise
+
+
+def _prepare(
+    site: _Site, backend: FirewallBackend, family: Family, group: list[_Firewalled]
+) -> Callable[[], None]:
+    """Check ``group`` against the firewall and return the function that adds its rules."""
+    state = site.state(backend, family, "nat")
+    for obj in group:
+        obj._check(site, state)
+        if obj._mine(state):
+            raise AlreadyExists(("pynetns",), 1, stderr=f"{obj.owner_tag} {obj.object_id} already exists")
+    paths = [obj._path(site) for obj in group]
+    needs = [FORWARDING[family]] if any(obj.forwards for obj in group) else []
+    needs = list(dict.fromkeys(needs + [key for path in paths for key in path.keys()]))  # noqa: SIM118
+    records = _records(state)
+    current = {key: site.setting(key) for key in needs}
+    rules = [rule for obj, path in zip(group, paths, strict=True) for rule in obj._main_rules(path)]
+    rules += [
+        FirewallRule("records", f"{RECORD_PREFIX}{key}={value}", family, action="record")
+        for key, value in current.items()
+        if key not in records and _VALUE.fullmatch(value)
+    ]
+    scopes: dict[Scope, list[FirewallRule]] = {}
+    for rule in rules:
+        scopes.setdefault(backend.scope_of(rule.chain), []).append(rule)
+    forward = [rule for obj in group for rule in obj._forward_rules()]
+
+    def add() -> None:
+        for scope, scoped in scopes.items():
+            scope_state = state if scope == "nat" else site.state(backend, family, scope)
+            site.apply(backend, family, backend.script(family, scope, scope_state, add=scoped))
+        for key, value in current.items():
+            if value != "1":
+                site.setting(key, "1")
+        for target in site.forward_backends(family) if forward else ():
+            filter_state = site.state(target, family, "filter")
+            site.apply(target, family, target.script(family, "filter", filter_state, add=forward))
+
+    return add
+
+
+def delete_all(objects: Sequence[_Firewalled], *, missing_ok: bool = False) -> None:
+    """Remove exactly the rules of ``objects``; the last one out restores sysctls and removes the chains."""
+    if not objects:
+        return
+    site, backend = _one_site(objects)
+    for family, group in _families(objects).items():
+        ids = {(obj.owner_tag, obj.object_id) for obj in group}
+        found = _delete_rules(site, backend, family, _owned_by(ids))
+        missing = sorted(ids - found)
+        if missing and not missing_ok:
+            raise NotFound(backend.list_commands(family, "nat")[0], 1,
+                           stderr=f"{' '.join(missing[0])} does not exist")
+    for obj in objects:
+        obj._changed(site)
+
+
+def _owned_by(ids: set[tuple[str, str]]) -> Callable[[ListedRule], bool]:
+    return lambda rule: _owner(rule.comment) in ids
+
+
+def remove_tagged(namespace: Namespace, tag: str) -> int:
+    """Remove every firewall rule carrying ``tag`` in ``namespace`` (a lab's, after its owner died).
+
+    Returns how many rules went; sysctls are restored as :func:`delete_all` does.
+    """
+    if not _TAG.fullmatch(tag):
+        raise InvalidValue("tag", tag, "a firewall tag must be 'pynetns:' and 1-40 of [A-Za-z0-9_.-]")
+    site = _Site(namespace)
+    count = 0
+    for family in (4, 6):
+        found = _delete_rules(site, site.host.firewall, family,
+                              lambda rule: (_owner(rule.comment) or ("", ""))[0] == tag)
+        count += len(found)
+    return count
+
+
+def _delete_rules(
+    site: _Site, backend: FirewallBackend, family: Family, select: Callable[[ListedRule], bool]
+) -> set[tuple[str, str]]:
+    """Remove the selected rules of one family; returns the owners (tag, object id) whose rules were found."""
+    states = {scope: site.state(backend, family, scope) for scope in backend.scopes}
+    owned = [rule for state in states.values() for rule in state.owned()]
+    found = {owner for rule in owned if select(rule) and (owner := _owner(rule.comment)) is not None}
+    remaining = [rule for rule in owned if not select(rule)]
+    needed = _needed_keys(remaining)
+    if any(rule.chain != "isolate" for rule in remaining):
+        needed.add(FORWARDING[family])
+    records = _records(states["nat"])
+    restore = {key: value for key, (value, _) in records.items() if key not in needed}
+    for scope, state in states.items():
+        if not state.exists:
+            continue
+        mine = [rule for rule in state.owned() if select(rule)]
+        others = [rule for rule in state.owned() if not select(rule)]
+        if scope == "nat":
+            mine += [records[key][1] for key in restore]
+        lines = backend.script(family, scope, state, remove=mine) if others else backend.script(
+            family, scope, state, teardown=True)
+        site.apply(backend, family, lines)
+    for key, value in restore.items():
+        try:
+            site.setting(key, value)
+        except CommandError as error:  # e.g. the device is gone, with its setting
+            log.debug("could not restore %s=%s: %s", key, value, error)
+    for target in site.forward_backends(family):
+        filter_state = site.state(target, family, "filter")
+        if not filter_state.exists:
+            continue
+        mine = [rule for rule in filter_state.owned() if select(rule)]
+        others = [rule for rule in filter_state.owned() if not select(rule)]
+        lines = target.script(family, "filter", filter_state, remove=mine if others else (), teardown=not others)
+        site.apply(target, family, lines)
+    return found
 
 
 def _records(state: FirewallState) -> dict[str, tuple[str, ListedRule]]:
@@ -384,7 +500,7 @@ class PortMap(_Firewalled):
 
     # -- rules --------------------------------------------------------------
 
-    def _nat_rules(self, path: _Path) -> list[FirewallRule]:
+    def _main_rules(self, path: _Path) -> list[FirewallRule]:
         family, proto, address = self.family, self.protocol, str(self.address)
         hairpin = "" if path.hairpin_port is None else f" hp={path.hairpin_port}"
         rules = [
@@ -465,9 +581,8 @@ class PortMap(_Firewalled):
                 continue
             if proto == self.protocol and self._overlaps(low, high, address):
                 raise PortInUse.held(self._what(), f"{owner[0]} ({owner[1]})")
-        argv = ["ss", "-H", "-l", "-n", "-p", "-t" if self.protocol == "tcp" else "-u"]
-        listing = site.run(argv, check=False)
-        for line in listing.stdout.splitlines():
+        argv, listing = site.listeners(self.protocol)
+        for line in listing.splitlines():
             fields = line.split()
             if len(fields) < 5:
                 continue
@@ -563,7 +678,7 @@ class Masquerade(_Firewalled):
     def __str__(self) -> str:
         return f"masquerade {self.subnet} ! -o {self.bridge}"
 
-    def _nat_rules(self, path: _Path) -> list[FirewallRule]:
+    def _main_rules(self, path: _Path) -> list[FirewallRule]:
         subnet, family = str(self.subnet), self.family
         return [
             FirewallRule("postrouting", self._comment(), family, saddr=subnet, not_oif=self.bridge,
@@ -579,3 +694,57 @@ class Masquerade(_Firewalled):
             FirewallRule("forward", self._comment(), family, oif=self.bridge, ct_established=True, action="accept"),
         ]
 
+
+
+def _bridge_names(values: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(_bridge_name(value) for value in values)
+
+
+@attrs.define(eq=False)
+class Isolation(_Firewalled):
+    """Docker's network isolation for one bridge: no forwarding to or from ``others``.
+
+    Like Docker's ``DOCKER-ISOLATION`` chains: two networks cannot reach each
+    other, but a published port stays reachable from any network (DNATed
+    connections are let through). With ``internal=True`` the bridge's traffic
+    may not leave it at all, like ``docker network create --internal``.
+    """
+
+    bridge: str = attrs.field(converter=_bridge_name)
+    others: tuple[str, ...] = attrs.field(default=(), converter=_bridge_names)
+    internal: bool = False
+    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
+    host: Host = attrs.field(default=None)
+    tag: str | None = None
+    forwards = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.bridge in self.others:
+            raise InvalidValue("others", list(self.others), f"must not contain the bridge {self.bridge} itself")
+        self._place()
+
+    @property
+    def family(self) -> Family:
+        return 4
+
+    @property
+    def object_id(self) -> str:
+        return f"isolate/{self.bridge}"
+
+    def __str__(self) -> str:
+        return f"isolate {self.bridge} from {', '.join(self.others) or 'nothing'}" + (" (internal)" * self.internal)
+
+    def _main_rules(self, path: _Path) -> list[FirewallRule]:
+        comment = self._comment()
+        rules = []
+        for other in self.others:
+            rules += [
+                FirewallRule("isolate", comment, iif=self.bridge, oif=other, not_ct_dnat=True, action="drop"),
+                FirewallRule("isolate", comment, iif=other, oif=self.bridge, not_ct_dnat=True, action="drop"),
+            ]
+        if self.internal:
+            rules += [
+                FirewallRule("isolate", comment, iif=self.bridge, not_oif=self.bridge, action="drop"),
+                FirewallRule("isolate", comment, not_iif=self.bridge, oif=self.bridge, action="drop"),
+            ]
+        return rules

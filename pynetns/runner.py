@@ -285,10 +285,20 @@ class LocalRunner(Runner):
     """Runs commands on a plumbum machine (the local one by default).
 
     ``sudo=True`` prefixes every command with ``sudo -n``; ``path`` replaces
-    the search path for programs (useful for pinned tool versions and tests).
+    the search path for programs (useful for pinned tool versions and tests);
+    ``wrap`` runs every command through a wrapper program, e.g.
+    ``("nsenter", "--net=/run/netns/playhost")`` so that a throwaway namespace
+    plays the machine's root namespace.
     """
 
-    def __init__(self, machine: Any = None, *, sudo: bool = False, path: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        machine: Any = None,
+        *,
+        sudo: bool = False,
+        path: Sequence[str] | None = None,
+        wrap: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         if machine is None:
             import plumbum
@@ -297,6 +307,7 @@ class LocalRunner(Runner):
         self.machine = machine
         self.sudo = sudo
         self.path = None if path is None else tuple(path)
+        self.wrap = as_argv(wrap) if wrap else ()
         self._programs: dict[str, Any] = {}
 
     def _program(self, name: str) -> Any:
@@ -325,6 +336,9 @@ class LocalRunner(Runner):
         return program
 
     def _command(self, argv: tuple[str, ...]) -> Any:
+        if self.wrap:
+            self._program(argv[0])  # a missing tool is named, not the wrapper's complaint
+            argv = (*self.wrap, *argv)
         if self.sudo:
             self._program(argv[0])
             args = ("-n", "--", *argv)

@@ -3,6 +3,8 @@
 - ``names``: a factory of kernel names unique to this test (and so to this xdist worker).
 - ``host``: a Host whose ownership tag is unique to this test.
 - ``hostns``: a throwaway namespace that plays "the host" (firewall and sysctl tests go there).
+- ``playhost``: a Host whose every command runs inside such a namespace, so code that works on
+  "the root namespace" (a non-isolated Lab) changes only that namespace.
 - Every test marked ``root`` is checked for leaks afterwards: no namespace or
   interface carrying its names or tag, no child process left running, and no
   file left in the runtime directory — neither in this session's own one
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from pynetns import Host, Namespace
+from pynetns.runner import LocalRunner
 
 
 def _kernel_ready() -> str | None:
@@ -108,6 +111,23 @@ def hostns(names: Callable[[str], str], host: Host) -> Iterator[Namespace]:
     """A throwaway namespace that plays the host; deleted after the test."""
     with Namespace(names("host"), host=host) as namespace:
         yield namespace
+
+
+@pytest.fixture
+def playhost(names: Callable[[str], str], token: str) -> Iterator[Host]:
+    """A Host whose commands all run inside a throwaway namespace (via ``nsenter``): it plays the machine.
+
+    Named namespaces it makes (``ip netns add``) are real ones; its "root namespace" — links, routes,
+    firewall, sysctls — is the throwaway one, deleted after the test with everything in it.
+    """
+    name = names("play")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        runner = LocalRunner(wrap=("nsenter", f"--net=/run/netns/{name}"))
+        yield Host(runner=runner, tag=f"pynetns:test-{token}")
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
 
 
 def _children() -> set[int]:

@@ -73,8 +73,9 @@ root = pytest.mark.root
 
 @root
 @pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "host"])
-def test_networks_namespaces_and_incremental_apply(isolated):
-    with Lab("multi", isolated=isolated) as lab:
+def test_networks_namespaces_and_incremental_apply(isolated, request):
+    host = None if isolated else request.getfixturevalue("playhost")  # a host lab changes "the host": play one
+    with Lab("multi", host=host, isolated=isolated) as lab:
         front = lab.network("front", subnet="10.71.0.0/24" if isolated else None)
         back = lab.network("back")
         web = lab.namespace("web", networks=[front, back])
@@ -112,13 +113,13 @@ def test_isolated_labs_reuse_the_same_subnet_side_by_side():
 
 
 @root
-def test_a_host_lab_refuses_a_subnet_on_a_host_route():
-    with Lab() as taken:
+def test_a_host_lab_refuses_a_subnet_on_a_host_route(playhost):
+    with Lab(host=playhost) as taken:
         net = taken.network("a")
         taken.namespace("n", networks=[net])
         taken.apply()
         with pytest.raises(SubnetOverlap):
-            Lab().network("b", subnet=str(net.subnet))
+            Lab(host=playhost).network("b", subnet=str(net.subnet))
         lab_id = taken.id
     assert_gone(lab_id)
 
@@ -157,8 +158,11 @@ def test_rollback_after_a_failure_in_the_middle_leaves_nothing(needle):
 
 CHILD = textwrap.dedent("""
     import sys
+    from pynetns import Host
     from pynetns.lab import Lab
-    lab = Lab("crashy", isolated=sys.argv[1] == "isolated")
+    from pynetns.runner import LocalRunner
+    host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[2]))) if sys.argv[2:] else None
+    lab = Lab("crashy", host=host, isolated=sys.argv[1] == "isolated")
     net = lab.network("net", subnet="10.73.0.0/24" if sys.argv[1] == "isolated" else None)
     server = lab.namespace("server", networks=[net])
     lab.namespace("client", networks=[net])
@@ -171,9 +175,13 @@ CHILD = textwrap.dedent("""
 
 @root
 @pytest.mark.parametrize("mode", ["isolated", "host"])
-def test_cleanup_after_sigkill_of_the_owner(mode, runtime):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True, env={**os.environ})
+def test_cleanup_after_sigkill_of_the_owner(mode, runtime, request):
+    argv = [sys.executable, "-c", CHILD, mode]
+    host = None
+    if mode == "host":
+        host = request.getfixturevalue("playhost")
+        argv.append(host.runner.wrap[-1].rsplit("/", 1)[1])
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ})
     lab_id = child.stdout.readline().strip()
     assert lab_id and leftovers(lab_id)
     os.kill(child.pid, signal.SIGKILL)
@@ -182,7 +190,7 @@ def test_cleanup_after_sigkill_of_the_owner(mode, runtime):
     child.stdout.close()
     record = next(record for record in labs() if record.id == lab_id)
     assert not record.alive
-    removed = cleanup()
+    removed = cleanup(host)
     assert any("namespace" in item for item in removed)
     assert_gone(lab_id)
     assert labs() == []
@@ -240,8 +248,21 @@ def test_the_journal_and_its_folders_go_with_the_lab(runtime):
 def test_recording_runner_sees_one_batch_per_namespace():
     runner = RecordingRunner()
     with Lab(host=Host(runner=runner), isolated=True) as lab:
-        net = lab.network("net", subnet="10.75.0.0/24")
+        net = lab.network("net", subnet="10.75.0.0/24", nat=False)
         for index in range(5):
             lab.namespace(f"n{index}", networks=[net])
         lab.apply()
         assert len(runner.history) == 1 + 1 + 5  # netns adds, host wiring, one batch per namespace
+
+
+def test_the_firewall_is_one_transaction_whatever_the_number_of_ports():
+    runner = RecordingRunner()
+    with Lab(host=Host(runner=runner, firewall="nftables"), isolated=True) as lab:
+        front = lab.network("front", subnet="10.76.0.0/24")
+        lab.network("back", subnet="10.77.0.0/24")
+        for index in range(20):
+            lab.publish(lab.namespace(f"n{index}", networks=[front]), 8000 + index, 80)
+        lab.apply()
+        scripts = [call for call in runner.history if call.argv[-3:] == ("nft", "-f", "-")]
+        assert len(scripts) == 1 and scripts[0].input.count("dnat to") == 20
+        assert len(runner.history) < 20 + 16  # the batches plus a fixed handful, not a process per port

@@ -141,6 +141,10 @@ class LinkBackend(ABC):
     def link_delete(self, name: str) -> Argv: ...
 
     @abstractmethod
+    def bridge_port_set(self, name: str, *, hairpin: bool) -> Argv:
+        """Arguments setting a bridge port's flags (``hairpin``: send frames back out the port they came in)."""
+
+    @abstractmethod
     def addr_add(self, device: str, address: str) -> Argv: ...
 
     @abstractmethod
@@ -174,9 +178,10 @@ class EnterBackend(ABC):
 # -- firewall ---------------------------------------------------------------
 
 Family = Literal[4, 6]
-#: "nat": the DNAT/POSTROUTING chains and the records; "filter": the FORWARD accept chain
+#: "nat": the DNAT/POSTROUTING chains and the records; "filter": the FORWARD accept and isolation chains
 Scope = Literal["nat", "filter"]
-Chain = Literal["dnat", "postrouting", "forward", "records"]
+#: "isolate" holds drops between networks; "forward" accepts pynetns' traffic where an xtables FORWARD drops
+Chain = Literal["dnat", "postrouting", "forward", "isolate", "records"]
 
 #: the prefix of every comment pynetns writes on a firewall rule
 COMMENT_PREFIX = "pynetns"
@@ -232,10 +237,13 @@ class FirewallRule:
     sport: tuple[int, int] | None = None
     iif: str | None = None
     oif: str | None = None
+    not_iif: str | None = None
     not_oif: str | None = None
     ct_dnat: bool = False
+    #: match only connections that were *not* DNATed (isolation leaves published ports reachable)
+    not_ct_dnat: bool = False
     ct_established: bool = False
-    action: Literal["dnat", "masquerade", "accept", "record"] = "accept"
+    action: Literal["dnat", "masquerade", "accept", "drop", "record"] = "accept"
     to_address: str | None = None
     #: container ports for ``dnat``; with a ``dport`` range of the same size, mapped one to one
     to_port: tuple[int, int] | None = None
@@ -291,6 +299,12 @@ class FirewallBackend(ABC):
     """
 
     name: ClassVar[str]
+    #: the scopes this backend keeps rules in (each listed and scripted on its own)
+    scopes: ClassVar[tuple[Scope, ...]] = ("nat",)
+
+    def scope_of(self, chain: Chain) -> Scope:
+        """The scope whose script writes rules of ``chain``."""
+        return "nat"
 
     @classmethod
     def detect(cls, run: Run | None) -> FirewallBackend:

@@ -73,6 +73,9 @@ class Iproute2(LinkBackend):
     def link_delete(self, name: str) -> Argv:
         return ("link", "delete", name)
 
+    def bridge_port_set(self, name: str, *, hairpin: bool) -> Argv:
+        return ("link", "set", "dev", name, "type", "bridge_slave", "hairpin", "on" if hairpin else "off")
+
     def addr_add(self, device: str, address: str) -> Argv:
         return ("addr", "add", address, "dev", device)
 

@@ -6,7 +6,8 @@ removes with its last rule:
 - ``nat``: ``PREROUTING``/``OUTPUT`` → ``PYNETNS-DNAT`` (local destinations),
   ``POSTROUTING`` → ``PYNETNS-POSTROUTING``; ``PYNETNS-RECORDS`` is never
   jumped to and keeps the sysctl values pynetns changed.
-- ``filter``: ``FORWARD`` (first rule) → ``PYNETNS-FORWARD``, which accepts
+- ``filter``: ``FORWARD`` (first rules) → ``PYNETNS-ISOLATION``, which drops
+  traffic between networks, then → ``PYNETNS-FORWARD``, which accepts
   pynetns' forwarded traffic even under a ``DROP`` policy.
 
 Every rule carries ``-m comment --comment "pynetns:<id> …"``. Works with
@@ -43,6 +44,7 @@ from ..validation import interface_name
 from .base import (
     JUMP_COMMENT,
     Argv,
+    Chain,
     Family,
     FirewallBackend,
     FirewallRule,
@@ -66,8 +68,9 @@ CHAINS = {
     "postrouting": "PYNETNS-POSTROUTING",
     "records": "PYNETNS-RECORDS",
     "forward": "PYNETNS-FORWARD",
+    "isolate": "PYNETNS-ISOLATION",
 }
-_SCOPE_CHAINS = {"nat": ("dnat", "postrouting", "records"), "filter": ("forward",)}
+_SCOPE_CHAINS = {"nat": ("dnat", "postrouting", "records"), "filter": ("forward", "isolate")}
 # (built-in chain, match, target, insert first?) of every jump rule, per scope
 _JUMPS = {
     "nat": (
@@ -75,7 +78,8 @@ _JUMPS = {
         ("OUTPUT", "-m addrtype --dst-type LOCAL", "PYNETNS-DNAT", False),
         ("POSTROUTING", "", "PYNETNS-POSTROUTING", False),
     ),
-    "filter": (("FORWARD", "", "PYNETNS-FORWARD", True),),
+    # inserted in this order, so FORWARD checks the isolation drops before the accepts
+    "filter": (("FORWARD", "", "PYNETNS-FORWARD", True), ("FORWARD", "", "PYNETNS-ISOLATION", True)),
 }
 _REVERSE = {name: chain for chain, name in CHAINS.items()}
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s+")
@@ -90,6 +94,10 @@ class Iptables(FirewallBackend):
     """
 
     name = "iptables"
+    scopes = ("nat", "filter")
+
+    def scope_of(self, chain: Chain) -> Scope:
+        return "filter" if chain in _SCOPE_CHAINS["filter"] else "nat"
 
     def __init__(self, variant: Variant | None = None, version: str = "") -> None:
         if variant not in (None, "nft", "legacy"):
@@ -228,6 +236,8 @@ class Iptables(FirewallBackend):
             parts += ["-d", canonical_address(family, rule.daddr, network=True)]
         if rule.iif is not None:
             parts += ["-i", interface_name("interface", rule.iif)]
+        if rule.not_iif is not None:
+            parts += ["!", "-i", interface_name("interface", rule.not_iif)]
         if rule.oif is not None:
             parts += ["-o", interface_name("interface", rule.oif)]
         if rule.not_oif is not None:
@@ -244,6 +254,8 @@ class Iptables(FirewallBackend):
                 parts += ["--dport", port_range(rule.dport, ":")]
         if rule.ct_dnat:
             parts += ["-m", "conntrack", "--ctstate", "DNAT"]
+        if rule.not_ct_dnat:
+            parts += ["-m", "conntrack", "!", "--ctstate", "DNAT"]
         if rule.ct_established:
             parts += ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
         parts += ["-m", "comment", "--comment", f'"{check_comment(rule.comment)}"']
@@ -253,6 +265,8 @@ class Iptables(FirewallBackend):
             parts += ["-j", "MASQUERADE"]
         elif rule.action == "accept":
             parts += ["-j", "ACCEPT"]
+        elif rule.action == "drop":
+            parts += ["-j", "DROP"]
         else:
             parts += ["-j", "RETURN"]
         return " ".join(parts)

@@ -2,8 +2,9 @@
 
 Everything lives in ``table ip pynetns`` (``ip6`` for IPv6): the NAT base
 chains ``prerouting`` and ``output`` jump to ``published`` for local
-destinations (``fib daddr type local``), ``postrouting`` masquerades, and
-``records`` keeps the sysctl values pynetns changed. Deleting the table undoes
+destinations (``fib daddr type local``), ``postrouting`` masquerades,
+``isolation`` (a filter chain on the forward hook) drops traffic between
+networks, and ``records`` keeps the sysctl values pynetns changed. Deleting the table undoes
 everything; no other table is ever written.
 
 Scripts are built only from validated values, and every token is checked
@@ -44,11 +45,13 @@ __all__ = ["Nftables", "TABLE"]
 TABLE = "pynetns"
 
 # pynetns' chain name for each rule chain, and the base chains with their hooks.
-_CHAINS = {"dnat": "published", "postrouting": "postrouting", "records": "records"}
+_CHAINS = {"dnat": "published", "postrouting": "postrouting", "isolate": "isolation", "records": "records"}
 _BASE = {
     "prerouting": "type nat hook prerouting priority -100; policy accept;",
     "output": "type nat hook output priority -100; policy accept;",
     "postrouting": "type nat hook postrouting priority 100; policy accept;",
+    # a drop in any base chain is final, so isolation holds even where another table accepts
+    "isolation": "type filter hook forward priority 0; policy accept;",
 }
 _JUMPS = ("prerouting", "output")
 _REVERSE = {name: chain for chain, name in _CHAINS.items()}
@@ -154,6 +157,8 @@ class Nftables(FirewallBackend):
             parts += ["iifname", _name(rule.iif)]
         if rule.oif is not None:
             parts += ["oifname", _name(rule.oif)]
+        if rule.not_iif is not None:
+            parts += ["iifname", "!=", _name(rule.not_iif)]
         if rule.not_oif is not None:
             parts += ["oifname", "!=", _name(rule.not_oif)]
         if rule.saddr is not None:
@@ -171,6 +176,8 @@ class Nftables(FirewallBackend):
                 parts += [rule.protocol, "dport", port_range(rule.dport, "-")]
         if rule.ct_dnat:
             parts += ["ct", "status", "dnat"]
+        if rule.not_ct_dnat:
+            parts += ["ct", "status", "&", "dnat", "==", "0"]
         if rule.ct_established:
             parts += ["ct", "state", "established,related"]
         if rule.counter or rule.action == "record":
@@ -181,6 +188,8 @@ class Nftables(FirewallBackend):
             parts.append("masquerade")
         elif rule.action == "accept":
             parts.append("accept")
+        elif rule.action == "drop":
+            parts.append("drop")
         parts += ["comment", f'"{check_comment(rule.comment)}"']
         return " ".join(parts)
 

@@ -1,0 +1,732 @@
+"""Topology files: a whole lab — networks, namespaces, links, published ports — in TOML, JSON or YAML.
+
+::
+
+    name = "shop"
+    isolated = true
+
+    [networks.front]
+    subnet = "10.30.0.0/24"
+
+    [networks.back]
+    subnet = "10.31.0.0/24"
+
+    [namespaces.web]
+    networks = ["front", "back"]
+
+    [namespaces.db]
+    networks = [{ network = "back", ip = "10.31.0.10" }]
+
+    [[publish]]
+    namespace = "web"
+    host_port = 8080
+    port = 80
+
+``Topology.from_file("shop.toml").lab()`` returns a :class:`~pynetns.Lab` with
+all of it declared; ``lab.apply()`` creates it. JSON and YAML files have the
+same structure (YAML needs PyYAML). The whole file is checked before anything
+is declared, and every error names the file, the field and the rule:
+
+>>> from pynetns import Host
+>>> topology = Topology.from_dict({
+...     "networks": {"back": {"subnet": "10.31.0.0/24"}},
+...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.31.0.2"}]}, "web": {"networks": ["back"]}},
+... })
+>>> lab = topology.lab(host=Host(dry_run=True))
+>>> [(endpoint.interface, str(endpoint.ip)) for endpoint in lab.endpoints]
+[('eth0', '10.31.0.2/24'), ('eth0', '10.31.0.3/24')]
+>>> Topology.from_dict({
+...     "networks": {"back": {"subnet": "10.31.0.0/24"}},
+...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.99.0.1"}]}},
+... }, source="shop.toml")
+Traceback (most recent call last):
+pynetns.topology.TopologyError: shop.toml: namespaces.db.networks[0].ip:
+    10.99.0.1 is not in subnet 10.31.0.0/24 of network back
+
+Fixed addresses (``ip``) are reserved first, so the addresses handed out in
+order never take them; networks with a ``subnet`` are declared before those
+whose subnet the lab picks, so a picked subnet never takes a fixed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import attrs
+
+from .errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue
+from .ipam import Allocator
+from .validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
+from .validation import mtu as valid_mtu
+from .validation import network as valid_network
+from .validation import port as valid_port
+from .validation import protocol as valid_protocol
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .lab import Endpoint, Lab
+
+__all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS"]
+
+log = logging.getLogger(__name__)
+
+#: file suffix (without the dot) → format name
+FORMATS = {"toml": "toml", "json": "json", "yaml": "yaml", "yml": "yaml"}
+
+T = TypeVar("T")
+
+
+class TopologyError(InvalidInput):
+    """A topology file (or dict) breaks a rule: ``"<source>: <field>: <rule>"``.
+
+    :attr:`source` is the file (or ``"<dict>"``), :attr:`field` the dotted path
+    inside it (``namespaces.db.networks[0].ip``), :attr:`rule` what is wrong,
+    :attr:`value` the offending value (None when a key is missing). A syntax
+    error names its :attr:`line` (and :attr:`column`, when the parser says).
+    """
+
+    def __init__(
+        self, source: str, field: str, value: object, rule: str, *, line: int | None = None, column: int | None = None
+    ) -> None:
+        super().__init__(field, value, rule)
+        self.source = source
+        self.line = line
+        self.column = column
+        self.args = (f"{source}: {field}: {rule}",)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.source, self.field, self.value, self.rule), self.__dict__)
+
+
+def _flag(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue(field, value, "must be true or false")
+    return value
+
+
+def _host_address_problem(address: IPAddress, subnet: IPNetwork) -> str | None:
+    """Why ``address`` cannot be given to an interface on ``subnet`` (as the lab's allocator judges), or None."""
+    if address.version != subnet.version or address not in subnet:
+        return f"is not in subnet {subnet}"
+    if address == subnet.network_address:
+        return f"is the network address of subnet {subnet}"
+    if address == subnet.broadcast_address:
+        return f"is the broadcast address of subnet {subnet}"
+    return None
+
+
+@attrs.frozen
+class NetworkSpec:
+    """A network of a topology: the arguments of :meth:`Lab.network <pynetns.Lab.network>`."""
+
+    name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    subnet: IPNetwork | None = attrs.field(default=None, converter=converter(optional(valid_network)))  # type: ignore[misc]
+    gateway: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
+    nat: bool = attrs.field(default=True, converter=converter(_flag))  # type: ignore[misc]
+    internal: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
+    mtu: int | None = attrs.field(default=None, converter=converter(optional(valid_mtu)))  # type: ignore[misc]
+
+    def __attrs_post_init__(self) -> None:
+        if self.subnet is None:
+            if self.gateway is not None:
+                rule = f"{self.gateway} is a gateway without a subnet; set the network's subnet too"
+                raise InvalidAddress("gateway", str(self.gateway), rule)
+            return
+        smallest = self.subnet.max_prefixlen - 2
+        if self.subnet.prefixlen > smallest:
+            rule = f"{self.subnet} is too small: a network needs a /{smallest} or larger (a gateway and one address)"
+            raise InvalidAddress("subnet", str(self.subnet), rule)
+        if self.gateway is not None:
+            problem = _host_address_problem(self.gateway, self.subnet)
+            if problem is not None:
+                raise InvalidAddress("gateway", str(self.gateway), f"{self.gateway} {problem}")
+        try:
+            Allocator(self.subnet, self.gateway)  # exactly what the lab will do with them
+        except InvalidAddress as error:
+            raise InvalidAddress(error.field, error.value, f"{error.value} {error.rule}") from None
+
+    @property
+    def gateway_ip(self) -> IPAddress | None:
+        """The gateway's address: the one given, else the subnet's first host (None without a subnet)."""
+        return None if self.subnet is None else Allocator(self.subnet, self.gateway).gateway.ip
+
+
+@attrs.frozen
+class LinkSpec:
+    """``namespace`` joined to ``network``, with a fixed ``ip`` and interface name ``ifname`` if given."""
+
+    namespace: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    network: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    ip: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
+    ifname: str | None = attrs.field(default=None, converter=converter(optional(interface_name)))  # type: ignore[misc]
+
+
+@attrs.frozen
+class NamespaceSpec:
+    """A namespace (a "container") of a topology and the networks it joins, in order (eth0, eth1, …)."""
+
+    name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    networks: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        for link in self.networks:
+            if link.namespace != self.name:
+                raise InvalidValue("networks", link, f"joins namespace {link.namespace}, not {self.name}")
+
+
+@attrs.frozen
+class PublishSpec:
+    """A published port: ``host_port`` of the host to ``port`` of ``namespace`` (on ``network``, if given).
+
+    With ``host_port_end``, host ports ``host_port..host_port_end`` map one to one onto ``port``, ``port + 1``, …
+    """
+
+    namespace: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    host_port: int = attrs.field(converter=converter(valid_port))  # type: ignore[misc]
+    port: int = attrs.field(converter=converter(valid_port))  # type: ignore[misc]
+    protocol: str = attrs.field(default="tcp", converter=converter(valid_protocol))  # type: ignore[misc]
+    host_ip: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
+    network: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
+    host_port_end: int | None = attrs.field(default=None, converter=converter(optional(valid_port)))  # type: ignore[misc]
+
+    def __attrs_post_init__(self) -> None:
+        if self.host_port_end is not None and self.host_port_end < self.host_port:
+            rule = f"{self.host_port_end} is below host_port {self.host_port}"
+            raise InvalidValue("host_port_end", self.host_port_end, rule)
+        if self.port + self.last_host_port - self.host_port > 65535:
+            rule = f"{self.port} would make the range of ports end above 65535"
+            raise InvalidValue("port", self.port, rule)
+
+    @property
+    def last_host_port(self) -> int:
+        return self.host_port if self.host_port_end is None else self.host_port_end
+
+
+class _Wire(NamedTuple):
+    """A link as it will be declared: where it came from, its interface name and its address."""
+
+    path: str
+    link: LinkSpec
+    ifname: str
+    ip: IPAddress | None  # None: the lab picks the subnet, and so the address
+
+
+@attrs.frozen
+class Topology:
+    """A lab described as data: build it with :meth:`from_file` or :meth:`from_dict`, then :meth:`lab`.
+
+    Constructing one checks it as a whole (references, duplicates, addresses);
+    errors are :class:`TopologyError` naming :attr:`source`.
+    """
+
+    name: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
+    isolated: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
+    networks: tuple[NetworkSpec, ...] = attrs.field(default=(), converter=tuple)
+    namespaces: tuple[NamespaceSpec, ...] = attrs.field(default=(), converter=tuple)
+    links: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
+    publish: tuple[PublishSpec, ...] = attrs.field(default=(), converter=tuple)
+    source: str = attrs.field(default="<Topology>", eq=False, repr=False, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        self._check_networks()
+        self._check_namespaces()
+        self._check_publish(self._wiring())
+
+    # -- reading ----------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, format: str | None = None) -> Topology:
+        """Read a ``.toml``, ``.json``, ``.yaml`` or ``.yml`` file (``format`` overrides the suffix)."""
+        source = os.fspath(path)
+        kind = format if format is not None else Path(source).suffix.lstrip(".")
+        if kind.lower() not in FORMATS:
+            raise TopologyError(source, "format", kind, f"{kind!r} is not a topology format; use {_formats()}")
+        data = Path(source).read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TopologyError(source, f"byte {error.start}", None, "is not UTF-8 text") from None
+        return cls.from_text(text, kind, source=source)
+
+    @classmethod
+    def from_text(cls, text: str, format: str, *, source: str = "<text>") -> Topology:
+        """Parse ``text`` as ``format`` (``"toml"``, ``"json"``, ``"yaml"``); errors name ``source``."""
+        kind = FORMATS.get(format.lower())
+        if kind is None:
+            raise TopologyError(source, "format", format, f"{format!r} is not a topology format; use {_formats()}")
+        parse = {"toml": _load_toml, "json": _load_json, "yaml": _load_yaml}[kind]
+        return cls.from_dict(parse(text, source), source=source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Topology:
+        """Build from the parsed structure of a topology file; errors name ``source``."""
+        top = _table(source, "", data, _TOP)
+        networks = [_network(source, name, value) for name, value in _names(source, "networks", top).items()]
+        namespaces = [_namespace(source, name, value) for name, value in _names(source, "namespaces", top).items()]
+        links = [_link(source, index, item) for index, item in enumerate(_list(source, "links", top.get("links", ())))]
+        publish = [
+            _publish(source, index, item) for index, item in enumerate(_list(source, "publish", top.get("publish", ())))
+        ]
+        return _build(
+            cls,
+            source,
+            "",
+            {},
+            name=top.get("name"),
+            isolated=top.get("isolated", False),
+            networks=networks,
+            namespaces=namespaces,
+            links=links,
+            publish=publish,
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical long form, as :meth:`from_dict` reads it (and ``json.dumps`` writes it)."""
+
+        def link(spec: LinkSpec, *keys: str) -> dict[str, Any]:
+            return _present({key: getattr(spec, key) for key in (*keys, "network", "ip", "ifname")})
+
+        data: dict[str, Any] = _present({"name": self.name})
+        data["isolated"] = self.isolated
+        data["networks"] = {
+            spec.name: _present({key: getattr(spec, key) for key in _NETWORK}) for spec in self.networks
+        }
+        data["namespaces"] = {
+            spec.name: {"networks": [link(item) for item in spec.networks]} for spec in self.namespaces
+        }
+        data["links"] = [link(spec, "namespace") for spec in self.links]
+        data["publish"] = [_present({key: getattr(spec, key) for key in _PUBLISH}) for spec in self.publish]
+        return data
+
+    # -- checking ---------------------------------------------------------
+
+    def _error(self, field: str, value: object, rule: str) -> TopologyError:
+        return TopologyError(self.source, field, value, rule)
+
+    def _check_networks(self) -> None:
+        seen: dict[str, NetworkSpec] = {}
+        for spec in self.networks:
+            path = f"networks.{_key(spec.name)}"
+            if spec.name in seen:
+                raise self._error(path, spec.name, f"network {spec.name} is declared twice")
+            for other in seen.values():
+                if spec.subnet is not None and other.subnet is not None and spec.subnet.overlaps(other.subnet):
+                    rule = f"{spec.subnet} overlaps subnet {other.subnet} of network {other.name}"
+                    raise self._error(f"{path}.subnet", str(spec.subnet), rule)
+            seen[spec.name] = spec
+
+    def _check_namespaces(self) -> None:
+        seen: set[str] = set()
+        for spec in self.namespaces:
+            if spec.name in seen:
+                rule = f"namespace {spec.name} is declared twice"
+                raise self._error(f"namespaces.{_key(spec.name)}", spec.name, rule)
+            seen.add(spec.name)
+
+    def _wiring(self) -> list[_Wire]:
+        """Every link in the order it is declared, with its interface name and address; checked."""
+        networks = {spec.name: spec for spec in self.networks}
+        namespaces = [spec.name for spec in self.namespaces]
+        items: list[tuple[str, str, LinkSpec]] = []  # (path of the item, path naming its network, link)
+        for spec in self.namespaces:
+            for index, link in enumerate(spec.networks):
+                path = f"namespaces.{_key(spec.name)}.networks[{index}]"
+                items.append((path, path, link))
+        for index, link in enumerate(self.links):
+            path = f"links[{index}]"
+            if link.namespace not in namespaces:
+                rule = _unknown("namespace", link.namespace, namespaces)
+                raise self._error(f"{path}.namespace", link.namespace, rule)
+            items.append((path, f"{path}.network", link))
+        joined: dict[tuple[str, str], str] = {}
+        counts: dict[str, int] = {}
+        interfaces: dict[tuple[str, str], str] = {}
+        addresses: dict[tuple[str, IPAddress], str] = {}
+        wires: list[_Wire] = []
+        for path, network_path, link in items:
+            net = networks.get(link.network)
+            if net is None:
+                raise self._error(network_path, link.network, _unknown("network", link.network, list(networks)))
+            where = joined.setdefault((link.namespace, link.network), path)
+            if where != path:
+                rule = f"namespace {link.namespace} is already connected to network {link.network} by {where}"
+                raise self._error(network_path, link.network, rule)
+            count = counts[link.namespace] = counts.get(link.namespace, -1) + 1
+            ifname = link.ifname if link.ifname is not None else f"eth{count}"
+            where = interfaces.setdefault((link.namespace, ifname), path)
+            if where != path:
+                field, what = (f"{path}.ifname", ifname) if link.ifname is not None else (path, f"its default {ifname}")
+                rule = f"{what} is already used in namespace {link.namespace} by {where}"
+                raise self._error(field, ifname, rule if link.ifname is not None else f"{rule}; give it an ifname")
+            if link.ip is not None:
+                self._check_ip(f"{path}.ip", link.ip, net, addresses)
+            wires.append(_Wire(path, link, ifname, link.ip))
+        return self._allocate(wires)
+
+    def _check_ip(self, field: str, ip: IPAddress, net: NetworkSpec, taken: dict[tuple[str, IPAddress], str]) -> None:
+        if net.subnet is None:
+            raise self._error(field, str(ip), f"network {net.name} has no subnet; a fixed ip needs one")
+        problem = _host_address_problem(ip, net.subnet)
+        if problem is not None:
+            raise self._error(field, str(ip), f"{ip} {problem} of network {net.name}")
+        if ip == net.gateway_ip:
+            raise self._error(field, str(ip), f"{ip} is the gateway of network {net.name}")
+        where = taken.setdefault((net.name, ip), field)
+        if where != field:
+            raise self._error(field, str(ip), f"{ip} is already taken in network {net.name} by {where}")
+
+    def _allocate(self, wires: list[_Wire]) -> list[_Wire]:
+        """Give every link to a network with a subnet its address: fixed ones first, then the next free."""
+        allocators = {spec.name: Allocator(spec.subnet, spec.gateway) for spec in self.networks if spec.subnet}
+        for wire in wires:
+            if wire.ip is not None:
+                allocators[wire.link.network].allocate(wire.ip)
+        done = []
+        for wire in wires:
+            allocator = allocators.get(wire.link.network)
+            if wire.ip is not None or allocator is None:
+                done.append(wire)
+                continue
+            try:
+                done.append(wire._replace(ip=allocator.allocate().ip))
+            except InvalidAddress:
+                rule = f"no free address left in subnet {allocator.subnet} of network {wire.link.network}"
+                raise self._error(wire.path, wire.link.network, rule) from None
+        return done
+
+    def _check_publish(self, wires: list[_Wire]) -> None:
+        namespaces = [spec.name for spec in self.namespaces]
+        joined = {(wire.link.namespace, wire.link.network) for wire in wires}
+        published: list[tuple[str, PublishSpec]] = []
+        for index, spec in enumerate(self.publish):
+            path = f"publish[{index}]"
+            if spec.namespace not in namespaces:
+                rule = _unknown("namespace", spec.namespace, namespaces)
+                raise self._error(f"{path}.namespace", spec.namespace, rule)
+            if spec.network is not None and (spec.namespace, spec.network) not in joined:
+                rule = f"namespace {spec.namespace} is not connected to network {spec.network}"
+                raise self._error(f"{path}.network", spec.network, rule)
+            if not any(namespace == spec.namespace for namespace, _ in joined):
+                rule = f"namespace {spec.namespace} is not connected to any network, so it has no address to publish"
+                raise self._error(f"{path}.namespace", spec.namespace, rule)
+            for where, other in published:
+                same_ip = spec.host_ip is None or other.host_ip is None or spec.host_ip == other.host_ip
+                overlap = spec.host_port <= other.last_host_port and other.host_port <= spec.last_host_port
+                if overlap and same_ip and spec.protocol == other.protocol:
+                    ports = f"{spec.host_port}"
+                    if spec.host_port_end is not None:
+                        ports += f"-{spec.host_port_end}"
+                    rule = f"{ports}/{spec.protocol} overlaps host ports already published by {where}"
+                    raise self._error(f"{path}.host_port", spec.host_port, rule)
+            published.append((path, spec))
+
+    # -- declaring --------------------------------------------------------
+
+    def lab(self, host: Host | None = None, isolated: bool | None = None) -> Lab:
+        """A new :class:`~pynetns.Lab` named :attr:`name`, isolated as the file says (unless ``isolated`` is given),
+        with everything declared. Nothing is created until ``lab.apply()``."""
+        from .lab import Lab
+
+        lab = Lab(self.name, host=host, isolated=self.isolated if isolated is None else _flag("isolated", isolated))
+        return self.declare(lab)
+
+    def declare(self, lab: Lab) -> Lab:
+        """Declare everything on ``lab`` (an existing one: names must be new to it) and return it.
+
+        Clashes with what ``lab`` already holds are :class:`TopologyError` raised before anything is declared.
+        What the lab itself refuses (a subnet in use on the host) is raised as it is, with a note naming the
+        field; what was declared before it stays declared (nothing is created until ``lab.apply()``).
+        """
+        wires = self._wiring()
+        self._check_lab(lab)
+        log.debug("declaring %s on %r", self.source, lab)
+        # Fixed subnets first: a subnet the lab picks for another network must not take one of them.
+        for spec in sorted(self.networks, key=lambda spec: spec.subnet is None):
+            with self._declaring(f"networks.{_key(spec.name)}"):
+                lab.network(
+                    spec.name,
+                    subnet=_text(spec.subnet),
+                    gateway=_text(spec.gateway),
+                    nat=spec.nat,
+                    mtu=spec.mtu,
+                    internal=spec.internal,
+                )
+        for namespace in self.namespaces:
+            with self._declaring(f"namespaces.{_key(namespace.name)}"):
+                lab.namespace(namespace.name)
+        endpoints: dict[tuple[str, str], Endpoint] = {}
+        for wire in wires:
+            with self._declaring(wire.path):
+                endpoint = lab.connect(wire.link.network, wire.link.namespace, ip=_text(wire.ip), ifname=wire.ifname)
+            endpoints[(wire.link.namespace, wire.link.network)] = endpoint
+        for index, port in enumerate(self.publish):
+            target: Endpoint | str = port.namespace
+            if port.network is not None:
+                target = endpoints[(port.namespace, port.network)]
+            with self._declaring(f"publish[{index}]"):
+                lab.publish(target, port.host_port, port.port, protocol=port.protocol, host_ip=_text(port.host_ip),
+                            host_port_end=port.host_port_end)
+        return lab
+
+    def _check_lab(self, lab: Lab) -> None:
+        for spec in self.networks:
+            path = f"networks.{_key(spec.name)}"
+            if spec.name in lab.networks:
+                raise self._error(path, spec.name, f"network {spec.name} is already declared in lab {lab.name}")
+            for other in lab.networks.values():
+                if spec.subnet is not None and spec.subnet.overlaps(other.subnet):
+                    rule = f"{spec.subnet} overlaps subnet {other.subnet} of network {other.name} of lab {lab.name}"
+                    raise self._error(f"{path}.subnet", str(spec.subnet), rule)
+        for namespace in self.namespaces:
+            if namespace.name in lab.namespaces:
+                rule = f"namespace {namespace.name} is already declared in lab {lab.name}"
+                raise self._error(f"namespaces.{_key(namespace.name)}", namespace.name, rule)
+
+    @contextlib.contextmanager
+    def _declaring(self, field: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            if sys.version_info >= (3, 11):
+                error.add_note(f"while declaring {field} from {self.source}")
+            raise
+
+
+# -- parsing --------------------------------------------------------------
+
+_TOP = ("name", "isolated", "networks", "namespaces", "links", "publish")
+_NETWORK = ("subnet", "gateway", "nat", "internal", "mtu")
+_NAMESPACE = ("networks",)
+_ATTACH = ("network", "ip", "ifname")
+_LINK = ("namespace", "network", "ip", "ifname")
+_PUBLISH = ("namespace", "host_port", "port", "protocol", "host_ip", "network", "host_port_end")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_IP = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+class _Table(dict[Any, Any]):
+    """A parsed mapping that remembers the keys its file gave more than once (JSON and YAML allow it)."""
+
+    duplicates: tuple[Any, ...] = ()
+
+
+def _formats() -> str:
+    return ", ".join(f".{suffix}" for suffix in FORMATS)
+
+
+def _key(name: object) -> str:
+    """A key as it appears in a dotted path: quoted when it is not a bare word (``networks."a.b"``)."""
+    return name if isinstance(name, str) and _BARE_KEY.fullmatch(name) else json.dumps(str(name))
+
+
+def _join(path: str, key: object) -> str:
+    return _key(key) if not path else f"{path}.{_key(key)}"
+
+
+def _kind(value: object) -> str:
+    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (Mapping, "a table"),
+        ((list, tuple), "a list"),
+    )
+    if value is None:
+        return "null"
+    return next((name for kind, name in kinds if isinstance(value, kind)), f"a {type(value).__name__}")
+
+
+def _show(value: object) -> str:
+    """A value as the file wrote it (JSON spelling: ``true``, ``"eth0"``)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _sentence(value: object, rule: str) -> str:
+    """A validator's rule as a sentence about ``value``."""
+    if rule.startswith((f"{value!r} ", f"{value} ")):
+        return rule  # the rule already quotes the value (``ipaddress``' messages)
+    if rule.startswith(("must ", "is ", "has ")):
+        return f"{_show(value)} {rule}"
+    return f"{_show(value)}: {rule}"
+
+
+def _suggest(word: object, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown(kind: str, name: str, choices: Sequence[str]) -> str:
+    hint = _suggest(name, choices)
+    if not hint:
+        hint = f"; declared: {', '.join(choices)}" if choices else f"; no {kind}s are declared"
+    return f"unknown {kind} {name!r}{hint}"
+
+
+def _present(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without its None values, addresses and networks as strings."""
+    return {key: str(value) if isinstance(value, _IP) else value for key, value in data.items() if value is not None}
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _table(source: str, path: str, value: object, keys: Sequence[str], required: Sequence[str] = ()) -> dict[str, Any]:
+    """``value`` checked to be a mapping with only ``keys`` (and all of ``required``); null values dropped."""
+    if not isinstance(value, Mapping):
+        rule = f"must be a table of keys and values, not {_kind(value)}"
+        raise TopologyError(source, path or "(top level)", value, rule)
+    for key in getattr(value, "duplicates", ()):
+        raise TopologyError(source, _join(path, key), None, "is given twice")
+    for key in value:
+        if key not in keys:
+            hint = _suggest(key, keys) or f"; expected one of: {', '.join(keys)}"
+            raise TopologyError(source, _join(path, key), None, f"unknown key{hint}")
+    found = {key: item for key, item in value.items() if item is not None}
+    for key in required:
+        if key not in found:
+            raise TopologyError(source, _join(path, key), None, "is required")
+    return found
+
+
+def _names(source: str, key: str, top: Mapping[str, Any]) -> Mapping[Any, Any]:
+    """The table of named networks or namespaces (any key is a name)."""
+    value = top.get(key, {})
+    if not isinstance(value, Mapping):
+        raise TopologyError(source, key, value, f"must be a table of {key} by name, not {_kind(value)}")
+    for name in getattr(value, "duplicates", ()):
+        raise TopologyError(source, _join(key, name), None, "is given twice")
+    return value
+
+
+def _list(source: str, path: str, value: object) -> Sequence[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise TopologyError(source, path, value, f"must be a list, not {_kind(value)}")
+    return value
+
+
+def _build(make: Callable[..., T], source: str, path: str, fields: Mapping[str, str], /, **kwargs: Any) -> T:
+    """``make(**kwargs)``, its validators' errors turned into TopologyErrors at ``fields[field]`` or ``path.field``."""
+    try:
+        return make(**kwargs)
+    except TopologyError:
+        raise
+    except InvalidInput as error:
+        where = fields.get(error.field) or _join(path, error.field)
+        raise TopologyError(source, where, error.value, _sentence(error.value, error.rule)) from None
+
+
+def _network(source: str, name: Any, value: object) -> NetworkSpec:
+    path = _join("networks", name)
+    fields = _table(source, path, {} if value is None else value, _NETWORK)
+    return _build(NetworkSpec, source, path, {"name": path}, name=name, **fields)
+
+
+def _namespace(source: str, name: Any, value: object) -> NamespaceSpec:
+    path = _join("namespaces", name)
+    fields = _table(source, path, {} if value is None else value, _NAMESPACE)
+    _build(namespace_name, source, path, {"name": path}, field="name", value=name)
+    links = []
+    for index, item in enumerate(_list(source, f"{path}.networks", fields.get("networks", ()))):
+        where = f"{path}.networks[{index}]"
+        if isinstance(item, str):
+            links.append(_build(LinkSpec, source, where, {"network": where}, namespace=name, network=item))
+        elif isinstance(item, Mapping):
+            attach = _table(source, where, item, _ATTACH, required=("network",))
+            links.append(_build(LinkSpec, source, where, {}, namespace=name, **attach))
+        else:
+            rule = f"must be a network name or a table with 'network', not {_kind(item)}"
+            raise TopologyError(source, where, item, rule)
+    return _build(NamespaceSpec, source, path, {"name": path}, name=name, networks=links)
+
+
+def _link(source: str, index: int, item: object) -> LinkSpec:
+    path = f"links[{index}]"
+    return _build(LinkSpec, source, path, {}, **_table(source, path, item, _LINK, required=("namespace", "network")))
+
+
+def _publish(source: str, index: int, item: object) -> PublishSpec:
+    path = f"publish[{index}]"
+    fields = _table(source, path, item, _PUBLISH, required=("namespace", "host_port", "port"))
+    return _build(PublishSpec, source, path, {}, **fields)
+
+
+def _syntax(source: str, language: str, message: str, line: int | None, column: int | None) -> TopologyError:
+    where = "end of document" if line is None else f"line {line}" if column is None else f"line {line}, column {column}"
+    return TopologyError(source, where, None, f"invalid {language}: {message}", line=line, column=column)
+
+
+def _load_toml(text: str, source: str) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:  # pragma: no cover - Python 3.10
+        try:
+            toml = importlib.import_module("tomli")
+        except ImportError:
+            hint = f"needed to read {source} on Python 3.10: pip install tomli"
+            raise BackendUnavailable("tomli", detail=hint) from None
+    try:
+        return toml.loads(text)
+    except toml.TOMLDecodeError as error:
+        message = str(error)
+        found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
+        if found is not None:
+            syntax = _syntax(source, "TOML", found[1], int(found[2]), int(found[3]))
+        else:
+            syntax = _syntax(source, "TOML", message.removesuffix(" (at end of document)"), None, None)
+    raise syntax from None
+
+
+def _load_json(text: str, source: str) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> _Table:
+        table = _Table(items)
+        if len(table) != len(items):
+            keys = [key for key, _ in items]
+            table.duplicates = tuple(dict.fromkeys(key for key in keys if keys.count(key) > 1))
+        return table
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as error:
+        raise _syntax(source, "JSON", error.msg, error.lineno, error.colno) from None
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        yaml = importlib.import_module("yaml")
+    except ImportError:
+        raise BackendUnavailable("PyYAML", detail=f"needed to read {source}: pip install pyyaml") from None
+
+    def mapping(loader: Any, node: Any) -> _Table:
+        keys = [loader.construct_object(key, deep=True) for key, _ in node.value if key.tag != _YAML_MERGE]
+        table = _Table(loader.construct_mapping(node, deep=True))
+        with contextlib.suppress(TypeError):  # an unhashable key: construct_mapping has refused it already
+            table.duplicates = tuple(dict.fromkeys(key for key in keys if keys.count(key) > 1))
+        return table
+
+    loader: Any = type("TopologyLoader", (yaml.SafeLoader,), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        data = yaml.load(text, Loader=loader)  # a SafeLoader: plain data only
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        line, column = (None, None) if mark is None else (mark.line + 1, mark.column + 1)
+        raise _syntax(source, "YAML", problem, line, column) from None
+    return {} if data is None else data  # an empty file, as an empty TOML file
+
+
+_YAML_MERGE = "tag:yaml.org,2002:merge"
