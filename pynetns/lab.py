@@ -24,7 +24,7 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from .runner import Call
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
 from .validation import mtu as valid_mtu
 
-__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "runtime_dir", "taken_networks"]
+__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "remove", "runtime_dir", "taken_networks"]
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,28 @@ class LabRecord:
     id: str
     name: str
     owner_pid: int | None
+    #: the owner process is running (a persistent lab has no owner, so is never "alive")
     alive: bool
     path: Path
     data: dict[str, Any] = attrs.field(repr=False)
+
+    @property
+    def persistent(self) -> bool:
+        """Made by ``pynetns up`` (or :meth:`Lab.detach`): owned by no process, removed only on request."""
+        return bool(self.data.get("persistent"))
+
+    @property
+    def state(self) -> str:
+        """``"persistent"``, ``"alive"`` or ``"stale"`` (the owner died: :func:`cleanup` removes it)."""
+        return "persistent" if self.persistent else "alive" if self.alive else "stale"
+
+    def namespace(self, name: str, host: Host | None = None) -> Namespace:
+        """The lab's namespace called ``name`` (its user-facing name, like ``web``)."""
+        members: dict[str, str] = self.data.get("members", {})
+        if name not in members:
+            known = ", ".join(sorted(members)) or "none"
+            raise InvalidValue("namespace", name, f"is not a namespace of lab {self.name} (it has: {known})")
+        return Namespace(members[name], host=host)
 
 
 class Lab:
@@ -140,6 +159,8 @@ class Lab:
         self._applied_namespaces: set[str] = set()
         self._counter = 0
         self._destroyed = False
+        self._persistent = False
+        self._detached = False
         self._lock = threading.Lock()
         self.host_namespace: Namespace | None = None
         if isolated:
@@ -364,8 +385,11 @@ class Lab:
 
     # -- applying ---------------------------------------------------------
 
-    def apply(self) -> None:
-        """Create what was declared since the last apply; on failure remove what this apply made."""
+    def apply(self, progress: Callable[[str], None] | None = None) -> None:
+        """Create what was declared since the last apply; on failure remove what this apply made.
+
+        ``progress`` is called with a line saying what each stage does (``pynetns up`` prints them).
+        """
         if self._destroyed:
             raise PynetnsError(f"lab {self.name} was destroyed")
         stages = self._stages()
@@ -374,7 +398,9 @@ class Lab:
         self._claim_subnets()
         done: list[_Job] = []
         try:
-            for stage in stages:
+            for number, stage in enumerate(stages, 1):
+                if progress is not None:
+                    progress(f"[{number}/{len(stages)}] {_describe(stage)}")
                 self._run_stage(stage)
                 done.extend(stage)
         except BaseException:
@@ -443,7 +469,8 @@ class Lab:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.destroy()
+        if not self._detached:
+            self.destroy()
 
     # -- journal ----------------------------------------------------------
 
@@ -459,15 +486,36 @@ class Lab:
             "id": self.id,
             "name": self.name,
             "tag": self.tag,
-            "owner_pid": os.getpid(),
-            "owner_start": _start_time(os.getpid()),
+            "owner_pid": None if self._persistent else os.getpid(),
+            "owner_start": None if self._persistent else _start_time(os.getpid()),
+            "persistent": self._persistent,
             "isolated": self.isolated,
             "namespaces": namespaces,
+            "members": {name: namespace.name for name, namespace in self.namespaces.items()},
+            "host_namespace": None if self.host_namespace is None else self.host_namespace.name,
+            "endpoints": [{"namespace": self._user_name(endpoint.namespace), "interface": endpoint.interface,
+                           "ip": str(endpoint.ip), "network": endpoint.network.name,
+                           "host_interface": endpoint.host_interface} for endpoint in self.endpoints],
+            "published": [str(portmap) for portmap in self.published],
             "links": [] if self.isolated else [net.bridge for net in self.networks.values()],
             "firewall": not self.isolated and (bool(self._firewall) or self._firewall_job() is not None),
-            "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge}
+            "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge,
+                          "gateway": str(net.gateway), "nat": net.nat, "internal": net.internal}
                          for net in self.networks.values()],
         }
+
+    def _user_name(self, namespace: Namespace) -> str:
+        return next(name for name, candidate in self.namespaces.items() if candidate is namespace)
+
+    def detach(self) -> LabRecord:
+        """Leave the lab running after this process ends: its journal names no owner, so :func:`cleanup`
+        leaves it alone (but ``cleanup(all=True)``); ``pynetns down NAME`` or :func:`remove` ends it."""
+        if self._destroyed:
+            raise PynetnsError(f"lab {self.name} was destroyed")
+        self._persistent = True
+        self._write_journal()
+        self._detached = True
+        return next(record for record in labs() if record.id == self.id)
 
     def _write_journal(self) -> None:
         if self.host.dry_run:
@@ -545,26 +593,44 @@ def cleanup(host: Host | None = None, *, all: bool = False) -> list[str]:
     host = resolve_host(host)
     removed: list[str] = []
     for record in labs():
-        if record.alive and not all:
+        if (record.alive or record.persistent) and not all:
             continue
-        tag = record.data.get("tag")
-        namespaces = [name for name in record.data.get("namespaces", ()) if _tagged_namespace(host, name, tag)]
-        _kill_processes_in(namespaces, host)
-        if record.data.get("firewall") and tag:
-            count = remove_tagged(Namespace.host(host), tag)
-            if count:
-                removed.append(f"{count} firewall rules")
-        for name in namespaces:
-            host.run(host.links.netns_delete(name), check=False)
-            removed.append(f"namespace {name}")
-        for name in record.data.get("links", ()):
-            try:
-                if Namespace.host(host).interface(name).alias == tag:
-                    host.ip(NetnsRef.root(), host.links.link_delete(name), check=False)
-                    removed.append(f"interface {name}")
-            except CommandError:
-                pass
-        _remove_journal(record.path)
+        removed += _remove_record(record, host)
+    return removed
+
+
+def remove(name: str, host: Host | None = None) -> list[str]:
+    """Remove the lab called ``name`` (or with that id) from its journal, whoever owns it: ``pynetns down``."""
+    host = resolve_host(host)
+    found = [record for record in labs() if name in (record.name, record.id)]
+    if not found:
+        raise InvalidValue("name", name, f"no such lab (labs: {', '.join(r.name for r in labs()) or 'none'})")
+    if len(found) > 1:
+        raise InvalidValue("name", name, f"names {len(found)} labs; use an id: {', '.join(r.id for r in found)}")
+    return _remove_record(found[0], host)
+
+
+def _remove_record(record: LabRecord, host: Host) -> list[str]:
+    """Remove what a journal names and carries its tag, then the journal."""
+    removed: list[str] = []
+    tag = record.data.get("tag")
+    namespaces = [name for name in record.data.get("namespaces", ()) if _tagged_namespace(host, name, tag)]
+    _kill_processes_in(namespaces, host)
+    if record.data.get("firewall") and tag:
+        count = remove_tagged(Namespace.host(host), tag)
+        if count:
+            removed.append(f"{count} firewall rules")
+    for name in namespaces:
+        host.run(host.links.netns_delete(name), check=False)
+        removed.append(f"namespace {name}")
+    for name in record.data.get("links", ()):
+        try:
+            if Namespace.host(host).interface(name).alias == tag:
+                host.ip(NetnsRef.root(), host.links.link_delete(name), check=False)
+                removed.append(f"interface {name}")
+        except CommandError:
+            pass
+    _remove_journal(record.path)
     return removed
 
 
@@ -586,7 +652,7 @@ def taken_networks(host: Host | None = None, *, other_than: str | None = None) -
                               if route.destination != "default"]
     taken += [address.network for address in root.addresses()]
     for record in labs():
-        if record.alive and record.id != other_than:
+        if (record.alive or record.persistent) and record.id != other_than:
             taken += [ipaddress.ip_network(item["subnet"]) for item in record.data.get("networks", ())]
     return taken
 
@@ -596,6 +662,15 @@ def _tagged_namespace(host: Host, name: str, tag: str | None) -> bool:
         return Namespace(name, host=host).interface("lo").alias == tag
     except (CommandError, NotOwned, PynetnsError):
         return False
+
+
+def _describe(stage: list[_Job]) -> str:
+    """What a stage does, in a few words: "3 processes: 120 commands, firewall (42 rules)"."""
+    commands = sum(len(job.plan) for job in stage if isinstance(job, _PlanJob))
+    rules = sum(len(obj.rules()) for job in stage if isinstance(job, _FirewallJob) for obj in job.objects)
+    parts = [f"{commands} commands"] if commands else []
+    parts += [f"a firewall transaction of {rules} rules"] if rules else []
+    return f"{len(stage)} {'process' if len(stage) == 1 else 'processes at once'}: {', '.join(parts)}"
 
 
 class _Job:
