@@ -30,12 +30,24 @@ from typing import Any
 
 import attrs
 
+from . import display, partition
 from .backends.base import FirewallState, NetnsRef
 from .errors import CommandError, InvalidValue, NotOwned, PynetnsError, SubnetOverlap
 from .host import Host
 from .ipam import Allocator, pick_subnet, subnet_lock
 from .namespace import Namespace, resolve_host
-from .nat import Isolation, Masquerade, PortMap, _Firewalled, _Path, _Site, create_all, delete_all, remove_tagged
+from .nat import (
+    ForwardDrops,
+    Isolation,
+    Masquerade,
+    PortMap,
+    _Firewalled,
+    _Path,
+    _Site,
+    create_all,
+    delete_all,
+    remove_tagged,
+)
 from .plan import Plan
 from .runner import Call
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
@@ -77,6 +89,12 @@ class Endpoint:
     def lab(self) -> Lab:
         return self.network.lab
 
+    def _repr_html_(self) -> str:
+        return display.html_endpoint(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_endpoint(self))
+
 
 @attrs.define(eq=False)
 class Network:
@@ -103,6 +121,12 @@ class Network:
     @property
     def endpoints(self) -> list[Endpoint]:
         return [endpoint for endpoint in self.lab.endpoints if endpoint.network is self]
+
+    def _repr_html_(self) -> str:
+        return display.html_network(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_network(self))
 
 
 @attrs.frozen
@@ -156,6 +180,9 @@ class Lab:
         #: published ports (``lab.publish``), in declaration order
         self.published: list[PortMap] = []
         self._firewall: list[_Firewalled] = []
+        self._partitions: list[tuple[list[Namespace], list[Namespace]]] = []
+        self._blocked: set[str] = set()
+        self._drops: ForwardDrops | None = None
         self._applied_namespaces: set[str] = set()
         self._counter = 0
         self._destroyed = False
@@ -290,6 +317,91 @@ class Lab:
             raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
         return first
 
+    # -- partitions ---------------------------------------------------------
+
+    def partition(self, group_a: Iterable[Namespace | str] | Namespace | str,
+                  group_b: Iterable[Namespace | str] | Namespace | str) -> None:
+        """Make the namespaces of ``group_a`` and ``group_b`` unable to reach each other (both ways, all IP
+        traffic, silently dropped: clients time out), while each group still works inside. :meth:`heal` ends it.
+
+        Works within one network and across networks; several partitions add up.
+        """
+        side_a, side_b = self._group("group_a", group_a), self._group("group_b", group_b)
+        both = [self._user_name(namespace) for namespace in side_a if namespace in side_b]
+        if both:
+            raise InvalidValue("group_b", both, "a namespace cannot be on both sides of a partition")
+        self._partitions.append((side_a, side_b))
+        try:
+            self._write_partitions()
+        except BaseException:
+            self._partitions.pop()
+            self._write_partitions()
+            raise
+
+    def heal(self) -> None:
+        """End every partition."""
+        self._partitions.clear()
+        self._write_partitions()
+
+    def _group(self, field: str, group: Iterable[Namespace | str] | Namespace | str) -> list[Namespace]:
+        members = [group] if isinstance(group, (Namespace, str)) else list(group)
+        if not members:
+            raise InvalidValue(field, [], "a partition needs a namespace on each side")
+        found = []
+        for member in members:
+            namespace = self.namespaces.get(member) if isinstance(member, str) else member
+            if namespace is None or namespace not in self.namespaces.values():
+                raise InvalidValue(field, str(member), "is not a namespace of this lab")
+            if namespace.name not in self._applied_namespaces:
+                raise InvalidValue(field, str(member), "is not applied yet (call lab.apply() first)")
+            found.append(namespace)
+        return found
+
+    def _addresses(self, namespace: Namespace) -> list[Any]:
+        return [endpoint.ip.ip for endpoint in self.endpoints if endpoint.namespace is namespace]
+
+    def _write_partitions(self) -> None:
+        """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
+        blocked: dict[str, list[Any]] = {}
+        for side_a, side_b in self._partitions:
+            for mine, theirs in ((side_a, side_b), (side_b, side_a)):
+                for namespace in mine:
+                    drops = blocked.setdefault(namespace.name, [])
+                    drops += [ip for other in theirs for ip in self._addresses(other) if ip not in drops]
+        self._write_forward_drops()
+        firewall = self.host.firewall.name
+        for name in sorted(self._blocked - set(blocked)):
+            namespace = Namespace(name, host=self.host)
+            for argv in partition.jump_commands(firewall, add=False) + partition.unblock_commands(firewall):
+                namespace.run(argv, check=False)  # the namespace may be gone already
+            self._blocked.discard(name)
+        for name, drops in blocked.items():
+            namespace = Namespace(name, host=self.host)
+            if not drops:
+                continue
+            argv, script = partition.block_commands(firewall, drops)
+            namespace.run(argv, input=script)
+            if name not in self._blocked:
+                for jump in partition.jump_commands(firewall, add=True):
+                    namespace.run(jump)
+                self._blocked.add(name)
+
+    def _write_forward_drops(self) -> None:
+        """The host side of the partitions: routed traffic, and the way round through published ports."""
+        pairs = []
+        for side_a, side_b in self._partitions:
+            for mine, theirs in ((side_a, side_b), (side_b, side_a)):
+                pairs += [(source, destination) for namespace in mine for source in self._addresses(namespace)
+                          for other in theirs for destination in self._addresses(other)]
+        old, self._drops = self._drops, None
+        if old is not None:
+            delete_all([old], missing_ok=True)
+        if pairs:
+            drops = ForwardDrops("partitions", dict.fromkeys(pairs), namespace=self.host_namespace, host=self.host,
+                                 tag=self.tag)
+            create_all([drops])
+            self._drops = drops
+
     # -- compiling --------------------------------------------------------
 
     @property
@@ -379,9 +491,23 @@ class Lab:
         """
         return [call for stage in self._stages() for job in stage for call in job.calls()]
 
-    def explain(self) -> str:
-        """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents)."""
-        return "\n".join(str(call) for call in self.plan()) + "\n"
+    def explain(self) -> display.Commands:
+        """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents); a code block in a notebook."""
+        return display.commands(self.plan())
+
+    def diagram(self) -> display.Diagram:
+        """The topology as a picture (SVG through Graphviz's ``dot``; without it, DOT source and tables)."""
+        return display.diagram(self)
+
+    @property
+    def destroyed(self) -> bool:
+        return self._destroyed
+
+    def _repr_html_(self) -> str:
+        return display.html_lab(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_lab(self))
 
     # -- applying ---------------------------------------------------------
 
@@ -444,10 +570,14 @@ class Lab:
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.append(self.host_namespace)
         _kill_processes_in([namespace.name for namespace in created], self.host)
-        if self._firewall and self.host_namespace is None:
+        owned = self._firewall + ([self._drops] if self._drops is not None else [])
+        if owned and self.host_namespace is None:
             # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
-            delete_all(self._firewall, missing_ok=True)
+            delete_all(owned, missing_ok=True)
         self._firewall.clear()
+        self._drops = None
+        self._partitions.clear()
+        self._blocked.clear()
         teardown = Plan()
         root = NetnsRef.root()
         for namespace in created:

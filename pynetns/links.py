@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from . import display
 from .backends.base import NetnsRef
 from .errors import InvalidValue, NotFound
 from .host import Host
@@ -156,6 +157,13 @@ class Bridge(_Link):
         result = self.host.ip(self.where, self.host.links.show_links(master=self.name))
         return [Interface.from_ip_json(item) for item in result.json()]
 
+    def _repr_html_(self) -> str:
+        """Notebooks: the bridge's state and addresses, and its ports (never raises)."""
+        return display.html_bridge(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_bridge(self))
+
 
 @attrs.define(eq=False)
 class Veth(_Link):
@@ -213,3 +221,10 @@ class Veth(_Link):
     def peer_interface(self) -> Interface:
         """The kernel's view of the peer end, in its namespace."""
         return self._in(self.peer_namespace).interface(self.peer)
+
+    def _repr_html_(self) -> str:
+        """Notebooks: both ends, each in its namespace, with state and addresses (never raises)."""
+        return display.html_veth(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_veth(self))

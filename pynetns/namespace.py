@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
+from . import display
 from .backends.base import NetnsRef
 from .errors import InvalidName, InvalidValue, NotFound, NotOwned
 from .host import Host, default_host
@@ -136,6 +137,14 @@ class Namespace:
 
     def __repr__(self) -> str:
         return f"Namespace({self.name!r}, {self._ref.kind})"
+
+    def _repr_html_(self) -> str:
+        """Notebooks: interfaces with addresses and state, routes (never raises; a dry run is not inspected)."""
+        return display.html_namespace(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython: like ``ip -br addr`` and ``ip route``."""
+        p.text(repr(self) if cycle else display.text_namespace(self))
 
     # -- lifecycle --------------------------------------------------------
 

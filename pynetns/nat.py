@@ -45,6 +45,7 @@ from typing import Any
 
 import attrs
 
+from . import display
 from .backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, Scope
 from .backends.iptables import Iptables
 from .errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
@@ -57,13 +58,15 @@ from .validation import (
     converter,
     interface_name,
     ip_address,
+    namespace_name,
     network,
     optional,
 )
 from .validation import port as valid_port
 from .validation import protocol as valid_protocol
 
-__all__ = ["PortMap", "Masquerade", "Isolation", "Counters", "FORWARDING", "create_all", "delete_all", "remove_tagged"]
+__all__ = ["PortMap", "Masquerade", "Isolation", "ForwardDrops", "Counters", "FORWARDING", "create_all", "delete_all",
+           "remove_tagged"]
 
 log = logging.getLogger(__name__)
 
@@ -600,6 +603,12 @@ class PortMap(_Firewalled):
                 raise PortInUse.held(self._what(), f"a process listening on {fields[3]} {users}".strip(),
                                      site.host.exec_argv(site.where, argv), line)
 
+    def _repr_html_(self) -> str:
+        return display.html_portmap(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_portmap(self))
+
     def _what(self) -> str:
         where = "every address" if self.host_ip is None else str(self.host_ip)
         ports = f"port {self.host_port}" if self.host_port_end is None else f"ports {_range(*self.host_ports)}"
@@ -678,6 +687,12 @@ class Masquerade(_Firewalled):
     def __str__(self) -> str:
         return f"masquerade {self.subnet} ! -o {self.bridge}"
 
+    def _repr_html_(self) -> str:
+        return display.html_masquerade(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else display.text_masquerade(self))
+
     def _main_rules(self, path: _Path) -> list[FirewallRule]:
         subnet, family = str(self.subnet), self.family
         return [
@@ -748,3 +763,40 @@ class Isolation(_Firewalled):
                 FirewallRule("isolate", comment, not_iif=self.bridge, oif=self.bridge, action="drop"),
             ]
         return rules
+
+
+def _address_pairs(pairs: Iterable[tuple[Any, Any]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(ip_address("source", source)), str(ip_address("destination", destination)))
+                 for source, destination in pairs)
+
+
+@attrs.define(eq=False)
+class ForwardDrops(_Firewalled):
+    """Drop forwarded traffic between pairs of addresses (a lab's partitions, on its host side).
+
+    Forwarding sees a connection after DNAT and before masquerade, so this
+    also cuts the way round through a published port.
+    """
+
+    name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    pairs: tuple[tuple[str, str], ...] = attrs.field(converter=_address_pairs)
+    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
+    host: Host = attrs.field(default=None)
+    tag: str | None = None
+    forwards = False
+
+    def __attrs_post_init__(self) -> None:
+        self._place()
+
+    @property
+    def family(self) -> Family:
+        return 4
+
+    @property
+    def object_id(self) -> str:
+        return f"drop/{self.name}"
+
+    def _main_rules(self, path: _Path) -> list[FirewallRule]:
+        comment = self._comment()
+        return [FirewallRule("isolate", comment, saddr=source, daddr=destination, action="drop")
+                for source, destination in self.pairs]

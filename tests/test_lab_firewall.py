@@ -47,12 +47,12 @@ def test_explain_shows_isolation_nat_and_published_ports_without_root():
     portmap = lab.publish("web", 8080, 80)
     text = lab.explain()
     assert str(portmap) == "8080->10.40.0.2:80/tcp"
-    assert f"nft -f - <<'EOF'" in text and "dnat to 10.40.0.2:80" in text
+    assert "nft -f - <<'EOF'" in text and "dnat to 10.40.0.2:80" in text
     assert f'oifname != "{front.bridge}" ip saddr 10.40.0.0/24 masquerade' in text
     assert "10.41.0.0/24 masquerade" not in text  # internal: no NAT
     assert f'iifname "{back.bridge}" oifname "{front.bridge}" ct status & dnat == 0 drop' in text
     assert f'iifname "{back.bridge}" oifname != "{back.bridge}" drop' in text
-    assert f"hairpin on" in text and f"net.ipv4.conf.{front.bridge}.route_localnet=1" in text
+    assert "hairpin on" in text and f"net.ipv4.conf.{front.bridge}.route_localnet=1" in text
     with pytest.raises(InvalidValue, match="already published"):
         lab.publish("web", 8080, 81)
     with pytest.raises(InvalidValue, match="no network"):
@@ -190,3 +190,29 @@ def test_cleanup_after_sigkill_removes_a_host_labs_rules(playhost):
     assert_gone(lab_id)
     assert (_ruleset(playhost), _forwarding(playhost), links()) == before
     assert labs() == []
+
+
+@root
+@pytest.mark.parametrize("firewall", ["nftables", "iptables"])
+def test_partition_and_heal_within_and_across_networks(firewall):
+    with Lab("split", host=Host(firewall=firewall), isolated=True) as lab:
+        front = lab.network("front", subnet="10.52.0.0/24")
+        back = lab.network("back", subnet="10.53.0.0/24")
+        a = lab.namespace("a", networks=[front])
+        b = lab.namespace("b", networks=[front])
+        c = lab.namespace("c", networks=[front])
+        d = lab.namespace("d", networks=[back])
+        lab.publish(d, 8080, 80)
+        lab.apply()
+        serve(d, 80, "d")
+        assert ping(a, "10.52.0.3") and fetch(a, "http://10.52.0.1:8080/") == "d"
+        with pytest.raises(InvalidValue, match="both sides"):
+            lab.partition([a, b], [b])
+        lab.partition([a, c], ["b", d])
+        assert not ping(a, "10.52.0.3") and not ping(b, "10.52.0.2")  # within a network, both ways
+        assert fetch(a, "http://10.52.0.1:8080/") is None  # across networks, through a published port
+        assert ping(a, "10.52.0.4") and ping(b, str(front.gateway.ip))  # each side still works
+        lab.heal()
+        assert ping(a, "10.52.0.3") and ping(b, "10.52.0.2") and fetch(a, "http://10.52.0.1:8080/") == "d"
+        lab_id = lab.id
+    assert_gone(lab_id)
