@@ -36,6 +36,7 @@ from .errors import (
     WaitTimeout,
 )
 from .host import Host, default_host
+from .impairment import Impairment
 from .interfaces import Interface
 from .lab import Endpoint, Lab, Network, cleanup, labs
 from .links import Bridge, Veth
@@ -58,6 +59,7 @@ __all__ = [
     "CompletedCommand",
     "Counters",
     "Host",
+    "Impairment",
     "Interface",
     "Lab",
     "Network",

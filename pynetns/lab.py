@@ -34,6 +34,7 @@ from . import display, partition
 from .backends.base import FirewallState, NetnsRef
 from .errors import CommandError, InvalidValue, NotOwned, PynetnsError, SubnetOverlap
 from .host import Host
+from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from .ipam import Allocator, pick_subnet, subnet_lock
 from .namespace import Namespace, resolve_host
 from .nat import (
@@ -50,6 +51,7 @@ from .nat import (
 )
 from .plan import Plan
 from .runner import Call
+from .shaping import ImpairedLink, netem_available
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
 from .validation import mtu as valid_mtu
 
@@ -88,6 +90,37 @@ class Endpoint:
     @property
     def lab(self) -> Lab:
         return self.network.lab
+
+    def impair(
+        self,
+        delay: DurationLike = None,
+        jitter: DurationLike = None,
+        loss: FractionLike = None,
+        rate: RateLike = None,
+        duplicate: FractionLike = None,
+        corrupt: FractionLike = None,
+        direction: str = "both",
+    ) -> Impairment:
+        """Make this link slow or lossy, like ``tc qdisc … netem``: ``delay="50ms", jitter="10ms", loss="10%"``,
+        ``rate="1mbit"``, ``duplicate=0.01``, ``corrupt="0.1%"``; plain numbers are seconds and fractions.
+
+        ``direction``: ``"egress"`` (what the namespace sends), ``"ingress"`` (what it receives) or ``"both"``
+        (each way: a round trip gets the delay twice). Replaces any impairment the link had.
+        """
+        impairment = Impairment(delay=delay, jitter=jitter, loss=loss, rate=rate, duplicate=duplicate,
+                                corrupt=corrupt)
+        self.lab._impair(self, impairment, direction)
+        return impairment
+
+    def clear_impairment(self) -> None:
+        """Remove the impairment: the link is as fast as it was made."""
+        self.lab._impair(self, Impairment(), "both")
+
+    @property
+    def impairment(self) -> Impairment | None:
+        """What :meth:`impair` put on this link (``None``: nothing)."""
+        link = self.lab._links.get(self)
+        return None if link is None else link.impairment
 
     def _repr_html_(self) -> str:
         return display.html_endpoint(self)
@@ -183,6 +216,8 @@ class Lab:
         self._partitions: list[tuple[list[Namespace], list[Namespace]]] = []
         self._blocked: set[str] = set()
         self._drops: ForwardDrops | None = None
+        self._links: dict[Endpoint, ImpairedLink] = {}
+        self._netem: bool | None = None
         self._applied_namespaces: set[str] = set()
         self._counter = 0
         self._destroyed = False
@@ -316,6 +351,28 @@ class Lab:
         if first is None:
             raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
         return first
+
+    # -- impairment ---------------------------------------------------------
+
+    def _impair(self, endpoint: Endpoint, impairment: Impairment, direction: str) -> None:
+        parse_direction("direction", direction)
+        if not endpoint.applied:
+            raise InvalidValue("endpoint", f"{endpoint.namespace.name}:{endpoint.interface}",
+                               "is not applied yet (call lab.apply() first)")
+        link = self._links.get(endpoint)
+        if link is None:
+            if not impairment:
+                return
+            mine = [other for other in self.endpoints if other.namespace is endpoint.namespace]
+            link = ImpairedLink(self.host, endpoint.namespace, endpoint.interface, self.host_namespace,
+                                endpoint.host_interface, queue=100 + 2 * mine.index(endpoint))
+        if self._netem is None and impairment:
+            self._netem = netem_available(self.host, endpoint.namespace)
+        link.apply(impairment, direction, netem=bool(self._netem))
+        if impairment:
+            self._links[endpoint] = link
+        else:
+            self._links.pop(endpoint, None)
 
     # -- partitions ---------------------------------------------------------
 
@@ -576,6 +633,7 @@ class Lab:
             delete_all(owned, missing_ok=True)
         self._firewall.clear()
         self._drops = None
+        self._links.clear()  # their qdiscs, rules and engines go with the namespaces
         self._partitions.clear()
         self._blocked.clear()
         teardown = Plan()

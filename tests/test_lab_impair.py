@@ -1,0 +1,131 @@
+"""Impairing a lab's links (delay, jitter, loss, rate) on the real kernel, with netem or without it."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from pynetns import BackendUnavailable, Host, InvalidValue, Lab
+from pynetns.backends.recording import RecordingRunner
+from pynetns.shaping import netem_available
+
+
+def rtt(namespace, address: str) -> float | None:
+    """Average RTT in ms; ``-U`` times from user space, so a delay added after the kernel's receive stamp counts."""
+    out = namespace.run(["ping", "-U", "-c3", "-i0.2", "-W2", address], check=False).stdout
+    found = re.search(r"= [\d.]+/([\d.]+)/", out)
+    return float(found.group(1)) if found else None
+
+
+def test_the_netem_path_puts_netem_and_tbf_on_the_right_ends():
+    runner = RecordingRunner()  # every probe succeeds: netem is "there"
+    with Lab(host=Host(runner=runner), isolated=True) as lab:
+        net = lab.network("n", subnet="10.61.0.0/24", nat=False)
+        lab.namespace("a", networks=[net])
+        lab.apply()
+        endpoint = lab.endpoints[0]
+        with lab.host.capture() as calls:
+            endpoint.impair(delay="100ms", jitter="10ms", loss="10%", rate="1mbit", direction="both")
+        text = "\n".join(str(call) for call in calls)
+        inside, outside = endpoint.namespace.name, lab.host_namespace.name
+        assert f"tc -n {inside} qdisc replace dev eth0 root handle 1: netem delay 100ms 10ms loss 10%" in text
+        assert f"tc -n {outside} qdisc replace dev {endpoint.host_interface} root handle 1: netem" in text
+        assert "tbf rate 1mbit" in text and "nfqueue" not in text
+        assert endpoint.impairment is not None and lab._links[endpoint].mode == "netem"
+        with lab.host.capture() as calls:
+            endpoint.impair(delay="5ms", direction="egress")
+        assert not any(str(call).startswith(f"tc -n {outside} qdisc replace") for call in calls[-2:])
+        endpoint.clear_impairment()
+        assert endpoint.impairment is None
+
+
+def test_bad_values_are_refused_before_anything_runs():
+    runner = RecordingRunner()
+    with Lab(host=Host(runner=runner), isolated=True) as lab:
+        net = lab.network("n", subnet="10.62.0.0/24", nat=False)
+        lab.namespace("a", networks=[net])
+        endpoint = lab.endpoints[0]
+        with pytest.raises(InvalidValue, match="apply"):
+            endpoint.impair(delay="10ms")
+        lab.apply()
+        before = len(runner.history)
+        for bad in ({"delay": "fast"}, {"loss": "150%"}, {"jitter": "5ms"}, {"rate": 0}, {"direction": "up"}):
+            with pytest.raises(InvalidValue):
+                endpoint.impair(**bad)
+        assert len(runner.history) == before
+
+
+root = pytest.mark.root
+
+
+@root
+def test_delay_loss_direction_and_clear():
+    with Lab("slow", isolated=True) as lab:
+        net = lab.network("n", subnet="10.63.0.0/24", nat=False)
+        a = lab.namespace("a", networks=[net])
+        b = lab.namespace("b", networks=[net])
+        lab.apply()
+        endpoint = lab.endpoints[0]
+        base = rtt(a, "10.63.0.3")
+        assert base is not None and base < 20
+        endpoint.impair(delay="50ms")
+        both = rtt(a, "10.63.0.3"), rtt(b, "10.63.0.2")
+        assert all(value is not None and 90 <= value < 400 for value in both), both
+        endpoint.impair(delay="50ms", direction="egress")
+        one_way = rtt(a, "10.63.0.3")
+        assert one_way is not None and 45 <= one_way < 90, one_way
+        endpoint.impair(loss="100%")
+        assert rtt(a, "10.63.0.3") is None
+        endpoint.clear_impairment()
+        after = rtt(a, "10.63.0.3")
+        assert after is not None and after < 20 and endpoint.impairment is None
+        endpoint.impair(delay="20ms")  # left on: destroy takes it away with the lab
+        lab_id = lab.id
+    assert not [name for name in __import__("os").listdir("/run/netns") if lab_id in name]
+
+
+SINK = "import socket\ns = socket.create_server(('0.0.0.0', 9000))\nc, _ = s.accept()\nwhile c.recv(65536): pass"
+SEND = """
+import socket, time
+for _ in range(50):
+    try:
+        c = socket.create_connection(("10.64.0.3", 9000))
+        break
+    except OSError:
+        time.sleep(0.1)
+c.sendall(b"x" * 250000)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+"""
+
+
+@root
+def test_rate_limits_a_transfer():
+    with Lab("narrow", isolated=True) as lab:
+        net = lab.network("n", subnet="10.64.0.0/24", nat=False)
+        a = lab.namespace("a", networks=[net])
+        b = lab.namespace("b", networks=[net])
+        lab.apply()
+        server = b.popen(["python3", "-c", SINK])
+        lab.endpoints[0].impair(rate="1mbit", direction="egress")
+        started = time.monotonic()
+        a.run(["python3", "-c", SEND], timeout=30)
+        elapsed = time.monotonic() - started
+        server.stop()
+        assert 1.5 <= elapsed < 15, elapsed  # 250 kB at 1 Mbit/s is 2 s
+
+
+@root
+def test_duplicate_and_corrupt_need_netem():
+    with Lab("dup", isolated=True) as lab:
+        net = lab.network("n", subnet="10.65.0.0/24", nat=False)
+        lab.namespace("a", networks=[net])
+        lab.apply()
+        if netem_available(lab.host, lab.namespaces["a"]):
+            lab.endpoints[0].impair(duplicate="1%", corrupt="0.1%")
+            assert lab._links[lab.endpoints[0]].mode == "netem"
+        else:
+            with pytest.raises(BackendUnavailable, match="CONFIG_NET_SCH_NETEM"):
+                lab.endpoints[0].impair(duplicate="1%")

@@ -1,0 +1,471 @@
+"""The userspace impairment engine (pynetns.nfqueue): wire format, scheduling, argv, and the real kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pynetns import Host, InvalidName, InvalidValue, Namespace, Process, Veth, WaitTimeout, wait_until
+from pynetns.nfqueue import (
+    NF_DROP,
+    NFQNL_CFG_CMD_BIND,
+    NFQNL_CFG_CMD_UNBIND,
+    NFQNL_COPY_META,
+    NFQNL_PACKET,
+    Engine,
+    NetlinkMessage,
+    NfqueueError,
+    Packet,
+    Scheduler,
+    egress_rule,
+    engine_argv,
+    ingress_rule,
+    main,
+    pack_config,
+    pack_verdict,
+    parse_messages,
+    parse_packet,
+    queue_number,
+    wait_ready,
+)
+
+little_endian = pytest.mark.skipif(sys.byteorder != "little", reason="hand-computed bytes are little-endian")
+
+# -- wire format -------------------------------------------------------------------
+
+
+@little_endian
+def test_verdict_bytes_match_the_kernel_layout():
+    expected = bytes.fromhex(
+        "20000000"  # nlmsg_len 32
+        "0103"  # type (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
+        "0100"  # flags NLM_F_REQUEST
+        "00000000"  # seq
+        "00000000"  # portid
+        "00"  # nfgen_family AF_UNSPEC
+        "00"  # version
+        "0064"  # res_id: queue 100, big-endian
+        "0c000200"  # nla_len 12, NFQA_VERDICT_HDR
+        "00000001"  # verdict NF_ACCEPT, big-endian
+        "00000007"  # packet id 7, big-endian
+    )
+    assert pack_verdict(100, 7) == expected
+    assert pack_verdict(100, 7, NF_DROP)[-8:] == bytes.fromhex("00000000 00000007")
+    assert pack_verdict(65535, 0xFFFFFFFF, seq=9)[8:12] == b"\x09\0\0\0"
+
+
+@little_endian
+def test_config_bytes_match_the_kernel_layout():
+    bind = pack_config(100, 1, command=NFQNL_CFG_CMD_BIND)
+    assert bind == bytes.fromhex("1c000000 0203 0500 01000000 00000000 00000064 08000100 01000000")
+    params = pack_config(3, 2, copy_mode=NFQNL_COPY_META, maxlen=10000, flags=1)
+    assert params == bytes.fromhex(
+        "38000000 0203 0500 02000000 00000000 00000003"
+        "09000200 00000000 01 000000"  # NFQA_CFG_PARAMS: copy_range 0, copy_mode META, packed 5 bytes + pad
+        "08000300 00002710"  # NFQA_CFG_QUEUE_MAXLEN 10000
+        "08000400 00000001"  # NFQA_CFG_MASK
+        "08000500 00000001"  # NFQA_CFG_FLAGS
+    )
+    assert pack_config(3, 4, command=NFQNL_CFG_CMD_UNBIND)[-4:] == b"\x02\0\0\0"
+    # the mask may differ from the flags: clear FAIL_OPEN
+    assert pack_config(3, 5, flags=0, mask=1)[-16:] == bytes.fromhex("08000400 00000001 08000500 00000000")
+
+
+def _nlmsg(kind: int, body: bytes, seq: int = 0, flags: int = 0) -> bytes:
+    header = struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0)
+    pad = b"\0" * (-len(body) % 4)
+    return header + body + pad
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _fake_packet(queue: int, packet_id: int, hook: int = 4) -> bytes:
+    body = struct.pack("!BBH", 2, 0, queue)  # AF_INET, version 0, queue
+    body += _nla(3, struct.pack("!I", 0x42))  # NFQA_MARK first: the parser must walk past it
+    body += _nla(1, struct.pack("!IHB", packet_id, 0x0800, hook))  # NFQA_PACKET_HDR, 7 packed bytes
+    body += _nla(6 | 0x8000, struct.pack("!I", 2))  # NFQA_IFINDEX_OUTDEV with a flag bit set
+    return _nlmsg(NFQNL_PACKET, body)
+
+
+def test_a_packet_message_is_parsed():
+    datagram = _fake_packet(101, 0x01020304) + _fake_packet(7, 9, hook=0)
+    messages = list(parse_messages(datagram))
+    assert [message.type for message in messages] == [NFQNL_PACKET, NFQNL_PACKET]
+    assert parse_packet(messages[0]) == Packet(queue=101, packet_id=0x01020304, hw_protocol=0x0800, hook=4)
+    assert parse_packet(messages[1]) == Packet(queue=7, packet_id=9, hw_protocol=0x0800, hook=0)
+
+
+def test_parsing_refuses_or_skips_what_is_not_a_packet():
+    with pytest.raises(ValueError, match="not an NFQNL_MSG_PACKET"):
+        parse_packet(NetlinkMessage(2, 0, 0, 0, b"\0" * 20))
+    without_header = _nlmsg(NFQNL_PACKET, struct.pack("!BBH", 2, 0, 1) + _nla(3, b"\0\0\0\1"))
+    with pytest.raises(ValueError, match="without NFQA_PACKET_HDR"):
+        parse_packet(next(parse_messages(without_header)))
+    # a truncated tail (announced length beyond the data) is ignored, what came before is kept
+    datagram = _fake_packet(1, 1) + _fake_packet(1, 2)[:20]
+    assert [parse_packet(message).packet_id for message in parse_messages(datagram)] == [1]
+    assert list(parse_messages(b"")) == []
+
+
+def test_acknowledgements_and_errors_are_read():
+    request = pack_config(5, 77, command=NFQNL_CFG_CMD_BIND)
+    ack = _nlmsg(2, struct.pack("=i", 0) + request[:16])
+    refused = _nlmsg(2, struct.pack("=i", -1) + request[:16])  # -EPERM
+    first, second = parse_messages(ack + refused)
+    assert (first.error, first.acked_seq) == (0, 77)
+    assert (second.error, second.acked_seq) == (1, 77)
+    assert NetlinkMessage(NFQNL_PACKET, 0, 0, 0, b"").error is None
+
+
+# -- scheduling ----------------------------------------------------------------------
+
+
+def test_scheduler_delays_every_packet_by_delay():
+    scheduler = Scheduler(delay=0.1)
+    for packet_id in range(5):
+        assert scheduler.admit(1, packet_id, now=10.0 + packet_id / 100)
+    assert scheduler.next_due() == pytest.approx(10.1)
+    assert scheduler.due(10.099) == []
+    assert scheduler.due(10.125) == [(1, 0), (1, 1), (1, 2)]
+    assert len(scheduler) == 2
+    assert scheduler.drain() == [(1, 3), (1, 4)]
+    assert scheduler.next_due() is None
+
+
+def test_scheduler_loss_is_a_fraction_and_repeatable():
+    def dropped(seed: int) -> list[int]:
+        scheduler = Scheduler(loss=0.3, seed=seed)
+        return [i for i in range(10000) if not scheduler.admit(0, i, now=0.0)]
+
+    assert 2700 < len(dropped(1)) < 3300
+    assert dropped(1) == dropped(1) != dropped(2)
+    assert all(Scheduler(loss=1.0).admit(0, i, 0.0) is False for i in range(100))
+    assert all(Scheduler(loss=0.0).admit(0, i, 0.0) for i in range(100))
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "normal"])
+def test_scheduler_jitter_stays_around_delay_and_never_below_arrival(distribution):
+    scheduler = Scheduler(delay=0.05, jitter=0.01, seed=3, distribution=distribution)
+    for packet_id in range(2000):
+        scheduler.admit(0, packet_id, now=0.0)
+    delays = []
+    while (due := scheduler.next_due()) is not None:
+        delays.append(due)
+        scheduler.due(due)
+    assert sum(delays) / len(delays) == pytest.approx(0.05, abs=0.002)
+    if distribution == "uniform":
+        assert 0.04 <= min(delays) < 0.0405 and 0.0595 < max(delays) <= 0.06
+    else:
+        assert min(delays) < 0.035 and max(delays) > 0.065  # tails beyond one standard deviation
+    wide = Scheduler(delay=0.001, jitter=0.05, seed=1, distribution=distribution)
+    for packet_id in range(500):
+        wide.admit(0, packet_id, now=1.0)
+    assert wide.next_due() == 1.0  # clamped: never before arrival
+
+
+def test_jitter_reorders_like_netem_unless_in_order():
+    def order(in_order: bool) -> list[int]:
+        scheduler = Scheduler(delay=0.05, jitter=0.02, seed=5, in_order=in_order)
+        for packet_id in range(200):
+            scheduler.admit(9, packet_id, now=packet_id * 0.001)
+        return [packet_id for _, packet_id in scheduler.drain()]
+
+    assert order(False) != list(range(200))  # jittered packets overtake each other
+    assert order(True) == list(range(200))
+    # in order is per queue: another queue is not held behind this one
+    scheduler = Scheduler(delay=0.0, jitter=0.0, in_order=True)
+    scheduler.admit(1, 1, now=0.0)
+    scheduler.admit(2, 1, now=0.0)
+    assert scheduler.due(0.0) == [(1, 1), (2, 1)]
+
+
+# -- validation and argv --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [-1, 65536, True, "1", 1.0, None])
+def test_queue_numbers_are_checked(value):
+    with pytest.raises(InvalidValue, match="queue number"):
+        queue_number("queue", value)
+    with pytest.raises(InvalidValue):
+        egress_rule("eth0", value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"queues": []}, "at least one"),
+        ({"queues": [1, 1]}, "each once"),
+        ({"queues": 5}, "sequence"),
+        ({"queues": [1], "delay": -0.1}, "seconds"),
+        ({"queues": [1], "delay": math.nan}, "seconds"),
+        ({"queues": [1], "jitter": math.inf}, "seconds"),
+        ({"queues": [1], "loss": 1.5}, "fraction"),
+        ({"queues": [1], "loss": "10%"}, "fraction"),
+        ({"queues": [1], "seed": 1.5}, "seed"),
+        ({"queues": [1], "distribution": "pareto"}, "uniform"),
+        ({"queues": [1], "queue_maxlen": 0}, "positive"),
+        ({"queues": [1], "rcvbuf": -1}, "positive"),
+    ],
+)
+def test_engine_values_are_checked_before_anything_opens(kwargs, match):
+    with pytest.raises(InvalidValue, match=match):
+        Engine(**kwargs)
+    options = dict(kwargs)
+    queues = options.pop("queues")
+    with pytest.raises(InvalidValue, match=match):
+        engine_argv(queues, **options)
+
+
+def test_rules_are_argv_lists_that_feed_one_interface():
+    assert egress_rule("eth0", 100) == [
+        "iptables", "-w", "-t", "mangle", "-A", "POSTROUTING", "-o", "eth0",
+        "-m", "comment", "--comment", "pynetns impair eth0",
+        "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass",
+    ]  # fmt: skip
+    assert ingress_rule("veth-1.a", 0) == [
+        "iptables", "-w", "-t", "mangle", "-A", "PREROUTING", "-i", "veth-1.a",
+        "-m", "comment", "--comment", "pynetns impair veth-1.a",
+        "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass",
+    ]  # fmt: skip
+    removal = egress_rule("eth0", 100, delete=True)
+    assert removal[4] == "-D" and removal[:4] + removal[5:] == egress_rule("eth0", 100)[:4] + removal[5:]
+    assert ingress_rule("eth0", 65535, delete=True, family=6)[:6] == [
+        "ip6tables",
+        "-w",
+        "-t",
+        "mangle",
+        "-D",
+        "PREROUTING",
+    ]
+
+
+@pytest.mark.parametrize("interface", ["a;b", "eth0 -j ACCEPT", "", "x" * 16, "-o", "eth\n0"])
+def test_rules_refuse_bad_interface_names(interface):
+    with pytest.raises(InvalidName):
+        egress_rule(interface, 1)
+    with pytest.raises(InvalidName):
+        ingress_rule(interface, 1, delete=True)
+
+
+def test_rules_refuse_unknown_families():
+    with pytest.raises(InvalidValue, match="4 or 6"):
+        egress_rule("eth0", 1, family=5)
+
+
+def test_engine_argv_names_every_option():
+    argv = engine_argv(
+        [100, 101], delay=0.1, jitter=0.01, loss=0.1, seed=1, distribution="normal", in_order=True,
+        queue_maxlen=500, fail_open=True, gso=True, rcvbuf=65536, python="/usr/bin/python3",
+    )  # fmt: skip
+    assert argv == [
+        "/usr/bin/python3", "-m", "pynetns.nfqueue", "--queue", "100", "--queue", "101",
+        "--delay", "0.1", "--jitter", "0.01", "--loss", "0.1", "--seed", "1", "--distribution", "normal",
+        "--in-order", "--queue-maxlen", "500", "--fail-open", "--gso", "--rcvbuf", "65536",
+    ]  # fmt: skip
+    assert engine_argv([7]) == [sys.executable, "-m", "pynetns.nfqueue", "--queue", "7"]
+
+
+def test_cli_refuses_bad_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--delay", "0.1"])  # no --queue
+    assert exit_info.value.code == 2
+    assert main(["--queue", "1", "--loss", "2"]) == 2
+    assert "fraction" in capsys.readouterr().err
+    assert main(["--queue", "70000"]) == 2
+
+
+def test_run_needs_an_open_engine():
+    with pytest.raises(NfqueueError, match="not open"):
+        Engine([1]).run()
+
+
+def test_nfqueue_error_is_an_os_error_with_errno():
+    error = NfqueueError(1, "cannot bind queue 3")
+    assert isinstance(error, OSError) and error.errno == 1
+
+
+# -- on the real kernel -----------------------------------------------------------------
+
+SUBNET = "10.93.0"
+A_ADDR, B_ADDR = f"{SUBNET}.1", f"{SUBNET}.2"
+
+
+@contextlib.contextmanager
+def _pair(names: Callable[[str], str], host: Host) -> Iterator[tuple[Namespace, Namespace, str]]:
+    """Namespaces A and B joined by a veth pair; yields (A, B, A's interface)."""
+    with Namespace(names("a"), host=host) as a, Namespace(names("b"), host=host) as b:
+        interface = names("va")
+        Veth(interface, names("vb"), namespace=a, peer_namespace=b, address=f"{A_ADDR}/24",
+             peer_address=f"{B_ADDR}/24", host=host).create()  # fmt: skip
+        yield a, b, interface
+
+
+@contextlib.contextmanager
+def _engine(namespace: Namespace, queues: list[int], **options: object) -> Iterator[tuple[Process, list[str]]]:
+    """Run the engine in ``namespace`` until the block ends; the list gets its final stats line."""
+    with tempfile.TemporaryFile() as errors:
+        process = namespace.popen(engine_argv(queues, **options), stderr=errors)
+        stats: list[str] = []
+        try:
+            wait_ready(process, timeout=15)
+            yield process, stats
+        finally:
+            status = process.stop()
+            errors.seek(0)
+            text = errors.read().decode(errors="replace")
+            stats.extend(line for line in text.splitlines() if " stats " in line)
+            assert status == 0, text
+
+
+def _rtt(namespace: Namespace, address: str, count: int = 5) -> float:
+    """Average ping RTT in ms; ``-U`` measures user to user, so a delay on ingress counts too."""
+    result = namespace.run(["ping", "-U", "-c", str(count), "-i", "0.05", "-W", "2", "-q", address])
+    match = re.search(r"= [\d.]+/([\d.]+)/", result.stdout)
+    assert match, result.stdout
+    return float(match.group(1))
+
+
+def _loss(namespace: Namespace, address: str) -> float:
+    result = namespace.run(["ping", "-c100", "-i0.01", "-W1", "-q", address], check=False)
+    match = re.search(r"([\d.]+)% packet loss", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+@pytest.mark.root
+def test_delay_both_ways_then_bypass_then_gone(names, host):
+    with _pair(names, host) as (a, b, interface):
+        assert _rtt(a, B_ADDR, count=3) < 20
+        with _engine(a, [100, 101], delay=0.05) as (_, stats):
+            a.run(egress_rule(interface, 100))
+            a.run(ingress_rule(interface, 101))
+            assert 90 <= _rtt(a, B_ADDR) <= 300
+            assert 90 <= _rtt(b, A_ADDR) <= 300
+        assert "received=" in stats[0] and "dropped=0" in stats[0]
+        # engine gone, rules still there: --queue-bypass lets traffic through undelayed
+        assert "pynetns impair" in a.run(["iptables", "-t", "mangle", "-S"]).stdout
+        assert _rtt(a, B_ADDR, count=3) < 20
+        a.run(egress_rule(interface, 100, delete=True))
+        a.run(ingress_rule(interface, 101, delete=True))
+        assert "pynetns impair" not in a.run(["iptables", "-t", "mangle", "-S"]).stdout
+        assert _rtt(a, B_ADDR, count=3) < 20
+
+
+@pytest.mark.root
+def test_loss_drops_about_that_fraction(names, host):
+    with _pair(names, host) as (a, _, interface), _engine(a, [100], loss=0.3, seed=1) as (_, stats):
+        a.run(egress_rule(interface, 100))
+        assert 10 <= _loss(a, B_ADDR) <= 55
+    dropped = int(re.search(r"dropped=(\d+)", stats[0]).group(1))  # type: ignore[union-attr]
+    assert 10 <= dropped <= 55
+
+
+_SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5001)); s.listen(1); print('listening', flush=True)
+c, _ = s.accept(); n = 0
+while data := c.recv(65536): n += len(data)
+print(n, flush=True)
+"""
+_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], 5001), timeout=20)
+c.sendall(b'x' * int(sys.argv[2])); c.close()
+"""
+
+
+def _transfer(sender: Namespace, receiver: Namespace, address: str, size: int) -> float:
+    """Send ``size`` bytes over TCP from ``sender`` to ``address`` in ``receiver``; returns the seconds it took."""
+    server = receiver.popen([sys.executable, "-c", _SERVER, address])
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == b"listening"
+    started = time.monotonic()
+    sender.run([sys.executable, "-c", _CLIENT, address, str(size)], timeout=30)
+    assert server.wait(timeout=10) == 0
+    elapsed = time.monotonic() - started
+    assert int(server.stdout.readline()) == size
+    server.stop()
+    return elapsed
+
+
+@pytest.mark.root
+def test_tcp_transfer_completes_under_delay_jitter_and_loss(names, host):
+    with _pair(names, host) as (a, b, interface):
+        with _engine(a, [100, 101], delay=0.025, jitter=0.005, loss=0.005, seed=2) as (_, stats):
+            a.run(egress_rule(interface, 100))
+            a.run(ingress_rule(interface, 101))
+            # data held on A's ingress: the sender's TCP never sees it queued
+            inbound = _transfer(b, a, A_ADDR, 1024 * 1024)
+            # data held on A's egress: TCP Small Queues keep only ~2 packets of the sender below TCP, so this is slow
+            outbound = _transfer(a, b, B_ADDR, 256 * 1024)
+        assert inbound + outbound < 8, stats
+        received = int(re.search(r"received=(\d+)", stats[0]).group(1))  # type: ignore[union-attr]
+        assert received > (1024 + 256) * 1024 // 1500  # the data segments really went through the queues
+
+
+@pytest.mark.root
+def test_stopping_lets_held_packets_go(names, host):
+    with _pair(names, host) as (a, _, interface):
+        with _engine(a, [100], delay=2.0) as (engine, _):
+            a.run(egress_rule(interface, 100))
+            ping = a.popen(["ping", "-c1", "-W5", B_ADDR])
+            wait_until(lambda: _held(a, 100), timeout=5, what="the echo request to be held")
+            started = time.monotonic()
+            engine.stop()
+        assert ping.wait(timeout=5) == 0  # accepted at once on stop, not dropped
+        assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.root
+def test_an_overrun_socket_is_reported_and_survived(names, host):
+    blast = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for _ in range(20000): s.sendto(b'x' * 64, ({A_ADDR!r}, 9))\n"
+    )
+    with _pair(names, host) as (a, b, interface):
+        with _engine(a, [101], delay=0.01, rcvbuf=4096) as (_, stats):
+            a.run(ingress_rule(interface, 101))
+            b.run([sys.executable, "-c", blast])
+            assert _rtt(a, B_ADDR, count=3) < 100  # still working after the overrun
+        overruns = int(re.search(r"overruns=(\d+)", stats[0]).group(1))  # type: ignore[union-attr]
+        assert overruns > 0, stats
+
+
+def _held(namespace: Namespace, queue: int) -> bool:
+    """True once the kernel holds a packet on ``queue`` (/proc/net/netfilter/nfnetlink_queue)."""
+    for line in namespace.run(["cat", "/proc/net/netfilter/nfnetlink_queue"]).stdout.splitlines():
+        fields = line.split()
+        if fields and int(fields[0]) == queue and int(fields[2]) > 0:
+            return True
+    return False
+
+
+@pytest.mark.root
+def test_a_queue_bound_elsewhere_is_a_clear_error(names, host):
+    with Namespace(names("q"), host=host) as namespace, _engine(namespace, [42]):
+        second = namespace.popen(engine_argv([42]))
+        with pytest.raises(NfqueueError, match="cannot bind queue 42: another process"):
+            wait_ready(second, timeout=15)
+        assert second.wait(timeout=5) == 1
+
+
+@pytest.mark.root
+def test_wait_ready_times_out_on_a_silent_process(names, host):
+    with Namespace(names("s"), host=host) as namespace:
+        silent = namespace.popen(["sleep", "5"], stdout=subprocess.PIPE)
+        with pytest.raises(WaitTimeout):
+            wait_ready(silent, timeout=0.2)
