@@ -32,7 +32,7 @@ import attrs
 
 from . import display, partition
 from .backends.base import FirewallState, NetnsRef
-from .errors import CommandError, InvalidValue, NotOwned, PynetnsError, SubnetOverlap
+from .errors import CommandError, InvalidValue, NotOwned, PermissionDenied, PynetnsError, SubnetOverlap
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from .ipam import Allocator, pick_subnet, subnet_lock
@@ -55,7 +55,8 @@ from .shaping import ImpairedLink, netem_available
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
 from .validation import mtu as valid_mtu
 
-__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "remove", "runtime_dir", "taken_networks"]
+__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "find", "remove", "runtime_dir",
+           "taken_networks"]
 
 log = logging.getLogger(__name__)
 
@@ -589,6 +590,8 @@ class Lab:
         except BaseException:
             for job in reversed(done):
                 job.undo()
+            if not self._applied_namespaces:  # nothing of the lab exists: its journal goes too
+                self._remove_journal()
             raise
         for stage in stages:
             for job in stage:
@@ -787,15 +790,21 @@ def cleanup(host: Host | None = None, *, all: bool = False) -> list[str]:
     return removed
 
 
+def find(name: str) -> LabRecord:
+    """The lab whose name or id is ``name`` (``InvalidValue`` if none, or several, match)."""
+    every = labs()
+    found = [record for record in every if record.id == name] or [r for r in every if r.name == name]
+    if not found:
+        known = ", ".join(f"{record.name} ({record.id})" for record in every) or "none"
+        raise InvalidValue("lab", name, f"no such lab (labs: {known})")
+    if len(found) > 1:
+        raise InvalidValue("lab", name, f"names {len(found)} labs; use an id: {', '.join(r.id for r in found)}")
+    return found[0]
+
+
 def remove(name: str, host: Host | None = None) -> list[str]:
     """Remove the lab called ``name`` (or with that id) from its journal, whoever owns it: ``pynetns down``."""
-    host = resolve_host(host)
-    found = [record for record in labs() if name in (record.name, record.id)]
-    if not found:
-        raise InvalidValue("name", name, f"no such lab (labs: {', '.join(r.name for r in labs()) or 'none'})")
-    if len(found) > 1:
-        raise InvalidValue("name", name, f"names {len(found)} labs; use an id: {', '.join(r.id for r in found)}")
-    return _remove_record(found[0], host)
+    return _remove_record(find(name), resolve_host(host))
 
 
 def _remove_record(record: LabRecord, host: Host) -> list[str]:
@@ -848,6 +857,8 @@ def taken_networks(host: Host | None = None, *, other_than: str | None = None) -
 def _tagged_namespace(host: Host, name: str, tag: str | None) -> bool:
     try:
         return Namespace(name, host=host).interface("lo").alias == tag
+    except PermissionDenied:
+        raise  # not "gone": without the privileges, nothing can be known (and the journal must stay)
     except (CommandError, NotOwned, PynetnsError):
         return False
 

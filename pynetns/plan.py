@@ -103,21 +103,27 @@ class Plan:
         return Plan(step.undo for step in reversed(chosen) if step.undo is not None)
 
     def apply(self, runner: Runner) -> None:
-        """Run every step; on failure undo what was applied, then re-raise."""
+        """Run every step; on failure undo what was applied, then re-raise.
+
+        Interrupted in the middle of a group (Ctrl-C, a timeout), some of its steps may have run:
+        they are all undone, tolerating the ones that never happened.
+        """
         applied: list[Step] = []
         try:
             for group in _groups(self.steps):
-                if not group.batched:
-                    runner.run(group.steps[0].argv)
-                    applied.append(group.steps[0])
-                    continue
                 first = group.steps[0]
-                assert first.batch is not None
                 try:
-                    runner.run_batch(first.batch, [step.line or "" for step in group.steps], atomic=first.atomic)
+                    if group.batched:
+                        assert first.batch is not None
+                        runner.run_batch(first.batch, [step.line or "" for step in group.steps], atomic=first.atomic)
+                    else:
+                        runner.run(first.argv)
                 except CommandError as error:
-                    if not first.atomic and error.line_number:
+                    if group.batched and not first.atomic and error.line_number:
                         applied.extend(group.steps[: error.line_number - 1])
+                    raise
+                except BaseException:
+                    applied.extend(group.steps)
                     raise
                 applied.extend(group.steps)
         except BaseException:

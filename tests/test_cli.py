@@ -1,0 +1,323 @@
+"""The ``pynetns`` command line, through real invocations (``python -m pynetns.cli ...``).
+
+The session's runtime directory (``$PYNETNS_RUNTIME_DIR``, see conftest) is inherited by every
+invocation, so the labs made here are seen only by this test worker. Every lab is isolated:
+nothing here touches the machine's own network or firewall.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pynetns import cli as cli_module
+from pynetns.lab import labs
+
+CLI = [sys.executable, "-m", "pynetns.cli"]
+SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "explain", "cleanup", "demo"]
+
+
+def cli(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def netns_names() -> set[str]:
+    listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {item["name"] for item in json.loads(listed.strip() or "[]")}
+
+
+def write_topology(folder: Path, token: str) -> Path:
+    """An isolated lab ``cli-TOKEN``: web-TOKEN on front and back, db-TOKEN on back (10.82.0.10)."""
+    path = folder / "lab.toml"
+    path.write_text(textwrap.dedent(f"""\
+        name = "cli-{token}"
+        isolated = true
+
+        [networks.front]
+        subnet = "10.81.0.0/24"
+
+        [networks.back]
+        subnet = "10.82.0.0/24"
+        internal = true
+
+        [namespaces.web-{token}]
+        networks = ["front", "back"]
+
+        [namespaces.db-{token}]
+        networks = [{{ network = "back", ip = "10.82.0.10" }}]
+
+        [[publish]]
+        namespace = "web-{token}"
+        host_port = 8080
+        port = 80
+        """))
+    return path
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], command: str) -> str:
+    """The failure's stderr: exactly one line, ``pynetns COMMAND: error: ...``, and no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"pynetns {command}: error: "), lines[0]
+    return lines[0]
+
+
+# -- without root ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command):
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"pynetns {command}" in result.stdout and "Usage:" in result.stdout
+
+
+def test_main_help_lists_the_subcommands():
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in SUBCOMMANDS:
+        assert re.search(rf"^    {command} ", result.stdout, re.M), command
+
+
+def test_python_dash_m_pynetns_is_the_command_line():
+    result = subprocess.run([sys.executable, "-m", "pynetns", "ls", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "pynetns ls" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("no-such-command",), ("ls", "--no-such-switch"), ("up",), ("up", "a.toml", "b.toml"), ("show",),
+     ("down",), ("exec",), ("exec", "web"), ("explain", "--isolated", "--no-isolated", "x.toml"),
+     ("cleanup", "extra"), ("exec", "shop:web", "--lab", "other", "--", "true")],
+)  # fmt: skip
+def test_usage_errors_exit_2(args):
+    result = cli(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_explain_prints_the_commands_and_runs_none(tmp_path, token):
+    path = write_topology(tmp_path, token)
+    # no program can be found: any command started would fail
+    result = cli("explain", str(path), env={**os.environ, "PATH": str(tmp_path / "nothing")})
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    host = re.search(r"^netns add (pn\w+-host)$", text, re.M)
+    assert host is not None, text
+    lab = host.group(1)[: -len("-host")]
+    assert f"netns add {lab}-web-{token}" in text and f"netns add {lab}-db-{token}" in text
+    assert f"ip -n {lab}-host -batch - <<'EOF'" in text
+    assert "addr add 10.82.0.10/24 dev eth0" in text
+    assert "route add default via 10.81.0.1" in text
+    assert "dnat" in text  # the published port, in the firewall script
+    assert labs() == []  # a dry run writes no journal
+
+
+def test_explain_overrides(tmp_path, token):
+    path = write_topology(tmp_path, token)
+    result = cli("explain", "--no-isolated", "--name", f"other-{token}", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "-host" not in result.stdout  # built on "the host" itself: no host namespace
+    assert "link add pn" in result.stdout
+
+
+def test_bad_topology_is_one_line_naming_the_file_and_the_field(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('isolated = true\n[networks.front]\nsubnet = "10.81.0.0/33"\n')
+    for command in ("explain", "up"):
+        line = one_error_line(cli(command, str(path)), command)
+        assert str(path) in line and "networks.front.subnet" in line and "10.81.0.0/33" in line
+
+
+def test_unknown_key_and_missing_file(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text('isolated = true\n[networks.front]\nsubnett = "10.81.0.0/24"\n')
+    line = one_error_line(cli("explain", str(path)), "explain")
+    assert "networks.front" in line and "subnett" in line
+    line = one_error_line(cli("explain", str(tmp_path / "missing.toml")), "explain")
+    assert "missing.toml" in line and "No such file" in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[networks.front]\nsubnet = "10.81.0.0/33"\n')
+    result = cli("--debug", "explain", str(path))
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "TopologyError" in result.stderr and "networks.front.subnet" in result.stderr
+
+
+def test_unknown_labs_are_one_line_listing_the_known_ones(token):
+    line = one_error_line(cli("show", f"nothing-{token}"), "show")
+    assert f"nothing-{token}" in line and "no such lab (labs: none)" in line
+    result = cli("ls")
+    assert result.returncode == 0 and result.stdout.split() == ["NAME", "ID", "STATE", "OWNER", "NAMESPACES",
+                                                                  "NETWORKS"]
+    assert json.loads(cli("ls", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("args", [("up", "x.toml"), ("down", "x"), ("cleanup",), ("exec", "web", "--", "true")])
+def test_commands_that_change_namespaces_need_root(monkeypatch, tmp_path, capsys, args):
+    monkeypatch.setattr(cli_module.os, "geteuid", lambda: 1000)
+    if args[0] == "up":
+        args = ("up", str(write_topology(tmp_path, "x")))
+    assert cli_module.run(list(args)) == 1
+    err = capsys.readouterr().err
+    assert err == f"pynetns {args[0]}: error: pynetns {args[0]} needs root, to enter and change network " \
+                  "namespaces (try sudo)\n"
+
+
+# -- with root -----------------------------------------------------------------------
+
+
+@pytest.mark.root
+def test_up_ls_exec_show_cleanup_down(tmp_path, token):
+    path = write_topology(tmp_path, token)
+    name, web, db = f"cli-{token}", f"web-{token}", f"db-{token}"
+
+    up = cli("up", str(path))
+    assert up.returncode == 0, up.stderr
+    assert up.stderr == ""  # a small lab: no progress report
+    record = next(record for record in labs() if record.name == name)
+    kernel = list(record.data["namespaces"])
+    try:
+        assert f"lab {name} ({record.id}): persistent" in up.stdout
+        assert re.search(r"front\s+10\.81\.0\.0/24\s+gateway 10\.81\.0\.1", up.stdout)
+        assert re.search(rf"{db}\s+pn{record.id}-{db}\s+eth0 10\.82\.0\.10/24 \(back\)", up.stdout)
+        assert "8080->10.81.0.2:80/tcp" in up.stdout
+        assert set(kernel) <= netns_names()
+
+        listing = cli("ls")
+        assert listing.returncode == 0
+        row = next(line.split() for line in listing.stdout.splitlines() if line.startswith(name))
+        assert row == [name, record.id, "persistent", "-", "2", "front=10.81.0.0/24", "back=10.82.0.0/24"]
+        (item,) = json.loads(cli("ls", "--json").stdout)
+        assert item["state"] == "persistent" and item["owner_pid"] is None and item["namespaces"] == [db, web]
+
+        ping = cli("exec", web, "--", "ping", "-c1", "-W1", "10.82.0.10")
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "1 received" in ping.stdout  # the command's own output, passed through
+        assert cli("exec", web, "--", "false").returncode == 1
+        assert cli("exec", f"{name}:{web}", "--", "sh", "-c", "exit 7").returncode == 7
+        assert cli("exec", "--lab", record.id, f"{db}", "--", "true").returncode == 0
+        echoed = cli("exec", f"{name}/{db}", "--", "cat", input="from stdin\n")
+        assert echoed.returncode == 0 and echoed.stdout == "from stdin\n"
+        inside = cli("exec", db, "--", "ip", "-j", "addr", "show", "eth0")
+        assert json.loads(inside.stdout)[0]["addr_info"][0]["local"] == "10.82.0.10"
+        line = one_error_line(cli("exec", f"nothing-{token}", "--", "true"), "exec")
+        assert f"{name}:{web}" in line and f"{name}:{db}" in line
+
+        shown = cli("show", name, "--json")
+        assert shown.returncode == 0, shown.stderr
+        data = json.loads(shown.stdout)
+        assert data["state"] == "persistent" and data["isolated"] is True
+        assert data["members"] == {web: f"pn{record.id}-{web}", db: f"pn{record.id}-{db}"}
+        assert {net["name"]: net["subnet"] for net in data["networks"]} == {"front": "10.81.0.0/24",
+                                                                             "back": "10.82.0.0/24"}
+        assert data["live"] == {"namespaces": {web: True, db: True}, "host_namespace": True}
+        assert {(e["namespace"], e["ip"]) for e in data["endpoints"]} >= {(db, "10.82.0.10/24")}
+        text = cli("show", record.id)
+        assert text.returncode == 0
+        assert re.search(rf"{web}\s+pn{record.id}-{web}\s+up\s+eth0 10\.81\.0\.2/24", text.stdout), text.stdout
+
+        again = one_error_line(cli("up", str(path)), "up")
+        assert "a lab of that name exists" in again and record.id in again
+
+        cleaned = cli("cleanup")
+        assert cleaned.returncode == 0 and cleaned.stdout == ""
+        assert [r.id for r in labs()] == [record.id] and set(kernel) <= netns_names()
+    finally:
+        down = cli("down", name)
+    assert down.returncode == 0, down.stderr
+    assert f"removed namespace pn{record.id}-host" in down.stdout.splitlines()
+    assert down.stdout.splitlines()[-1] == f"lab {name} ({record.id}) is down"
+    assert labs() == []
+    assert not set(kernel) & netns_names()
+    assert "no such lab" in one_error_line(cli("down", name), "down")
+
+
+@pytest.mark.root
+def test_cleanup_all_removes_persistent_labs(tmp_path, token):
+    up = cli("up", "--name", f"all-{token}", str(write_topology(tmp_path, token)))
+    assert up.returncode == 0, up.stderr
+    (record,) = labs()
+    assert record.name == f"all-{token}"
+    result = cli("cleanup", "--all")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"removed namespace pn{record.id}-host" in lines and lines[-1] == f"removed lab all-{token} ({record.id})"
+    assert labs() == [] and not set(record.data["namespaces"]) & netns_names()
+
+
+@pytest.mark.root
+def test_exec_passes_signals_on_and_exits_like_a_shell(tmp_path, token):
+    assert cli("up", str(write_topology(tmp_path, token))).returncode == 0
+    try:
+        command = [*CLI, "exec", f"web-{token}", "--", "sh", "-c", "echo ready; exec sleep 30"]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 128 + signal.SIGTERM
+        process.stdout.close()
+    finally:
+        assert cli("down", f"cli-{token}").returncode == 0
+
+
+@pytest.mark.root
+def test_a_failed_up_removes_what_it_made(tmp_path, token):
+    """No firewall tool to be found: the lab's namespaces were made before that fails, and are removed."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("ip", "nsenter", "sysctl"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tools / tool).symlink_to(found)
+    result = cli("up", "--verbose", str(write_topology(tmp_path, token)), env={**os.environ, "PATH": str(tools)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    *progress, line = result.stderr.splitlines()
+    assert line.startswith("pynetns up: error: ") and "is not available" in line
+    lab_id = re.findall(rf"creating lab cli-{token} \((\w+)\)", progress[0])[0]
+    assert [item.split()[1] for item in progress[1:]] == ["[1/3]", "[2/3]", "[3/3]"]  # it failed in the last stage
+    assert labs() == []
+    assert not [name for name in netns_names() if name.startswith(f"pn{lab_id}-")]
+
+
+@pytest.mark.root
+def test_a_large_lab_reports_progress_and_ctrl_c_removes_it(tmp_path, token):
+    path = tmp_path / "large.toml"
+    lines = [f'name = "big-{token}"', "isolated = true", "[networks.net]", 'subnet = "10.83.0.0/24"']
+    for number in range(cli_module.LARGE_LAB + 2):
+        lines += [f"[namespaces.n{number}-{token}]", 'networks = ["net"]']
+    path.write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen([*CLI, "up", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("pynetns: [3/3]"):  # the last stage has begun
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=60)
+    assert seen[0].startswith(f"pynetns: creating lab big-{token} (")
+    assert [line.split()[1] for line in seen[1:]] == ["[1/3]", "[2/3]", "[3/3]"], seen
+    assert process.returncode == 128 + signal.SIGINT, out + err
+    assert err == "pynetns: interrupted\n"
+    assert labs() == []
+    lab_id = seen[0].split("(")[1].split(")")[0]
+    assert not [name for name in netns_names() if token in name or name.startswith(f"pn{lab_id}-")]
