@@ -77,6 +77,7 @@ class Allocator:
         first: IPAddress = next(iter(subnet.hosts()))  # type: ignore[assignment]
         gateway_ip = first if gateway is None else ip_address("gateway", gateway)
         self._used: set[IPAddress] = set()
+        self._cursor = int(first)  # every host address below it is taken: allocation stays O(1) per address
         self.gateway: IPInterface = self._take("gateway", gateway_ip)
 
     def _take(self, field: str, address: IPAddress) -> IPInterface:
@@ -92,10 +93,14 @@ class Allocator:
         """``ip`` if given and free, else the next free host address."""
         if ip is not None:
             return self._take("ip", ip_address("ip", ip))
-        for candidate in self.subnet.hosts():
+        last = int(self.subnet.broadcast_address) - 1
+        while self._cursor <= last:
+            candidate = ipaddress.ip_address(self._cursor)
             if candidate not in self._used:
                 return self._take("ip", candidate)
+            self._cursor += 1
         raise InvalidAddress("ip", None, f"no free address left in {self.subnet}")
 
     def release(self, address: IPInterface) -> None:
         self._used.discard(address.ip)
+        self._cursor = min(self._cursor, int(address.ip))

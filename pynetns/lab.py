@@ -213,6 +213,7 @@ class Lab:
         self.endpoints: list[Endpoint] = []
         #: published ports (``lab.publish``), in declaration order
         self.published: list[PortMap] = []
+        self._ports: dict[tuple[str, int], list[PortMap]] = {}  # (protocol, host port) → its mappings
         self._firewall: list[_Firewalled] = []
         self._partitions: list[tuple[list[Namespace], list[Namespace]]] = []
         self._blocked: set[str] = set()
@@ -333,10 +334,14 @@ class Lab:
         endpoint = self._endpoint(target)
         portmap = _LabPortMap(host_port, endpoint.ip.ip, port, protocol, host_ip, host_port_end,
                               namespace=self.host_namespace, host=self.host, tag=self.tag, endpoint=endpoint)
-        for other in self.published:
-            where = str(portmap.host_ip or "any")
-            if other.protocol == portmap.protocol and other._overlaps(*portmap.host_ports, where):
-                raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
+        low, high = portmap.host_ports
+        where = str(portmap.host_ip or "any")
+        for number in range(low, high + 1):
+            for other in self._ports.get((portmap.protocol, number), ()):
+                if other._overlaps(low, high, where):
+                    raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
+        for number in range(low, high + 1):
+            self._ports.setdefault((portmap.protocol, number), []).append(portmap)
         self.published.append(portmap)
         return portmap
 
@@ -467,22 +472,32 @@ class Lab:
         return NetnsRef.root() if self.host_namespace is None else self.host_namespace.ref
 
     def _stages(self) -> list[list[_Job]]:
-        """What apply() runs: stages in order, the plans of one stage concurrently."""
+        """What apply() runs: stages in order, the jobs of one stage concurrently.
+
+        1. ``ip -batch``: the new namespaces (and, for a host lab, the bridges and veths);
+        2. ``ip -n HOST -batch``: an isolated lab's bridges and veths in its host namespace;
+        3. one ``ip -n NS -batch`` per new namespace, alongside one firewall transaction;
+        4. the new bridges come up (ports joining a bridge that is down cost the kernel no pass over
+           the others, so N namespaces stay O(N)).
+        """
         host, links, tag = self.host, self.host.links, self.tag
         root, where = NetnsRef.root(), self._where
         first = self.host_namespace is not None and self.host_namespace.name not in self._applied_namespaces
         setup = Plan()
         for namespace in self._new_namespaces(include_host=first):
             setup.add(host.ip_step(root, ("netns", "add", namespace.name), ("netns", "delete", namespace.name)))
-        wiring = Plan()
+        wiring, finish = Plan(), Plan()
         if first and self.host_namespace is not None:
             wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
         for net in self.networks.values():
             if not net.applied:
                 bridge = links.bridge_add(net.bridge, mtu=net.mtu)
                 wiring.add(host.ip_step(where, bridge, links.link_delete(net.bridge)))
-                wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag, up=True)))
+                # a new bridge comes up last: ports joining a bridge that is up cost the kernel a pass
+                # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
+                wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
                 wiring.add(host.ip_step(where, links.addr_add(net.bridge, str(net.gateway))))
+                finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
         for endpoint in self.endpoints:
             if not endpoint.applied:
                 add = links.veth_add(endpoint.host_interface, endpoint.interface, peer_netns=endpoint.namespace.name,
@@ -498,7 +513,8 @@ class Lab:
         if firewall is not None:
             inside.append(firewall)  # independent of the namespaces' insides: run alongside them
         stages: list[list[_Job]] = [[_PlanJob(host, setup)] if len(setup) else [],
-                                    [_PlanJob(host, wiring)] if len(wiring) else [], inside]
+                                    [_PlanJob(host, wiring)] if len(wiring) else [], inside,
+                                    [_PlanJob(host, finish)] if len(finish) else []]
         return [stage for stage in stages if stage]
 
     def _firewall_job(self) -> _FirewallJob | None:
@@ -628,7 +644,7 @@ class Lab:
             namespace.stop_processes()
         created = [namespace for namespace in self.namespaces.values() if namespace.name in self._applied_namespaces]
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
-            created.append(self.host_namespace)
+            created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
         _kill_processes_in([namespace.name for namespace in created], self.host)
         owned = self._firewall + ([self._drops] if self._drops is not None else [])
         if owned and self.host_namespace is None:

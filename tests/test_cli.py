@@ -292,7 +292,7 @@ def test_a_failed_up_removes_what_it_made(tmp_path, token):
     *progress, line = result.stderr.splitlines()
     assert line.startswith("pynetns up: error: ") and "is not available" in line
     lab_id = re.findall(rf"creating lab cli-{token} \((\w+)\)", progress[0])[0]
-    assert [item.split()[1] for item in progress[1:]] == ["[1/3]", "[2/3]", "[3/3]"]  # it failed in the last stage
+    assert [item.split()[1] for item in progress[1:]] == ["[1/4]", "[2/4]", "[3/4]"]  # it failed with the firewall
     assert labs() == []
     assert not [name for name in netns_names() if name.startswith(f"pn{lab_id}-")]
 
@@ -310,12 +310,12 @@ def test_a_large_lab_reports_progress_and_ctrl_c_removes_it(tmp_path, token):
     seen = []
     for line in process.stderr:
         seen.append(line)
-        if line.startswith("pynetns: [3/3]"):  # the last stage has begun
+        if line.startswith("pynetns: [3/4]"):  # the namespaces' stage has begun
             process.send_signal(signal.SIGINT)
             break
     out, err = process.communicate(timeout=60)
     assert seen[0].startswith(f"pynetns: creating lab big-{token} (")
-    assert [line.split()[1] for line in seen[1:]] == ["[1/3]", "[2/3]", "[3/3]"], seen
+    assert [line.split()[1] for line in seen[1:]] == ["[1/4]", "[2/4]", "[3/4]"], seen
     assert process.returncode == 128 + signal.SIGINT, out + err
     assert err == "pynetns: interrupted\n"
     assert labs() == []

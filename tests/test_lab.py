@@ -252,7 +252,7 @@ def test_recording_runner_sees_one_batch_per_namespace():
         for index in range(5):
             lab.namespace(f"n{index}", networks=[net])
         lab.apply()
-        assert len(runner.history) == 1 + 1 + 5  # netns adds, host wiring, one batch per namespace
+        assert len(runner.history) == 1 + 1 + 5 + 1  # netns adds, host wiring, one batch per namespace, bridge up
 
 
 def test_the_firewall_is_one_transaction_whatever_the_number_of_ports():
