@@ -711,12 +711,29 @@ class Masquerade(_Firewalled):
 
 
 
+@attrs.define(eq=False)
+class _Drops(_Firewalled):
+    """Base of the IPv4 objects that only drop forwarded traffic (the firewall's isolation chain)."""
+
+    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace, kw_only=True)
+    host: Host = attrs.field(default=None, kw_only=True)
+    tag: str | None = attrs.field(default=None, kw_only=True)
+    forwards = False
+
+    def __attrs_post_init__(self) -> None:
+        self._place()
+
+    @property
+    def family(self) -> Family:
+        return 4
+
+
 def _bridge_names(values: Iterable[Any]) -> tuple[str, ...]:
     return tuple(_bridge_name(value) for value in values)
 
 
 @attrs.define(eq=False)
-class Isolation(_Firewalled):
+class Isolation(_Drops):
     """Docker's network isolation for one bridge: no forwarding to or from ``others``.
 
     Like Docker's ``DOCKER-ISOLATION`` chains: two networks cannot reach each
@@ -728,19 +745,11 @@ class Isolation(_Firewalled):
     bridge: str = attrs.field(converter=_bridge_name)
     others: tuple[str, ...] = attrs.field(default=(), converter=_bridge_names)
     internal: bool = False
-    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
-    host: Host = attrs.field(default=None)
-    tag: str | None = None
-    forwards = False
 
     def __attrs_post_init__(self) -> None:
         if self.bridge in self.others:
             raise InvalidValue("others", list(self.others), f"must not contain the bridge {self.bridge} itself")
-        self._place()
-
-    @property
-    def family(self) -> Family:
-        return 4
+        super().__attrs_post_init__()
 
     @property
     def object_id(self) -> str:
@@ -771,7 +780,7 @@ def _address_pairs(pairs: Iterable[tuple[Any, Any]]) -> tuple[tuple[str, str], .
 
 
 @attrs.define(eq=False)
-class ForwardDrops(_Firewalled):
+class ForwardDrops(_Drops):
     """Drop forwarded traffic between pairs of addresses (a lab's partitions, on its host side).
 
     Forwarding sees a connection after DNAT and before masquerade, so this
@@ -780,17 +789,6 @@ class ForwardDrops(_Firewalled):
 
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     pairs: tuple[tuple[str, str], ...] = attrs.field(converter=_address_pairs)
-    namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
-    host: Host = attrs.field(default=None)
-    tag: str | None = None
-    forwards = False
-
-    def __attrs_post_init__(self) -> None:
-        self._place()
-
-    @property
-    def family(self) -> Family:
-        return 4
 
     @property
     def object_id(self) -> str:

@@ -650,21 +650,30 @@ class Engine:
             while os.read(self._wake[0], 512):
                 pass
 
+    def _recv(self) -> int | None:
+        """One datagram into the buffer: its size; 0 after an overrun (counted; carry on); None if none is there."""
+        assert self._sock is not None
+        try:
+            return self._sock.recv_into(self._buffer)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            if error.errno != errnos.ENOBUFS:
+                raise
+            self.stats.overruns += 1
+            self._overrun_warning()
+            return 0
+
     def _receive(self, limit: int) -> None:
         """Read queued datagrams (at most ``limit``) without blocking, and act on each message."""
         assert self._sock is not None
         count = 0
         while count < limit:
-            try:
-                size = self._sock.recv_into(self._buffer)
-            except BlockingIOError:
+            size = self._recv()
+            if size is None:
                 return
-            except OSError as error:
-                if error.errno == errnos.ENOBUFS:
-                    self.stats.overruns += 1
-                    self._overrun_warning()
-                    continue
-                raise
+            if not size:
+                continue
             count += 1
             now = time.monotonic()
             self._handle(self._view[:size], now)
@@ -750,16 +759,9 @@ class Engine:
             readable, _, _ = select.select([self._sock], [], [], left)
             if not readable:
                 continue
-            try:
-                size = self._sock.recv_into(self._buffer)
-            except BlockingIOError:
+            size = self._recv()
+            if not size:
                 continue
-            except OSError as error:
-                if error.errno == errnos.ENOBUFS:
-                    self.stats.overruns += 1
-                    self._overrun_warning()
-                    continue
-                raise
             now, answer = time.monotonic(), None
             for item in parse_messages(self._view[:size]):
                 if item.type == NLMSG_ERROR and item.acked_seq == seq:

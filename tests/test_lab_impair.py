@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pynetns import BackendUnavailable, Host, InvalidValue, Lab
+from pynetns import BackendUnavailable, Host, InvalidValue, Lab, Namespace
 from pynetns.backends.recording import RecordingRunner
 from pynetns.shaping import netem_available
 
@@ -60,13 +60,18 @@ def test_bad_values_are_refused_before_anything_runs():
 root = pytest.mark.root
 
 
+def two_namespaces(lab: Lab, subnet: str) -> tuple[Namespace, Namespace]:
+    """``a`` and ``b`` on one network (``a`` at .2, ``b`` at .3), applied."""
+    net = lab.network("n", subnet=subnet, nat=False)
+    pair = lab.namespace("a", networks=[net]), lab.namespace("b", networks=[net])
+    lab.apply()
+    return pair
+
+
 @root
 def test_delay_loss_direction_and_clear():
     with Lab("slow", isolated=True) as lab:
-        net = lab.network("n", subnet="10.63.0.0/24", nat=False)
-        a = lab.namespace("a", networks=[net])
-        b = lab.namespace("b", networks=[net])
-        lab.apply()
+        a, b = two_namespaces(lab, "10.63.0.0/24")
         endpoint = lab.endpoints[0]
         base = rtt(a, "10.63.0.3")
         assert base is not None and base < 20
@@ -104,10 +109,7 @@ c.recv(1)
 @root
 def test_rate_limits_a_transfer():
     with Lab("narrow", isolated=True) as lab:
-        net = lab.network("n", subnet="10.64.0.0/24", nat=False)
-        a = lab.namespace("a", networks=[net])
-        b = lab.namespace("b", networks=[net])
-        lab.apply()
+        a, b = two_namespaces(lab, "10.64.0.0/24")
         server = b.popen(["python3", "-c", SINK])
         lab.endpoints[0].impair(rate="1mbit", direction="egress")
         started = time.monotonic()
