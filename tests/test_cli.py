@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pynetns import cli as cli_module
-from pynetns.lab import labs
+from pynetns.lab import labs, remove
 
 CLI = [sys.executable, "-m", "pynetns.cli"]
 SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "explain", "cleanup", "demo"]
@@ -308,12 +308,19 @@ def test_a_large_lab_reports_progress_and_ctrl_c_removes_it(tmp_path, token):
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if line.startswith("pynetns: [3/4]"):  # the namespaces' stage has begun
-            process.send_signal(signal.SIGINT)
-            break
-    out, err = process.communicate(timeout=60)
+    try:
+        for line in process.stderr:
+            seen.append(line)
+            if line.startswith("pynetns: [3/4]"):  # the namespaces' stage has begun
+                process.send_signal(signal.SIGINT)
+                break
+        out, err = process.communicate(timeout=60)
+    finally:  # whatever went wrong, the lab must not outlive the test
+        process.kill()
+        process.communicate()
+        for record in labs():
+            if record.name == f"big-{token}" and not [line for line in seen if "[3/4]" in line]:
+                remove(record.id)
     assert seen[0].startswith(f"pynetns: creating lab big-{token} (")
     assert [line.split()[1] for line in seen[1:]] == ["[1/4]", "[2/4]", "[3/4]"], seen
     assert process.returncode == 128 + signal.SIGINT, out + err
