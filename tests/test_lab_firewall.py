@@ -216,3 +216,23 @@ def test_partition_and_heal_within_and_across_networks(firewall):
         assert ping(a, "10.52.0.3") and ping(b, "10.52.0.2") and fetch(a, "http://10.52.0.1:8080/") == "d"
         lab_id = lab.id
     assert_gone(lab_id)
+
+
+@root
+def test_the_shop_topology_file_end_to_end():
+    """tests/data/topologies/shop.toml: two networks (one internal), a published port on 127.0.0.1."""
+    from pathlib import Path
+
+    with Lab.from_file(Path(__file__).parent / "data" / "topologies" / "shop.toml") as lab:
+        assert lab.isolated and set(lab.networks) == {"front", "back"}
+        lab.apply()
+        web, db, cache = (lab.namespaces[name] for name in ("web", "db", "cache"))
+        hostns = lab.host_namespace
+        assert hostns is not None
+        serve(web, 80, "web")
+        assert ping(db, "10.31.0.20") and ping(cache, "10.31.0.2")  # within back, and web's second leg
+        assert not ping(db, "10.30.0.2")  # back is internal: nothing beyond its bridge
+        assert fetch(hostns, "http://127.0.0.1:8080/") == "web"  # published on the host's loopback only
+        assert fetch(hostns, "http://10.30.0.1:8080/") is None
+        lab_id = lab.id
+    assert_gone(lab_id)
