@@ -519,18 +519,32 @@ class Lab:
 
     def _firewall_job(self) -> _FirewallJob | None:
         """NAT, isolation and published ports declared since the last apply: one firewall transaction."""
+        objects = self._firewall_objects()
+        return _FirewallJob(self, objects) if objects else None
+
+    def _firewall_objects(self) -> list[_Firewalled]:
         objects: list[_Firewalled] = []
         bridges = [net.bridge for net in self.networks.values()]
+        foreign = self._foreign_bridges()
         for index, net in enumerate(self.networks.values()):
             if net.applied:
                 continue
             where = dict(namespace=self.host_namespace, host=self.host, tag=self.tag)
             if net.nat:
                 objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
-            if index or net.internal:
-                objects.append(Isolation(net.bridge, bridges[:index], net.internal, **where))  # type: ignore[arg-type]
+            others = bridges[:index] + foreign
+            if others or net.internal:
+                objects.append(Isolation(net.bridge, others, net.internal, **where))  # type: ignore[arg-type]
         objects += [portmap for portmap in self.published if portmap not in self._firewall]
-        return _FirewallJob(self, objects) if objects else None
+        return objects
+
+    def _foreign_bridges(self) -> list[str]:
+        """The bridges of the other live labs on the same host namespace: Docker isolates every network
+        from every other, not only those of one project (an isolated lab has its host to itself)."""
+        if self.isolated or self.host.dry_run:
+            return []
+        return [bridge for record in labs() if record.id != self.id and (record.alive or record.persistent)
+                and not record.data.get("isolated") for bridge in record.data.get("links", ())]
 
     def _new_namespaces(self, include_host: bool) -> Iterator[Namespace]:
         if include_host and self.host_namespace is not None:
@@ -954,6 +968,8 @@ class _FirewallJob(_Job):
         return calls
 
     def run(self) -> None:
+        # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
+        self.objects = self.lab._firewall_objects()
         for call in self._settings():
             self.host.runner.run(call.argv, input=call.input)
         create_all(self.objects)

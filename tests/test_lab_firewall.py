@@ -236,3 +236,21 @@ def test_the_shop_topology_file_end_to_end():
         assert fetch(hostns, "http://10.30.0.1:8080/") is None
         lab_id = lab.id
     assert_gone(lab_id)
+
+
+@root
+def test_networks_of_two_host_labs_are_isolated_from_each_other(playhost):
+    """As Docker isolates every network from every other, not only within one compose project."""
+    with Lab("one", host=playhost) as one, Lab("two", host=playhost) as two:
+        first = one.network("net", subnet="10.54.0.0/24")
+        a = one.namespace("a", networks=[first])
+        one.apply()
+        second = two.network("net", subnet="10.55.0.0/24")
+        b = two.namespace("b", networks=[second])
+        two.apply()
+        assert not ping(a, "10.55.0.2") and not ping(b, "10.54.0.2")
+        assert ping(a, str(first.gateway.ip)) and ping(b, str(second.gateway.ip))
+        two.publish(b, 8080, 80)
+        two.apply()
+        serve(b, 80, "b")
+        assert fetch(a, "http://10.54.0.1:8080/") == "b"  # a published port is for everyone
