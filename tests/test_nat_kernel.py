@@ -262,3 +262,39 @@ def test_a_missing_mapping_cannot_be_deleted(lab: Lab) -> None:
     with pytest.raises(LookupError):
         lab.portmap(8080, C1, 8000).delete()
 
+
+
+def test_an_ipv6_port_map_from_outside_the_host_and_by_hairpin(
+    names: Callable[[str], str], host: Host, hostns: Namespace, backend_name: str
+) -> None:
+    fw_host = Host(tag=host.tag, firewall=BACKENDS[backend_name]())
+    with Namespace(names("c6"), host=host) as c1, Namespace(names("o6"), host=host) as outside:
+        for namespace in (hostns, c1, outside):  # addresses usable at once, without duplicate detection
+            namespace.sysctl("net.ipv6.conf.all.accept_dad", "0")
+            namespace.sysctl("net.ipv6.conf.default.accept_dad", "0")
+        bridge = Bridge(names("br6"), address="fd00:60::1/64", namespace=hostns, host=host)
+        bridge.create()
+        Veth(names("v6"), "eth0", namespace=hostns, peer_namespace=c1, master=bridge,
+             peer_address="fd00:60::2/64", host=host).create()
+        Route("default", via="fd00:60::1", namespace=c1, host=host).create()
+        Veth(names("w6"), "eth0", namespace=hostns, peer_namespace=outside, address="fd00:61::1/64",
+             peer_address="fd00:61::2/64", host=host).create()
+        c1.popen(http_server_argv("::", 8000, body="v6"))
+
+        def fetch(namespace: Namespace, url: str) -> str | None:
+            result = namespace.run(["curl", "-s", "-m", "2", "-g", url], check=False)
+            return result.stdout.splitlines()[-1] if result.returncode == 0 else None
+
+        wait_until(lambda: fetch(c1, "http://[::1]:8000/"), what="the IPv6 server")
+        mapping = PortMap(8080, "fd00:60::2", 8000, namespace=hostns, host=fw_host)
+        mapping.create()
+        try:
+            assert fetch(outside, "http://[fd00:61::1]:8080/") == "client fd00:61::2"
+            assert fetch(hostns, "http://[fd00:61::1]:8080/") == "client fd00:61::1"
+            assert fetch(c1, "http://[fd00:60::1]:8080/") == "client fd00:60::1"  # hairpin, masqueraded
+            assert mapping.counters().packets >= 3
+            assert hostns.sysctl("net.ipv6.conf.all.forwarding").strip() == "1"
+        finally:
+            mapping.delete()
+        assert fetch(outside, "http://[fd00:61::1]:8080/") is None
+        assert hostns.sysctl("net.ipv6.conf.all.forwarding").strip() == "0"
