@@ -10,13 +10,10 @@ ends one lab by name (``pynetns down``).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
 import os
-import signal
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import attrs
 from .backends.base import NetnsRef
 from .errors import CommandError, InvalidValue, NotOwned, PermissionDenied, PynetnsError
 from .host import Host
-from .namespace import Namespace, resolve_host
+from .namespace import Namespace, kill_processes_in, resolve_host
 from .nat import remove_tagged
 from .validation import IPNetwork
 
@@ -77,32 +74,6 @@ class LabRecord:
             known = ", ".join(sorted(members)) or "none"
             raise InvalidValue("namespace", name, f"is not a namespace of lab {self.name} (it has: {known})")
         return Namespace(members[name], host=host)
-
-
-def kill_processes_in(netns_names: Iterable[str], host: Host) -> None:
-    """End every process inside these pynetns-created namespaces (they would keep them alive)."""
-    wanted: dict[tuple[int, int], str] = {}
-    for name in netns_names:
-        try:
-            info = os.stat(f"/run/netns/{name}")
-        except OSError:
-            continue
-        wanted[(info.st_dev, info.st_ino)] = name
-    if not wanted or host.dry_run:
-        return
-    victims = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                info = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) in wanted:
-                victims.append(int(entry))
-    for pid in victims:
-        log.debug("killing process %s left in %s", pid, wanted)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def labs() -> list[LabRecord]:
@@ -157,7 +128,7 @@ def _remove_record(record: LabRecord, host: Host) -> list[str]:
     removed: list[str] = []
     tag = record.data.get("tag")
     namespaces = [name for name in record.data.get("namespaces", ()) if _tagged_namespace(host, name, tag)]
-    kill_processes_in(namespaces, host)
+    kill_processes_in(host, namespaces)
     if record.data.get("firewall") and tag:
         count = remove_tagged(Namespace.host(host), tag)
         if count:

@@ -37,7 +37,6 @@ from .journal import (
     LabRecord,
     cleanup,
     find,
-    kill_processes_in,
     labs,
     remove,
     remove_journal,
@@ -45,7 +44,7 @@ from .journal import (
     start_time,
     taken_networks,
 )
-from .namespace import Namespace, resolve_host
+from .namespace import Namespace, kill_processes_in, resolve_host
 from .nat import (
     ForwardDrops,
     Isolation,
@@ -622,7 +621,7 @@ class Lab:
         created = [namespace for namespace in self.namespaces.values() if namespace.name in self._applied_namespaces]
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
-        kill_processes_in([namespace.name for namespace in created], self.host)
+        kill_processes_in(self.host, [namespace.name for namespace in created])
         owned = self._firewall + ([self._drops] if self._drops is not None else [])
         if owned and self.host_namespace is None:
             # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace

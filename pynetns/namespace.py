@@ -33,7 +33,7 @@ from .validation import IPInterface, converter, interface_name, namespace_name, 
 if TYPE_CHECKING:
     from .routes import Route
 
-__all__ = ["Namespace", "resolve_host"]
+__all__ = ["Namespace", "resolve_host", "kill_processes_in"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,27 @@ log = logging.getLogger(__name__)
 def resolve_host(host: Host | None) -> Host:
     """``host``, or the default local host."""
     return default_host() if host is None else host
+
+
+def kill_processes_in(host: Host, names: Sequence[str]) -> None:
+    """Kill every process inside these named namespaces (it would keep a namespace, and its links, alive).
+
+    ``ip netns pids`` finds them — one process for all the namespaces, ``ip -force -batch`` going on
+    past any that is already gone — and one ``kill`` ends them.
+    """
+    if not names:
+        return
+    links = host.links
+    if len(names) == 1:
+        listing = host.run(links.netns_pids(names[0]), check=False)
+    else:
+        program, *batch = links.batch_command(None)  # ip -batch -, told to go on past a namespace already gone
+        lines = "".join(" ".join(links.netns_pids(name)[1:]) + "\n" for name in names)
+        listing = host.run((program, "-force", *batch), input=lines, check=False)
+    pids = sorted(set(listing.stdout.split()), key=int)
+    if pids:
+        log.debug("killing processes left in namespaces %s: %s", ", ".join(names), pids)
+        host.run(["kill", "-KILL", *pids], check=False)
 
 
 class _HostOrRoot:
@@ -170,12 +191,8 @@ class Namespace:
         """
         self._require_owned("delete")
         self.stop_processes()
-        links = self._host.links
-        pids = self._host.run(links.netns_pids(self.name), check=False).stdout.split()
-        if pids:
-            log.debug("killing processes left in namespace %s: %s", self.name, pids)
-            self._host.run(["kill", "-KILL", *pids], check=False)
-        self._host.run(links.netns_delete(self.name))
+        kill_processes_in(self._host, [self.name])
+        self._host.run(self._host.links.netns_delete(self.name))
 
     def exists(self) -> bool:
         if self._ref.kind == "root":
