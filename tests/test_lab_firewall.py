@@ -75,6 +75,7 @@ def test_isolation_and_published_ports(backend):
         db = lab.namespace("db", networks=[back])
         portmap = lab.publish("web", 8080, 80)
         lab.apply()
+        assert lab.plan() == []  # applied: nothing left to do, the firewall included
         hostns = lab.host_namespace
         assert hostns is not None
         serve(web, 80, "web")
@@ -88,6 +89,12 @@ def test_isolation_and_published_ports(backend):
         assert fetch(web, "http://10.42.0.1:8080/") == "web"  # itself (hairpin)
         assert fetch(db, "http://10.43.0.1:8080/") == "web"  # another network, through the host
         assert portmap.exists() and portmap.counters().packets >= 5
+        later = lab.publish(peer, 8081, 80)  # incremental: only the new port map is written
+        script = "".join(call.input or "" for call in lab.plan())
+        assert "10.42.0.3" in script and "10.42.0.2" not in script and "netns add" not in script
+        lab.apply()
+        serve(peer, 80, "peer")
+        assert fetch(hostns, "http://10.42.0.1:8081/") == "peer" and later.exists() and portmap.exists()
         lab_id = lab.id
     assert_gone(lab_id)
 
