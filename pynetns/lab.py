@@ -333,7 +333,9 @@ class Lab:
                 return
             mine = [other for other in self.endpoints if other.namespace is endpoint.namespace]
             link = ImpairedLink(self.host, endpoint.namespace, endpoint.interface, self.host_namespace,
-                                endpoint.host_interface, queue=100 + 2 * mine.index(endpoint))
+                                endpoint.host_interface, queue=100 + 2 * mine.index(endpoint),
+                                # on an isolated lab's own host side only: nothing of it may outlive the lab
+                                bridge_port=self.isolated)
         if self._netem is None and impairment:
             self._netem = netem_available(self.host, endpoint.namespace)
         link.apply(impairment, direction, netem=bool(self._netem))
@@ -618,6 +620,8 @@ class Lab:
         """Remove everything this lab created (idempotent)."""
         for namespace in self.namespaces.values():
             namespace.stop_processes()
+        for link in self._links.values():  # the impairment engines; their rules and qdiscs go with the namespaces
+            link.stop_engines()
         created = [namespace for namespace in self.namespaces.values() if namespace.name in self._applied_namespaces]
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
@@ -628,7 +632,7 @@ class Lab:
             delete_all(owned, missing_ok=True)
         self._firewall.clear()
         self._drops = None
-        self._links.clear()  # their qdiscs, rules and engines go with the namespaces
+        self._links.clear()
         self._partitions.clear()
         self._blocked.clear()
         teardown = Plan()

@@ -98,6 +98,7 @@ __all__ = [
     "Packet",
     "Scheduler",
     "egress_rule",
+    "bridge_port_rule",
     "engine_argv",
     "ingress_rule",
     "main",
@@ -780,17 +781,34 @@ class Engine:
 Direction = Literal["egress", "ingress"]
 
 
-def _rule(interface: str, queue: int, direction: Direction, delete: bool, family: int) -> list[str]:
+def _rule(
+    interface: str, queue: int, direction: Direction | Literal["port"], delete: bool, family: int
+) -> list[str]:
     interface_name("interface", interface)
     queue_number("queue", queue)
     if family not in (4, 6):
         raise InvalidValue("family", family, "must be 4 or 6")
-    chain, match = ("POSTROUTING", "-o") if direction == "egress" else ("PREROUTING", "-i")
+    chain, match = {
+        "egress": ("POSTROUTING", ["-o", interface]),
+        "ingress": ("PREROUTING", ["-i", interface]),
+        "port": ("PREROUTING", ["-m", "physdev", "--physdev-in", interface]),
+    }[direction]
     return [
         "iptables" if family == 4 else "ip6tables", "-w", "-t", "mangle", "-D" if delete else "-A", chain,
-        match, interface, "-m", "comment", "--comment", f"pynetns impair {interface}",
+        *match, "-m", "comment", "--comment", f"pynetns impair {interface}",
         "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass",
     ]  # fmt: skip
+
+
+def bridge_port_rule(port: str, queue: int, *, delete: bool = False, family: int = 4) -> list[str]:
+    """argv of the rule sending what arrives on bridge port ``port`` to ``queue``, run in the bridge's namespace.
+
+    It needs ``br_netfilter`` (``net.bridge.bridge-nf-call-iptables = 1`` there) to see bridged packets.
+    Packets held here have left the sender's namespace, so they no longer count against its socket
+    (TCP Small Queues): a delay on what a namespace *sends* does not throttle bulk transfers, as
+    :func:`egress_rule` inside the namespace does.
+    """
+    return _rule(port, queue, "port", delete, family)
 
 
 def egress_rule(interface: str, queue: int, *, delete: bool = False, family: int = 4) -> list[str]:

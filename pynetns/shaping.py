@@ -7,9 +7,12 @@ leaves the namespace, ``"ingress"``: what enters it, ``"both"``):
 - with ``sch_netem`` (most distribution kernels): netem, with a ``tbf`` child
   for ``rate``, on the namespace's end and/or the host's end;
 - without it (minimal VM kernels): ``rate`` still through ``tbf``, and delay,
-  jitter and loss through :mod:`pynetns.nfqueue` — iptables rules in the
-  namespace send the interface's packets to a small engine that holds their
-  verdicts. ``duplicate`` and ``corrupt`` need netem and are refused.
+  jitter and loss through :mod:`pynetns.nfqueue` — iptables ``NFQUEUE`` rules
+  send the packets to a small engine that holds their verdicts. What the
+  namespace receives is held inside it; what it sends is held on the host's
+  end of the veth when the host sees bridged packets (``br_netfilter``), since
+  held inside the sender they would throttle its TCP (TCP Small Queues).
+  ``duplicate`` and ``corrupt`` need netem and are refused.
 
 Lab endpoints use it through :meth:`pynetns.Endpoint.impair`.
 """
@@ -17,6 +20,8 @@ Lab endpoints use it through :meth:`pynetns.Endpoint.impair`.
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Callable
 from typing import Literal
 
 from .backends.tc import Tc
@@ -24,7 +29,7 @@ from .errors import BackendUnavailable, CommandError
 from .host import Host
 from .impairment import Direction, Impairment, parse_direction, plan_impairment
 from .namespace import Namespace
-from .nfqueue import egress_rule, engine_argv, ingress_rule, wait_ready
+from .nfqueue import bridge_port_rule, egress_rule, engine_argv, ingress_rule, wait_ready
 from .runner import Process
 from .validation import interface_name
 
@@ -66,6 +71,7 @@ class ImpairedLink:
         outside_interface: str,
         *,
         queue: int = 100,
+        bridge_port: bool = False,
     ) -> None:
         self.host = host
         self.inside = inside
@@ -73,12 +79,14 @@ class ImpairedLink:
         self.outside_namespace = outside_namespace
         self.outside_interface = interface_name("outside_interface", outside_interface)
         self.queue = queue
+        #: the outside end is a bridge port: with br_netfilter, what the namespace sends can be held there
+        self.bridge_port = bridge_port
         self.impairment: Impairment | None = None
         self.direction: Direction | None = None
         #: how it is done: "netem", "tbf" (rate alone, without netem) or "nfqueue" (the userspace engine)
         self.mode: Literal["netem", "tbf", "nfqueue"] | None = None
-        self._engine: Process | None = None
-        self._rules: list[list[str]] = []
+        self._engines: list[Process] = []
+        self._rules: list[tuple[Namespace, list[str]]] = []
         self._shaped: list[tuple[str | None, str]] = []
 
     def __repr__(self) -> str:
@@ -106,12 +114,12 @@ class ImpairedLink:
                 if impairment.rate is not None:
                     self._shape(sides, Impairment(rate=impairment.rate))
                 if impairment.delay or impairment.loss:
-                    self._start_engine(impairment, chosen)
+                    self._start_engines(impairment, chosen)
         except BaseException:
             self.clear()
             raise
         self.impairment, self.direction = impairment, chosen
-        self.mode = "netem" if netem else "nfqueue" if self._engine is not None else "tbf"
+        self.mode = "netem" if netem else "nfqueue" if self._engines else "tbf"
 
     def _shape(self, sides: tuple[tuple[str | None, str], ...], impairment: Impairment) -> None:
         tc = Tc()
@@ -120,28 +128,59 @@ class ImpairedLink:
             for argv in tc.impair(device, impairment, netns=where):
                 self.host.run(argv)
 
-    def _start_engine(self, impairment: Impairment, direction: Direction) -> None:
-        queues = []
+    def _start_engines(self, impairment: Impairment, direction: Direction) -> None:
+        """One engine per namespace holding queues, then the rules feeding them.
+
+        What the namespace receives is held inside it (``PREROUTING -i``). What it sends is held on the
+        host's end when the host sees bridged packets (br_netfilter): held inside, the packets would
+        still count against the sender's socket and throttle a bulk transfer (TCP Small Queues).
+        """
+        outside = self.outside_namespace or Namespace.host(self.host)
+        queues: dict[str, tuple[Namespace, list[tuple[int, list[str], list[str]]]]] = {}
+
+        def feed(namespace: Namespace, queue: int, rule: Callable[..., list[str]], device: str) -> None:
+            entry = queues.setdefault(namespace.name, (namespace, []))
+            entry[1].append((queue, rule(device, queue), rule(device, queue, delete=True)))
+
         if direction in ("both", "egress"):
-            queues.append((self.queue, egress_rule))
+            if self.bridge_port and self._sees_bridged(outside):
+                feed(outside, self.outside_queue, bridge_port_rule, self.outside_interface)
+            else:
+                feed(self.inside, self.queue, egress_rule, self.interface)
         if direction in ("both", "ingress"):
-            queues.append((self.queue + 1, ingress_rule))
-        argv = engine_argv([queue for queue, _ in queues], delay=impairment.delay or 0.0,
-                           jitter=impairment.jitter or 0.0, loss=impairment.loss or 0.0)
-        self._engine = self.inside.popen(argv)
-        wait_ready(self._engine)
-        for queue, rule in queues:
-            self.inside.run(rule(self.interface, queue))
-            self._rules.append(rule(self.interface, queue, delete=True))
+            feed(self.inside, self.queue + 1, ingress_rule, self.interface)
+        for namespace, feeds in queues.values():
+            argv = engine_argv([queue for queue, _, _ in feeds], delay=impairment.delay or 0.0,
+                               jitter=impairment.jitter or 0.0, loss=impairment.loss or 0.0)
+            engine = namespace.popen(argv)
+            self._engines.append(engine)
+            wait_ready(engine)
+            for _, add, delete in feeds:
+                namespace.run(add)
+                self._rules.append((namespace, delete))
+
+    @property
+    def outside_queue(self) -> int:
+        """The queue on the host's end: from the (lab-unique) interface name, as many links share that side."""
+        return 1024 + zlib.crc32(self.outside_interface.encode()) % 60000
+
+    def _sees_bridged(self, namespace: Namespace) -> bool:
+        try:
+            return namespace.sysctl("net.bridge.bridge-nf-call-iptables").strip() == "1"
+        except CommandError:  # no br_netfilter in this kernel, or not loaded
+            return False
+
+    def stop_engines(self) -> None:
+        """Stop the userspace engines (their namespaces are about to go, with the rules and qdiscs)."""
+        while self._engines:
+            self._engines.pop().stop()
 
     def clear(self) -> None:
         """Remove the impairment (nothing happens if there is none); the link is as it was made."""
-        for rule in self._rules:
-            self.inside.run(rule, check=False)
+        for namespace, rule in self._rules:
+            namespace.run(rule, check=False)
         self._rules.clear()
-        if self._engine is not None:
-            self._engine.stop()
-            self._engine = None
+        self.stop_engines()
         tc = Tc()
         for where, device in self._shaped:
             for argv in tc.clear(device, netns=where):

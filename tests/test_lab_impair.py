@@ -131,3 +131,37 @@ def test_duplicate_and_corrupt_need_netem():
         else:
             with pytest.raises(BackendUnavailable, match="CONFIG_NET_SCH_NETEM"):
                 lab.endpoints[0].impair(duplicate="1%")
+
+
+BULK = """
+import socket, sys, time
+for _ in range(50):
+    try:
+        c = socket.create_connection((sys.argv[1], 9000))
+        break
+    except OSError:
+        time.sleep(0.1)
+c.sendall(b"x" * 1048576)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+"""
+
+
+@root
+def test_a_delayed_sender_is_not_throttled():
+    """1 MiB sent under 25 ms of delay each way: a few round trips of TCP's window growth, not seconds.
+
+    Without netem, packets held inside the sender's namespace would still count against its socket
+    (TCP Small Queues) and crawl; held on the host's end of the veth they do not.
+    """
+    with Lab("bulk", isolated=True) as lab:
+        a, b = two_namespaces(lab, "10.67.0.0/24")
+        server = b.popen(["python3", "-c", SINK])
+        lab.endpoints[0].impair(delay="25ms")
+        started = time.monotonic()
+        a.run(["python3", "-c", BULK, "10.67.0.3"], timeout=60)
+        elapsed = time.monotonic() - started
+        server.stop()
+        assert elapsed < 2.5, elapsed
+        rtt_now = rtt(a, "10.67.0.3")
+        assert rtt_now is not None and 45 <= rtt_now < 200, rtt_now
