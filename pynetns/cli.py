@@ -38,6 +38,7 @@ from plumbum import cli
 
 from . import __version__
 from .errors import InvalidValue, PynetnsError
+from .journal import find
 
 if TYPE_CHECKING:
     from .host import Host
@@ -203,7 +204,7 @@ class Down(Command):
         from .lab import remove
 
         self.need_root()
-        record = _find_lab(name)
+        record = find(name)
         for item in remove(record.id):
             print(f"removed {item}")
         print(f"lab {record.name} ({record.id}) is down")
@@ -245,7 +246,7 @@ class Show(Command):
         return self.guard(lambda: self._show(name))
 
     def _show(self, name: str) -> int:
-        record = _find_lab(name)
+        record = find(name)
         live = _live(record)
         if self.as_json:
             data = {**record.data, "state": record.state, "alive": record.alive, "journal": str(record.path),
@@ -374,13 +375,6 @@ def _known(records: Iterable[LabRecord]) -> str:
     return ", ".join(f"{record.name} ({record.id})" for record in records) or "none"
 
 
-def _find_lab(name: str) -> LabRecord:
-    """The lab called ``name``, or with that id."""
-    from .lab import find
-
-    return find(name)
-
-
 def _split_target(target: str) -> tuple[str | None, str, str]:
     """``"shop:web"`` or ``"shop/web"`` → ``("shop", ":", "web")``; ``"web"`` → ``(None, "", "web")``."""
     for separator in (":", "/"):
@@ -395,7 +389,7 @@ def _find_member(lab_name: str | None, name: str) -> LabRecord:
     from .lab import labs
 
     if lab_name is not None:
-        return _find_lab(lab_name)
+        return find(lab_name)
     records = labs()
     found = [record for record in records if name in record.data.get("members", {})]
     if not found:

@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from . import display, partition
-from .backends.base import FirewallState, NetnsRef
+from .backends.base import NetnsRef
 from .errors import InvalidValue, PynetnsError, SubnetOverlap
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
@@ -55,8 +55,9 @@ from .nat import (
     _Site,
     create_all,
     delete_all,
+    preview,
 )
-from .plan import Plan
+from .plan import Plan, Step
 from .runner import Call
 from .shaping import ImpairedLink, netem_available
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
@@ -387,39 +388,36 @@ class Lab:
     def _addresses(self, namespace: Namespace) -> list[Any]:
         return [endpoint.ip.ip for endpoint in self.endpoints if endpoint.namespace is namespace]
 
-    def _write_partitions(self) -> None:
-        """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
-        blocked: dict[str, list[Any]] = {}
+    def _cut(self) -> Iterator[tuple[Namespace, Namespace]]:
+        """Every (namespace, namespace it must not hear) of the partitions in force, both ways."""
         for side_a, side_b in self._partitions:
             for mine, theirs in ((side_a, side_b), (side_b, side_a)):
                 for namespace in mine:
-                    drops = blocked.setdefault(namespace.name, [])
-                    drops += [ip for other in theirs for ip in self._addresses(other) if ip not in drops]
+                    for other in theirs:
+                        yield namespace, other
+
+    def _write_partitions(self) -> None:
+        """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
+        blocked: dict[str, list[Any]] = {}
+        for namespace, other in self._cut():
+            drops = blocked.setdefault(namespace.name, [])
+            drops += [ip for ip in self._addresses(other) if ip not in drops]
         self._write_forward_drops()
         firewall = self.host.firewall.name
         for name in sorted(self._blocked - set(blocked)):
-            namespace = Namespace(name, host=self.host)
-            for argv in partition.jump_commands(firewall, add=False) + partition.unblock_commands(firewall):
-                namespace.run(argv, check=False)  # the namespace may be gone already
+            argv, script = partition.unblock_commands(firewall)
+            Namespace(name, host=self.host).run(argv, input=script, check=False)  # it may be gone already
             self._blocked.discard(name)
         for name, drops in blocked.items():
-            namespace = Namespace(name, host=self.host)
-            if not drops:
-                continue
-            argv, script = partition.block_commands(firewall, drops)
-            namespace.run(argv, input=script)
-            if name not in self._blocked:
-                for jump in partition.jump_commands(firewall, add=True):
-                    namespace.run(jump)
+            if drops:
+                argv, script = partition.block_commands(firewall, drops, first=name not in self._blocked)
+                Namespace(name, host=self.host).run(argv, input=script)
                 self._blocked.add(name)
 
     def _write_forward_drops(self) -> None:
         """The host side of the partitions: routed traffic, and the way round through published ports."""
-        pairs = []
-        for side_a, side_b in self._partitions:
-            for mine, theirs in ((side_a, side_b), (side_b, side_a)):
-                pairs += [(source, destination) for namespace in mine for source in self._addresses(namespace)
-                          for other in theirs for destination in self._addresses(other)]
+        pairs = [(source, destination) for namespace, other in self._cut()
+                 for source in self._addresses(namespace) for destination in self._addresses(other)]
         old, self._drops = self._drops, None
         if old is not None:
             delete_all([old], missing_ok=True)
@@ -685,7 +683,7 @@ class Lab:
                            "host_interface": endpoint.host_interface} for endpoint in self.endpoints],
             "published": [str(portmap) for portmap in self.published],
             "links": [] if self.isolated else [net.bridge for net in self.networks.values()],
-            "firewall": not self.isolated and (bool(self._firewall) or self._firewall_job() is not None),
+            "firewall": not self.isolated and bool(self._firewall or self._firewall_objects()),
             "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge,
                           "gateway": str(net.gateway), "nat": net.nat, "internal": net.internal}
                          for net in self.networks.values()],
@@ -774,41 +772,26 @@ class _FirewallJob(_Job):
         self.host = lab.host
         self.site = _Site(lab.host_namespace or Namespace.host(lab.host))
 
-    def _settings(self) -> list[Call]:
+    def _settings(self) -> Plan:
         """Hairpin on the bridge ports of published endpoints; ``route_localnet`` on their bridges."""
         ports = [portmap for portmap in self.objects if isinstance(portmap, _LabPortMap)]
-        if not ports:
-            return []
-        where = self.site.where
-        lines = [" ".join(self.host.links.bridge_port_set(port.endpoint.host_interface, hairpin=True))
-                 for port in ports]
+        plan = Plan()
+        where, links = self.site.where, self.host.links
+        for port in dict.fromkeys(portmap.endpoint.host_interface for portmap in ports):
+            plan.add(self.host.ip_step(where, links.bridge_port_set(port, hairpin=True)))
         bridges = dict.fromkeys(port.endpoint.network.bridge for port in ports if port.family == 4)
-        keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
-        calls = [Call(self.host.ip_batch_argv(where), "\n".join(dict.fromkeys(lines)) + "\n")]
-        if keys:
-            calls.append(Call(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
-        return calls
+        if bridges:
+            keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
+            plan.add(Step(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
+        return plan
 
     def calls(self) -> list[Call]:
-        calls = self._settings()
-        backend = self.host.firewall
-        for family in sorted({obj.family for obj in self.objects}):
-            group = [obj for obj in self.objects if obj.family == family]
-            rules = [rule for obj in group for rule in obj._main_rules(obj._path(self.site))]
-            scopes: dict[str, list[Any]] = {}
-            for rule in rules:
-                scopes.setdefault(backend.scope_of(rule.chain), []).append(rule)
-            for scope, scoped in scopes.items():
-                lines = backend.script(family, scope, FirewallState(), add=scoped)  # type: ignore[arg-type]
-                argv = self.host.exec_argv(self.site.where, backend.batch_command(family))
-                calls.append(Call(argv, "\n".join(lines) + "\n"))
-        return calls
+        return self._settings().calls() + preview(self.objects)
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
         self.objects = self.lab._firewall_objects()
-        for call in self._settings():
-            self.host.runner.run(call.argv, input=call.input)
+        self.host.apply(self._settings())
         create_all(self.objects)
 
     def undo(self) -> None:
@@ -821,7 +804,7 @@ class _LabPortMap(PortMap):
 
     endpoint: Endpoint = attrs.field(default=None, kw_only=True, repr=False)
 
-    def _path(self, site: _Site | None) -> _Path:
+    def _path(self, site: _Site) -> _Path:
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
         return _Path(localnet, self.endpoint.host_interface, managed=True)

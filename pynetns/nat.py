@@ -52,6 +52,7 @@ from .errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValu
 from .host import Host
 from .links import Bridge, Placed, to_namespace
 from .namespace import Namespace
+from .runner import Call
 from .validation import (
     IPAddress,
     IPNetwork,
@@ -66,7 +67,7 @@ from .validation import port as valid_port
 from .validation import protocol as valid_protocol
 
 __all__ = ["PortMap", "Masquerade", "Isolation", "ForwardDrops", "Counters", "FORWARDING", "create_all", "delete_all",
-           "remove_tagged"]
+           "preview", "remove_tagged"]
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,13 @@ class _Site:
             outputs.append(result.stdout if result.returncode == 0 else "")
         return backend.parse(family, scope, outputs)
 
+    def batch_argv(self, backend: FirewallBackend, family: Family) -> tuple[str, ...]:
+        """The process that applies a script of ``backend`` here, atomically, from stdin."""
+        return self.host.exec_argv(self.where, backend.batch_command(family))
+
     def apply(self, backend: FirewallBackend, family: Family, lines: Sequence[str]) -> None:
         if lines:
-            argv = self.host.exec_argv(self.where, backend.batch_command(family))
-            self.host.runner.run_batch(argv, lines, atomic=True)
+            self.host.runner.run_batch(self.batch_argv(backend, family), lines, atomic=True)
 
     def setting(self, key: str, value: str | None = None) -> str:
         """Read a setting (a sysctl, or ``hairpin.<port>``); with ``value``, write it."""
@@ -335,9 +339,7 @@ def _prepare(
         for key, value in current.items()
         if key not in records and _VALUE.fullmatch(value)
     ]
-    scopes: dict[Scope, list[FirewallRule]] = {}
-    for rule in rules:
-        scopes.setdefault(backend.scope_of(rule.chain), []).append(rule)
+    scopes = _by_scope(backend, rules)
     forward = [rule for obj in group for rule in obj._forward_rules()]
 
     def add() -> None:
@@ -352,6 +354,28 @@ def _prepare(
             site.apply(target, family, target.script(family, "filter", filter_state, add=forward))
 
     return add
+
+
+def _by_scope(backend: FirewallBackend, rules: Iterable[FirewallRule]) -> dict[Scope, list[FirewallRule]]:
+    scopes: dict[Scope, list[FirewallRule]] = {}
+    for rule in rules:
+        scopes.setdefault(backend.scope_of(rule.chain), []).append(rule)
+    return scopes
+
+
+def preview(objects: Sequence[_Firewalled]) -> list[Call]:
+    """The transactions :func:`create_all` writes for ``objects``, as on a firewall holding no pynetns rule
+    yet (exact for a fresh namespace); the reads, checks and sysctls around them are left out."""
+    if not objects:
+        return []
+    site, backend = _one_site(objects)
+    calls = []
+    for family, group in _families(objects).items():
+        rules = [rule for obj in group for rule in obj._main_rules(obj._path(site))]
+        for scope, scoped in _by_scope(backend, rules).items():
+            lines = backend.script(family, scope, FirewallState(), add=scoped)
+            calls.append(Call(site.batch_argv(backend, family), "\n".join(lines) + "\n"))
+    return calls
 
 
 def delete_all(objects: Sequence[_Firewalled], *, missing_ok: bool = False) -> None:

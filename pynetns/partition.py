@@ -33,6 +33,8 @@ __all__ = ["TABLE", "CHAIN", "block_commands", "unblock_commands"]
 TABLE = "pynetns_partition"
 CHAIN = "PYNETNS-PARTITION"
 _COMMENT = "pynetns partition"
+_JUMP = f'INPUT -m comment --comment "{_COMMENT}" -j {CHAIN}'
+_RESTORE = ("iptables-restore", "--noflush", "-w")
 
 
 def _addresses(addresses: Iterable[IPAddress]) -> dict[int, list[str]]:
@@ -43,12 +45,13 @@ def _addresses(addresses: Iterable[IPAddress]) -> dict[int, list[str]]:
     return by_version
 
 
-def block_commands(firewall: str, addresses: Sequence[IPAddress]) -> tuple[Argv, str]:
+def block_commands(firewall: str, addresses: Sequence[IPAddress], *, first: bool = True) -> tuple[Argv, str]:
     """The command (argv, stdin) that makes a namespace drop everything arriving from ``addresses``.
 
     ``firewall`` is the host's firewall backend name (``"nftables"`` or ``"iptables"``): the same
     tool is used inside the namespace. The whole rule set is replaced, so calling it again with a
-    new list is how a partition changes.
+    new list is how a partition changes; ``first=False`` says the namespace has it already (iptables:
+    the jump from INPUT is there).
     """
     if not addresses:
         raise InvalidValue("addresses", [], "a partition needs at least one address to drop")
@@ -68,23 +71,16 @@ def block_commands(firewall: str, addresses: Sequence[IPAddress]) -> tuple[Argv,
         if set(by_version) != {4}:
             raise InvalidValue("addresses", [str(a) for a in addresses], "iptables partitions are IPv4 only")
         lines = ["*filter", f":{CHAIN} - [0:0]"]  # with --noflush: created, or emptied if it exists
+        lines += [f"-I {_JUMP}"] if first else []
         lines += [f'-A {CHAIN} -s {address} -m comment --comment "{_COMMENT}" -j DROP' for address in by_version[4]]
-        lines += ["COMMIT"]
-        return ("iptables-restore", "--noflush", "-w"), "\n".join(lines) + "\n"
+        return _RESTORE, "\n".join([*lines, "COMMIT"]) + "\n"
     raise InvalidValue("firewall", firewall, "must be 'nftables' or 'iptables'")
 
 
-def jump_commands(firewall: str, *, add: bool) -> list[Argv]:
-    """iptables only: the jump from INPUT into the partition chain (added once, removed on heal)."""
-    if firewall != "iptables":
-        return []
-    return [("iptables", "-w", "-I" if add else "-D", "INPUT", "-m", "comment", "--comment", _COMMENT, "-j", CHAIN)]
-
-
-def unblock_commands(firewall: str) -> list[Argv]:
-    """Commands removing a namespace's partition rules (after :func:`jump_commands` with ``add=False``)."""
+def unblock_commands(firewall: str) -> tuple[Argv, str | None]:
+    """The command (argv, stdin) that removes a namespace's partition rules altogether."""
     if firewall == "nftables":
-        return [("nft", "delete", "table", "inet", TABLE)]
+        return ("nft", "delete", "table", "inet", TABLE), None
     if firewall == "iptables":
-        return [("iptables", "-w", "-F", CHAIN), ("iptables", "-w", "-X", CHAIN)]
+        return _RESTORE, "\n".join(["*filter", f"-D {_JUMP}", f"-F {CHAIN}", f"-X {CHAIN}", "COMMIT"]) + "\n"
     raise InvalidValue("firewall", firewall, "must be 'nftables' or 'iptables'")

@@ -92,15 +92,16 @@ def test_delay_loss_direction_and_clear():
 
 
 SINK = "import socket\ns = socket.create_server(('0.0.0.0', 9000))\nc, _ = s.accept()\nwhile c.recv(65536): pass"
+#: python3 -c SEND ADDRESS BYTES: send BYTES to the SINK at ADDRESS, and wait until it has them all
 SEND = """
-import socket, time
+import socket, sys, time
 for _ in range(50):
     try:
-        c = socket.create_connection(("10.64.0.3", 9000))
+        c = socket.create_connection((sys.argv[1], 9000))
         break
     except OSError:
         time.sleep(0.1)
-c.sendall(b"x" * 250000)
+c.sendall(b"x" * int(sys.argv[2]))
 c.shutdown(socket.SHUT_WR)
 c.recv(1)
 """
@@ -113,7 +114,7 @@ def test_rate_limits_a_transfer():
         server = b.popen(["python3", "-c", SINK])
         lab.endpoints[0].impair(rate="1mbit", direction="egress")
         started = time.monotonic()
-        a.run(["python3", "-c", SEND], timeout=30)
+        a.run(["python3", "-c", SEND, "10.64.0.3", "250000"], timeout=30)
         elapsed = time.monotonic() - started
         server.stop()
         assert 1.5 <= elapsed < 15, elapsed  # 250 kB at 1 Mbit/s is 2 s
@@ -133,20 +134,6 @@ def test_duplicate_and_corrupt_need_netem():
                 lab.endpoints[0].impair(duplicate="1%")
 
 
-BULK = """
-import socket, sys, time
-for _ in range(50):
-    try:
-        c = socket.create_connection((sys.argv[1], 9000))
-        break
-    except OSError:
-        time.sleep(0.1)
-c.sendall(b"x" * 1048576)
-c.shutdown(socket.SHUT_WR)
-c.recv(1)
-"""
-
-
 @root
 def test_a_delayed_sender_is_not_throttled():
     """1 MiB sent under 25 ms of delay each way: a few round trips of TCP's window growth, not seconds.
@@ -162,7 +149,7 @@ def test_a_delayed_sender_is_not_throttled():
         server = b.popen(["python3", "-c", SINK])
         lab.endpoints[0].impair(delay="25ms")
         started = time.monotonic()
-        a.run(["python3", "-c", BULK, "10.67.0.3"], timeout=60)
+        a.run(["python3", "-c", SEND, "10.67.0.3", "1048576"], timeout=60)
         elapsed = time.monotonic() - started
         server.stop()
         assert elapsed < 2.5, elapsed
