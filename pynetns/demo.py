@@ -34,7 +34,7 @@ import attrs
 
 from .errors import InvalidName, NotFound, PynetnsError, WaitTimeout
 from .host import Host
-from .ipam import Allocator, pick_subnet, subnet_lock
+from .ipam import Allocator, pick_subnet
 from .lab import taken_networks
 from .links import Bridge, Veth
 from .namespace import Namespace, resolve_host
@@ -194,7 +194,7 @@ class Walkthrough:
                        "and gives it the first address of its subnet, 172.17.0.0/16 unless that is in use "
                        "here: the containers' gateway. (Docker also enables IP forwarding and adds NAT "
                        "rules so containers reach the outside; this demo does neither.)"):
-            with contextlib.nullcontext() if self.host.dry_run else subnet_lock():
+            with self.host.lock():
                 taken = taken_networks(self.host)
                 subnet = pick_subnet(taken)
                 if subnet != ipaddress.ip_network("172.17.0.0/16"):

@@ -12,6 +12,7 @@
     ├── UnknownBackend (+LookupError)       no backend registered under that name
     ├── BackendUnavailable (+RuntimeError)  a tool is missing; names its package
     ├── WaitTimeout (+TimeoutError)         a polled condition never came true
+    │   └── LockTimeout                     another process held the host lock too long
     ├── NotOwned                            refusing to delete what pynetns did not create
     └── CommandError                        a command failed: argv, returncode, stderr
         ├── AlreadyExists                   "File exists"
@@ -41,6 +42,7 @@ __all__ = [
     "UnknownBackend",
     "BackendUnavailable",
     "WaitTimeout",
+    "LockTimeout",
     "NotOwned",
     "CommandError",
     "AlreadyExists",
@@ -101,6 +103,17 @@ class BackendUnavailable(PynetnsError, RuntimeError):
 
 class WaitTimeout(PynetnsError, TimeoutError):
     """A condition polled by :func:`pynetns.wait_until` did not come true in time."""
+
+
+class LockTimeout(WaitTimeout):
+    """The host lock (:mod:`pynetns.locking`) stayed held by another process past the timeout."""
+
+    def __init__(self, key: str, timeout: float, holder: str) -> None:
+        self.key, self.timeout, self.holder = key, timeout, holder
+        super().__init__(key, timeout, holder)
+
+    def __str__(self) -> str:
+        return f"the pynetns host lock {self.key} was held by {self.holder} for more than {self.timeout} s"
 
 
 class NotOwned(PynetnsError):

@@ -20,6 +20,7 @@ from .backends import get_backend
 from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef
 from .backends.recording import RecordingRunner
 from .errors import BackendUnavailable, PynetnsError
+from .locking import host_lock
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
 
@@ -64,6 +65,7 @@ class Host:
         self._firewall_choice = firewall
         self._firewall: FirewallBackend | None = firewall if isinstance(firewall, FirewallBackend) else None
         self._firewall_lock = threading.Lock()
+        self._netns_key: str | None = None
 
     @property
     def firewall(self) -> FirewallBackend:
@@ -92,6 +94,36 @@ class Host:
         if backend is None or not issubclass(backend, FirewallBackend):
             raise PynetnsError(f"{choice!r} is not a firewall backend")
         return backend.detect(probe)
+
+    # -- the namespace that plays the host, and its lock ----------------------
+
+    @property
+    def netns_key(self) -> str:
+        """The identity of the network namespace this Host treats as the root one (``<dev>-<inode>``).
+
+        Locally and unwrapped it is the caller's namespace; a runner that wraps its commands
+        (``nsenter --net=…``) or drives another machine reports the namespace its commands run in.
+        """
+        if self._netns_key is None:
+            if self.dry_run:
+                self._netns_key = "dry-run"
+            elif self.runner.in_caller_namespace:
+                info = os.stat("/proc/self/ns/net")
+                self._netns_key = f"{info.st_dev}-{info.st_ino}"
+            else:
+                text = self.run(["stat", "-L", "-c", "%d-%i", "/proc/self/ns/net"]).stdout.strip()
+                self._netns_key = text
+        return self._netns_key
+
+    def lock(self, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+        """The lock every process driving this Host's namespace takes to change shared state
+        (firewall transactions, subnet choice, journals, cleanup): see :mod:`pynetns.locking`.
+
+        Re-entrant; a dry-run Host's lock is a no-op.
+        """
+        if self.dry_run:
+            return contextlib.nullcontext()
+        return host_lock(self.netns_key) if timeout is None else host_lock(self.netns_key, timeout)
 
     def __repr__(self) -> str:
         return f"Host(runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"

@@ -9,16 +9,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import socket
 from collections.abc import Iterable, Iterator
 
 from .errors import InvalidAddress, SubnetOverlap
-from .polling import wait_until
 from .validation import IPAddress, IPInterface, IPNetwork, ip_address
 
-__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "subnet_lock", "Allocator"]
+__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "Allocator"]
 
 #: (pool, prefix length of each subnet taken from it), as Docker's default address pools
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
@@ -40,31 +37,6 @@ def pick_subnet(taken: Iterable[IPNetwork], pools: Iterable[tuple[str, int]] = D
         if not any(candidate.overlaps(other) for other in used if other.version == 4):
             return candidate
     raise SubnetOverlap("subnet", None, "every subnet of the default pools is in use")
-
-
-#: an abstract unix socket name: held while bound, released by the kernel when its holder exits
-_LOCK_NAME = "\0pynetns/subnet-lock"
-
-
-@contextlib.contextmanager
-def subnet_lock(timeout: float = 30.0) -> Iterator[None]:
-    """Let processes on this machine choose and claim subnets one at a time.
-
-    The lock is an abstract unix socket, so it leaves no file behind and is
-    released even when its holder is killed. It is scoped to the caller's
-    network namespace — the one whose routes the subnets must not overlap.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lock:
-
-        def acquired() -> bool:
-            try:
-                lock.bind(_LOCK_NAME)
-            except OSError:
-                return False
-            return True
-
-        wait_until(acquired, timeout=timeout, interval=0.005, what="the pynetns subnet lock")
-        yield
 
 
 class Allocator:

@@ -32,7 +32,7 @@ from .backends.base import NetnsRef
 from .errors import InvalidValue, PynetnsError, SubnetOverlap
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
-from .ipam import Allocator, pick_subnet, subnet_lock
+from .ipam import Allocator, pick_subnet
 from .journal import (
     LabRecord,
     cleanup,
@@ -244,7 +244,7 @@ class Lab:
         if self.isolated or self.host.dry_run:
             self._write_journal()
             return
-        with subnet_lock():
+        with self.host.lock():
             taken = taken_networks(self.host, other_than=self.id)
             for net in self.networks.values():
                 if not net.applied:

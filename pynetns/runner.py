@@ -153,6 +153,8 @@ def _check_lines(lines: Sequence[str]) -> list[str]:
 class Runner(ABC):
     """Starts commands. Subclasses say *how* (local, sudo, recorded, later ssh)."""
 
+    #: commands run on this machine in this very process's network namespace (no wrapper, not remote)
+    in_caller_namespace = False
     #: bounded retries of transient failures
     retry_attempts = 5
     retry_max_delay = 10.0
@@ -300,15 +302,16 @@ class LocalRunner(Runner):
         wrap: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        if machine is None:
-            import plumbum
+        import plumbum
 
+        if machine is None:
             machine = plumbum.local
         self.machine = machine
         self.sudo = sudo
         self.path = None if path is None else tuple(path)
         self.wrap = as_argv(wrap) if wrap else ()
         self._programs: dict[str, Any] = {}
+        self.in_caller_namespace = machine is plumbum.local and not self.wrap
 
     def _program(self, name: str) -> Any:
         program = self._programs.get(name)
