@@ -29,7 +29,15 @@ import attrs
 
 from . import display, partition
 from .backends.base import NetnsRef
-from .errors import CleanupError, InvalidValue, PynetnsError, SubnetOverlap
+from .errors import (
+    BackendUnavailable,
+    CleanupError,
+    InvalidInput,
+    InvalidValue,
+    PortInUse,
+    PynetnsError,
+    SubnetOverlap,
+)
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from .ipam import Allocator, pick_subnet
@@ -613,8 +621,8 @@ class Lab:
         if len(stage) == 1:
             try:
                 stage[0].run()
-            except BaseException:
-                if stage[0].undo_after_failure:
+            except BaseException as failure:
+                if stage[0].undo_after(failure):
                     done.append(stage[0])
                 raise
             done.append(stage[0])
@@ -624,13 +632,12 @@ class Lab:
         futures = {pool.submit(job.run): job for job in stage}
         try:
             for future in concurrent.futures.as_completed(futures):
-                error = future.exception()
-                if error is not None:
+                if (error := future.exception()) is not None:
                     errors.append(error)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             for future, job in futures.items():
-                if not future.cancelled() and (future.exception() is None or job.undo_after_failure):
+                if not future.cancelled() and ((failed := future.exception()) is None or job.undo_after(failed)):
                     done.append(job)
         if errors:
             first = errors[0]
@@ -809,9 +816,6 @@ class _Job:
     and returns its failures instead of raising them.
     """
 
-    #: a failed run may leave something that only :meth:`undo` removes (a failed plan undoes itself)
-    undo_after_failure = False
-
     def calls(self) -> list[Call]:
         raise NotImplementedError
 
@@ -820,6 +824,10 @@ class _Job:
 
     def undo(self) -> list[Exception]:
         raise NotImplementedError
+
+    def undo_after(self, error: BaseException) -> bool:
+        """Whether a run that failed with ``error`` may have left what only :meth:`undo` removes."""
+        return False  # a plan undoes itself
 
 
 class _PlanJob(_Job):
@@ -839,7 +847,6 @@ class _PlanJob(_Job):
 class _FirewallJob(_Job):
     """A lab's firewall objects, created together, after the settings of the devices they use."""
 
-    undo_after_failure = True  # create_all's own removal may have failed too
 
     def __init__(self, lab: Lab, objects: list[_Firewalled]) -> None:
         self.lab, self.objects = lab, objects
@@ -867,6 +874,10 @@ class _FirewallJob(_Job):
         self.objects = self.lab._firewall_objects()
         self.host.apply(self._settings())
         create_all(self.objects)
+
+    def undo_after(self, error: BaseException) -> bool:
+        # create_all's own removal may have failed too; but a refusal came before anything was written
+        return not isinstance(error, (BackendUnavailable, InvalidInput, PortInUse))
 
     def undo(self) -> list[Exception]:
         try:

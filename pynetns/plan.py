@@ -151,7 +151,7 @@ class Plan:
 
 def _interrupted(error: CommandError) -> bool:
     """The command was stopped from outside (a timeout, a signal: exit 128+n), so it may have done its work."""
-    return isinstance(error, CommandTimeout) or error.returncode < 0 or error.returncode >= 128
+    return isinstance(error, CommandTimeout) or error.returncode < 0 or 128 < error.returncode < 160
 
 
 def _run_carrying_on(runner: Runner, steps: list[Step]) -> list[Exception]:
