@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from .errors import CommandError, CommandTimeout, NotFound, ResourceBusy
+from .errors import BackendUnavailable, CommandError, CommandTimeout, InvalidInput, NotFound, ResourceBusy
 from .runner import Call, Runner, as_argv
 
 __all__ = ["Step", "Plan", "attach_undo_errors", "undo_errors"]
@@ -127,6 +127,8 @@ class Plan:
                     elif group.batched or _interrupted(error):
                         applied.extend(group.steps)  # no line named, or killed: any step may have run
                     raise
+                except (BackendUnavailable, InvalidInput):
+                    raise  # refused before any process started
                 except BaseException:
                     applied.extend(group.steps)
                     raise

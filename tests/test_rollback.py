@@ -211,6 +211,14 @@ def test_undo_errors_survive_pickling():
     assert getattr(copy, "__notes__", None) == getattr(caught.value, "__notes__", None)
 
 
+def test_a_step_refused_before_it_started_is_not_undone():
+    plan = three_steps()
+    runner = Scripted({("mk", "b"): [BackendUnavailable("mk")]})
+    with pytest.raises(BackendUnavailable) as caught:
+        plan.apply(runner)
+    assert runner.ran == [("mk", "a"), ("mk", "b"), ("rm", "a")] and undo_errors(caught.value) == []
+
+
 def test_an_undo_step_already_gone_is_not_a_failure():
     original = CommandError(["mk", "d"], 1, stderr="the original")
     plan = three_steps()
