@@ -19,6 +19,7 @@ import logging
 from .errors import (
     AlreadyExists,
     BackendUnavailable,
+    CleanupError,
     CommandError,
     CommandTimeout,
     InvalidAddress,
@@ -53,6 +54,7 @@ __all__ = [
     "BackendUnavailable",
     "Bridge",
     "Call",
+    "CleanupError",
     "Endpoint",
     "CommandError",
     "CommandTimeout",

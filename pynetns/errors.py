@@ -14,6 +14,7 @@
     ├── WaitTimeout (+TimeoutError)         a polled condition never came true
     │   └── LockTimeout                     another process held the host lock too long
     ├── NotOwned                            refusing to delete what pynetns did not create
+    ├── CleanupError                        a teardown ran every part; some failed (listed)
     └── CommandError                        a command failed: argv, returncode, stderr
         ├── AlreadyExists                   "File exists"
         ├── NotFound (+LookupError)         "Cannot find device", "does not exist", …
@@ -51,6 +52,7 @@ __all__ = [
     "ResourceBusy",
     "PortInUse",
     "CommandTimeout",
+    "CleanupError",
     "from_command",
     "PACKAGES",
 ]
@@ -193,6 +195,23 @@ class PortInUse(CommandError):
 
 class CommandTimeout(CommandError, TimeoutError):
     """The command did not finish within its timeout."""
+
+
+class CleanupError(PynetnsError):
+    """A teardown (``Lab.destroy()``, removing what a failed apply left) ran every part, and some failed.
+
+    :attr:`errors` lists every failure, in the order met. (An operation that fails for its own reason raises
+    that error instead, with the failures of its undo in its ``undo_errors``: see ``pynetns.plan``.)
+    """
+
+    def __init__(self, what: str, errors: Sequence[BaseException]) -> None:
+        self.what = what
+        self.errors = list(errors)
+        super().__init__(what, self.errors)
+
+    def __str__(self) -> str:
+        listed = "; ".join(f"{type(error).__name__}: {error}" for error in self.errors)
+        return f"{self.what}: {len(self.errors)} failed: {listed}"
 
 
 #: Debian package of each tool a backend may run.

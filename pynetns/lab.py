@@ -29,7 +29,15 @@ import attrs
 
 from . import display, partition
 from .backends.base import NetnsRef
-from .errors import InvalidValue, PynetnsError, SubnetOverlap
+from .errors import (
+    BackendUnavailable,
+    CleanupError,
+    InvalidInput,
+    InvalidValue,
+    PortInUse,
+    PynetnsError,
+    SubnetOverlap,
+)
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from .ipam import Allocator, pick_subnet
@@ -57,7 +65,7 @@ from .nat import (
     delete_all,
     preview,
 )
-from .plan import Plan, Step
+from .plan import Plan, Step, attach_undo_errors, undo_errors
 from .runner import Call
 from .shaping import ImpairedLink, netem_available
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
@@ -188,6 +196,7 @@ class Lab:
         self._destroyed = False
         self._persistent = False
         self._detached = False
+        self._leftovers: list[_Job] = []  # the jobs of a failed apply whose undo was incomplete
         self._lock = threading.Lock()
         self.host_namespace: Namespace | None = None
         if isolated:
@@ -565,24 +574,32 @@ class Lab:
         """Create what was declared since the last apply; on failure remove what this apply made.
 
         ``progress`` is called with a line saying what each stage does (``pynetns up`` prints them).
+
+        On failure (Ctrl-C included) everything this apply may have made is removed, carrying on past
+        failures; the error is raised with those failures in its ``undo_errors`` (and notes, Python 3.11+:
+        :func:`pynetns.plan.attach_undo_errors`). If that removal was incomplete the journal stays, and the
+        next :meth:`apply` (or :meth:`destroy`) removes the rest first: a :class:`CleanupError` if it cannot.
         """
         if self._destroyed:
             raise PynetnsError(f"lab {self.name} was destroyed")
+        self._remove_leftovers()
         stages = self._stages()
         if not stages:
             return
         self._claim_subnets()
         done: list[_Job] = []
+        started: list[_Job] = []
         try:
             for number, stage in enumerate(stages, 1):
                 if progress is not None:
                     progress(f"[{number}/{len(stages)}] {_describe(stage)}")
-                self._run_stage(stage)
-                done.extend(stage)
-        except BaseException:
-            for job in reversed(done):
-                job.undo()
-            if not self._applied_namespaces:  # nothing of the lab exists: its journal goes too
+                started.extend(stage)
+                self._run_stage(stage, done)
+        except BaseException as error:
+            attach_undo_errors(error, _undo(done))
+            if undo_errors(error):  # something may be left: the next apply or destroy tries again
+                self._leftovers = started
+            elif not self._applied_namespaces:  # nothing of the lab exists: its journal goes too
                 self._remove_journal()
             raise
         for stage in stages:
@@ -595,44 +612,89 @@ class Lab:
         for endpoint in self.endpoints:
             endpoint.applied = True
 
-    def _run_stage(self, stage: list[_Job]) -> None:
+    def _run_stage(self, stage: list[_Job], done: list[_Job]) -> None:
+        """Run the jobs of a stage at once; add to ``done`` each one that needs undoing if the apply fails.
+
+        When a job fails, or Ctrl-C lands, the jobs running are let finish (they are added to ``done``),
+        those not started never start, and the first error is raised with the others' attached.
+        """
         if len(stage) == 1:
-            stage[0].run()
+            try:
+                stage[0].run()
+            except BaseException as failure:
+                if stage[0].undo_after(failure):
+                    done.append(stage[0])
+                raise
+            done.append(stage[0])
             return
         errors: list[BaseException] = []
-        applied: list[_Job] = []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=_CONCURRENCY) as pool:
-            futures = {pool.submit(job.run): job for job in stage}
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=_CONCURRENCY)
+        futures = {pool.submit(job.run): job for job in stage}
+        try:
             for future in concurrent.futures.as_completed(futures):
-                error = future.exception()
-                if error is None:
-                    applied.append(futures[future])
-                else:
+                if (error := future.exception()) is not None:
                     errors.append(error)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future, job in futures.items():
+                if not future.cancelled() and ((failed := future.exception()) is None or job.undo_after(failed)):
+                    done.append(job)
         if errors:
-            for job in applied:
-                job.undo()
-            raise errors[0]
+            first = errors[0]
+            for other in errors[1:]:
+                attach_undo_errors(first, undo_errors(other))
+                add_note = getattr(first, "add_note", None)
+                if add_note is not None:
+                    add_note(f"another job of the stage failed too: {type(other).__name__}: {other}")
+            raise first
+
+    def _remove_leftovers(self) -> None:
+        """Undo, again, an earlier failed apply whose undo was incomplete (:class:`CleanupError` if it still is)."""
+        if self._leftovers:
+            failures = _undo(self._leftovers)
+            if failures:
+                raise CleanupError(f"lab {self.name}: what a failed apply left could not be removed", failures)
+            self._leftovers = []
 
     def destroy(self) -> None:
-        """Remove everything this lab created (idempotent)."""
+        """Remove everything this lab created (idempotent).
+
+        Every part runs even when another fails: processes, firewall rules, namespaces, bridges, and what a
+        failed apply left. Then, if anything failed, a :class:`CleanupError` lists every failure; the lab
+        and its journal stay, so calling destroy() again (or :func:`cleanup`, once this process is gone)
+        finishes the work.
+        """
+        failures: list[Exception] = []
+
+        def attempt(action: Callable[..., object], *args: Any, **kwargs: Any) -> bool:
+            try:
+                action(*args, **kwargs)
+            except Exception as error:
+                log.warning("while destroying lab %s: %s", self.name, error)
+                failures.append(error)
+                return False
+            return True
+
         for namespace in self.namespaces.values():
-            namespace.stop_processes()
+            attempt(namespace.stop_processes)
         for link in self._links.values():  # the impairment engines; their rules and qdiscs go with the namespaces
-            link.stop_engines()
+            attempt(link.stop_engines)
         created = [namespace for namespace in self.namespaces.values() if namespace.name in self._applied_namespaces]
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
-        kill_processes_in(self.host, [namespace.name for namespace in created])
+        attempt(kill_processes_in, self.host, [namespace.name for namespace in created])
         owned = self._firewall + ([self._drops] if self._drops is not None else [])
-        if owned and self.host_namespace is None:
-            # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
-            delete_all(owned, missing_ok=True)
-        self._firewall.clear()
-        self._drops = None
+        # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
+        if not owned or self.host_namespace is not None or attempt(delete_all, owned, missing_ok=True):
+            self._firewall.clear()
+            self._drops = None
         self._links.clear()
         self._partitions.clear()
         self._blocked.clear()
+        leftovers = _undo(self._leftovers)
+        failures += leftovers
+        if not leftovers:
+            self._leftovers = []
         teardown = Plan()
         root = NetnsRef.root()
         for namespace in created:
@@ -641,7 +703,9 @@ class Lab:
             for net in self.networks.values():
                 if net.applied:
                     teardown.add(self.host.ip_step(root, self.host.links.link_delete(net.bridge)))
-        teardown.rollback(self.host.runner)
+        failures += teardown.rollback(self.host.runner)
+        if failures:
+            raise CleanupError(f"lab {self.name} was not removed entirely", failures)
         self._applied_namespaces.clear()
         for net in self.networks.values():
             net.applied = False
@@ -737,8 +801,20 @@ def _describe(stage: list[_Job]) -> str:
     return f"{len(stage)} {'process' if len(stage) == 1 else 'processes at once'}: {', '.join(parts)}"
 
 
+def _undo(jobs: Sequence[_Job]) -> list[Exception]:
+    """Undo ``jobs``, last first, carrying on past failures; return them."""
+    failures: list[Exception] = []
+    for job in reversed(jobs):
+        failures += job.undo()
+    return failures
+
+
 class _Job:
-    """One unit of an apply stage: run it, or undo it after a later failure."""
+    """One unit of an apply stage: run it, or undo it after a later failure.
+
+    :meth:`undo` removes all the job may have made, tolerating what is already gone (so it may run again),
+    and returns its failures instead of raising them.
+    """
 
     def calls(self) -> list[Call]:
         raise NotImplementedError
@@ -746,8 +822,12 @@ class _Job:
     def run(self) -> None:
         raise NotImplementedError
 
-    def undo(self) -> None:
+    def undo(self) -> list[Exception]:
         raise NotImplementedError
+
+    def undo_after(self, error: BaseException) -> bool:
+        """Whether a run that failed with ``error`` may have left what only :meth:`undo` removes."""
+        return False  # a plan undoes itself
 
 
 class _PlanJob(_Job):
@@ -760,12 +840,13 @@ class _PlanJob(_Job):
     def run(self) -> None:
         self.host.apply(self.plan)
 
-    def undo(self) -> None:
-        self.plan.undo_plan().rollback(self.host.runner)
+    def undo(self) -> list[Exception]:
+        return self.plan.undo_plan().rollback(self.host.runner)
 
 
 class _FirewallJob(_Job):
     """A lab's firewall objects, created together, after the settings of the devices they use."""
+
 
     def __init__(self, lab: Lab, objects: list[_Firewalled]) -> None:
         self.lab, self.objects = lab, objects
@@ -794,8 +875,19 @@ class _FirewallJob(_Job):
         self.host.apply(self._settings())
         create_all(self.objects)
 
-    def undo(self) -> None:
-        delete_all(self.objects, missing_ok=True)
+    def undo_after(self, error: BaseException) -> bool:
+        # create_all's own removal may have failed too; but a refusal came before anything was written
+        return not isinstance(error, (BackendUnavailable, InvalidInput, PortInUse))
+
+    def undo(self) -> list[Exception]:
+        try:
+            for retry in self.host.runner.retrying():
+                with retry:
+                    delete_all(self.objects, missing_ok=True)
+        except Exception as error:
+            log.warning("while removing the firewall rules of lab %s: %s", self.lab.name, error)
+            return [error]
+        return []
 
 
 @attrs.define(eq=False)

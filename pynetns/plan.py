@@ -3,7 +3,7 @@
 Consecutive steps that may join the same batch process (``ip -n web -batch -``)
 are sent together. If anything fails, the steps already applied are undone in
 reverse order and the error is raised, so a failure half-way leaves nothing
-behind.
+behind; what the undo could not do is attached to that error (``undo_errors``).
 
 >>> from pynetns.backends.recording import RecordingRunner
 >>> plan = Plan()
@@ -21,10 +21,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
-from .errors import CommandError
+from .errors import BackendUnavailable, CommandError, CommandTimeout, InvalidInput, NotFound, ResourceBusy
 from .runner import Call, Runner, as_argv
 
-__all__ = ["Step", "Plan"]
+__all__ = ["Step", "Plan", "attach_undo_errors", "undo_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,12 @@ class Plan:
         return Plan(step.undo for step in reversed(chosen) if step.undo is not None)
 
     def apply(self, runner: Runner) -> None:
-        """Run every step; on failure undo what was applied, then re-raise.
+        """Run every step; on failure undo what may have been applied, then re-raise.
 
-        Interrupted in the middle of a group (Ctrl-C, a timeout), some of its steps may have run:
-        they are all undone, tolerating the ones that never happened.
+        Interrupted in the middle of a group (Ctrl-C, a timeout, a batch killed without naming its failing
+        line), any of its steps may have run: they are all undone, tolerating the ones that never happened.
+        The undo carries on past its own failures, which are attached to the raised error
+        (:func:`attach_undo_errors`): an error without ``undo_errors`` means nothing of the plan is left.
         """
         applied: list[Step] = []
         try:
@@ -119,31 +121,96 @@ class Plan:
                     else:
                         runner.run(first.argv)
                 except CommandError as error:
-                    if group.batched and not first.atomic and error.line_number:
-                        applied.extend(group.steps[: error.line_number - 1])
+                    if group.batched and error.line_number:
+                        if not first.atomic:  # the lines before the failing one were applied
+                            applied.extend(group.steps[: error.line_number - 1])
+                    elif group.batched or _interrupted(error):
+                        applied.extend(group.steps)  # no line named, or killed: any step may have run
                     raise
+                except (BackendUnavailable, InvalidInput):
+                    raise  # refused before any process started
                 except BaseException:
                     applied.extend(group.steps)
                     raise
                 applied.extend(group.steps)
-        except BaseException:
-            self.undo_plan(applied).rollback(runner)
+        except BaseException as error:
+            attach_undo_errors(error, self.undo_plan(applied).rollback(runner))
             raise
 
-    def rollback(self, runner: Runner) -> None:
-        """Run every step, carrying on past failures (used to undo and to tear down)."""
+    def rollback(self, runner: Runner) -> list[Exception]:
+        """Run every step, carrying on past failures (used to undo and to tear down); return the failures.
+
+        A step whose object is already gone (:class:`~pynetns.errors.NotFound`) counts as done. A transient
+        failure (:class:`~pynetns.errors.ResourceBusy`) is sent again, bounded like the runner's own retries.
+        A batch that fails without naming its line is sent again step by step, since any of its lines may
+        have run. Ctrl-C is not caught.
+        """
+        failures: list[Exception] = []
         for group in _groups(self.steps):
-            steps = list(group.steps)
-            while steps:
-                first = steps[0]
-                try:
-                    if first.batch is None or len(steps) == 1:
-                        runner.run(first.argv)
-                        steps = steps[1:]
-                    else:
-                        runner.run_batch(first.batch, [step.line or "" for step in steps], atomic=first.atomic)
-                        steps = []
-                except CommandError as error:
-                    log.debug("while undoing: %s", error)
-                    failed = error.line_number if first.batch is not None and len(steps) > 1 else None
-                    steps = steps[failed:] if failed else steps[1:]
+            failures += _run_carrying_on(runner, list(group.steps))
+        return failures
+
+
+def _interrupted(error: CommandError) -> bool:
+    """The command was stopped from outside (a timeout, a signal: exit 128+n), so it may have done its work."""
+    return isinstance(error, CommandTimeout) or error.returncode < 0 or 128 < error.returncode < 160
+
+
+def _run_carrying_on(runner: Runner, steps: list[Step]) -> list[Exception]:
+    """Run ``steps`` (one group) as :meth:`Plan.rollback` does."""
+    failures: list[Exception] = []
+    singly = False  # after a batch failed without naming its line
+    while steps:
+        first = steps[0]
+        batched = first.batch is not None and len(steps) > 1 and not singly
+        try:
+            for retry in runner.retrying():
+                with retry:
+                    try:
+                        if batched:
+                            assert first.batch is not None
+                            runner.run_batch(first.batch, [step.line or "" for step in steps], atomic=first.atomic)
+                        else:
+                            runner.run(first.argv)
+                    except ResourceBusy as error:
+                        if batched and error.line_number and not first.atomic:
+                            steps = steps[error.line_number - 1 :]  # those before it were done: resend from it
+                        raise
+        except Exception as error:
+            line = error.line_number if batched and isinstance(error, CommandError) else None
+            if batched and not line:
+                log.debug("while undoing, a batch failed without naming its line (%s): step by step", error)
+                singly = True
+                continue
+            if isinstance(error, NotFound):
+                log.debug("while undoing, already gone: %s", error)
+            else:
+                log.warning("while undoing: %s", error)
+                failures.append(error)
+            again = steps[: line - 1] if line and first.atomic else []  # an atomic batch applied nothing
+            steps = again + (steps[line:] if line else steps[1:])
+        else:
+            steps = [] if batched else steps[1:]
+    return failures
+
+
+def attach_undo_errors(error: BaseException, failures: Sequence[BaseException]) -> None:
+    """Attach ``failures``, met while undoing after ``error``, to ``error``.
+
+    They are appended to its ``undo_errors`` list (made on first use, so errors without it had a complete
+    undo) and, on Python 3.11+, added as notes, which its traceback shows.
+    """
+    if not failures:
+        return
+    listed = undo_errors(error)
+    listed.extend(failures)
+    error.undo_errors = listed  # type: ignore[attr-defined]
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        for failure in failures:
+            add_note(f"while undoing: {type(failure).__name__}: {failure}")
+
+
+def undo_errors(error: BaseException) -> list[BaseException]:
+    """The failures :func:`attach_undo_errors` attached to ``error`` (empty: the undo was complete)."""
+    return list(getattr(error, "undo_errors", ()))

@@ -187,7 +187,9 @@ class Runner(ABC):
         for listener in list(self._listeners):
             listener(call)
 
-    def _retrying(self) -> tenacity.Retrying:
+    def retrying(self) -> tenacity.Retrying:
+        """This runner's bounded retry of transient failures (:class:`ResourceBusy`), for callers that retry
+        more than one command (a rollback resending an undo)."""
         return tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(ResourceBusy),
             stop=tenacity.stop_after_attempt(self.retry_attempts) | tenacity.stop_after_delay(self.retry_max_delay),
@@ -219,7 +221,7 @@ class Runner(ABC):
             return result
 
         try:
-            return self._retrying()(attempt)
+            return self.retrying()(attempt)
         except ResourceBusy as error:
             if check:
                 raise
@@ -242,7 +244,7 @@ class Runner(ABC):
         args = _check_argv(argv)
         pending = _check_lines(lines)
         done = 0
-        for attempt in self._retrying():
+        for attempt in self.retrying():
             with attempt:
                 if not pending:
                     break
