@@ -60,8 +60,9 @@ from .nat import (
 from .plan import Plan, Step
 from .runner import Call
 from .shaping import ImpairedLink, netem_available
-from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
+from .validation import IPInterface, IPNetwork, interface_name, namespace_name
 from .validation import mtu as valid_mtu
+from .validation import subnet as valid_subnet
 
 __all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "find", "remove", "runtime_dir",
            "taken_networks"]
@@ -225,7 +226,7 @@ class Lab:
         if mtu is not None:
             valid_mtu("mtu", mtu)
         taken = self._taken_subnets()
-        chosen = pick_subnet(taken) if subnet is None else network("subnet", subnet)
+        chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         _refuse_overlap(chosen, taken, "already in use")
         net = Network(self, name, chosen, self._kernel_name("b"), Allocator(chosen, gateway), nat=nat and not internal,
                       internal=internal, mtu=mtu)
@@ -292,9 +293,15 @@ class Lab:
         """Publish ``host_port`` of the lab's host on ``port`` of ``target``, like ``docker run -p``.
 
         ``target`` is an endpoint, or a namespace (its first network's address).
-        In an isolated lab "the host" is :attr:`host_namespace`.
+        In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
+        is forwarded to or from one (as Docker), so that is refused.
         """
         endpoint = self._endpoint(target)
+        if endpoint.network.internal:
+            where = f"{self._user_name(endpoint.namespace)}:{endpoint.interface}"
+            rule = (f"is on internal network {endpoint.network.name}, which nothing is forwarded to or from: "
+                    "publish on an endpoint of a network that is not internal")
+            raise InvalidValue("target", where, rule)
         portmap = _LabPortMap(host_port, endpoint.ip.ip, port, protocol, host_ip, host_port_end,
                               namespace=self.host_namespace, host=self.host, tag=self.tag, endpoint=endpoint)
         low, high = portmap.host_ports
@@ -316,7 +323,8 @@ class Lab:
         namespace = self.namespaces.get(target) if isinstance(target, str) else target
         if namespace is None or namespace not in self.namespaces.values():
             raise InvalidValue("target", str(target), "is not a namespace of this lab")
-        first = next((endpoint for endpoint in self.endpoints if endpoint.namespace is namespace), None)
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
+        first = next((endpoint for endpoint in mine if not endpoint.network.internal), mine[0] if mine else None)
         if first is None:
             raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
         return first
@@ -449,6 +457,11 @@ class Lab:
         for namespace in self._new_namespaces(include_host=first):
             setup.add(host.ip_step(root, ("netns", "add", namespace.name), ("netns", "delete", namespace.name)))
         wiring, finish = Plan(), Plan()
+        if self.host_namespace is not None and any(not net.applied and net.subnet.version == 6
+                                                   for net in self.networks.values()):
+            # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
+            keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
+            wiring.add(Step(host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
         if first and self.host_namespace is not None:
             wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
         for net in self.networks.values():
@@ -518,15 +531,22 @@ class Lab:
     def _inside_plan(self, namespace: Namespace) -> Plan:
         host, links, tag = self.host, self.host.links, self.tag
         plan = Plan()
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
+        # no duplicate address detection in here: an IPv6 address is usable as soon as apply() returns
+        fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
+        if fresh6:
+            keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
+            plan.add(Step(host.exec_argv(namespace.ref, ("sysctl", "-q", "-w", *keys))))
         if namespace.name not in self._applied_namespaces:
             plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
-        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
-        for index, endpoint in enumerate(mine):
+        # the default route goes through the first network that is not internal (nothing leaves an internal one)
+        outward = next((endpoint for endpoint in mine if not endpoint.network.internal), None)
+        for endpoint in mine:
             if endpoint.applied:
                 continue
             plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
             plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
-            if index == 0:
+            if endpoint is outward:
                 gateway = str(endpoint.network.gateway.ip)
                 route = links.route_add("default", via=gateway, device=None, metric=None)
                 plan.add(host.ip_step(namespace.ref, route))
