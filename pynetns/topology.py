@@ -422,6 +422,7 @@ class Topology:
     def _check_publish(self, wires: list[_Wire]) -> None:
         namespaces = [spec.name for spec in self.namespaces]
         joined = {(wire.link.namespace, wire.link.network) for wire in wires}
+        internal = {spec.name: spec.internal for spec in self.networks}
         published: list[tuple[str, PublishSpec]] = []
         for index, spec in enumerate(self.publish):
             path = f"publish[{index}]"
@@ -433,6 +434,13 @@ class Topology:
                 raise self._error(f"{path}.network", spec.network, rule)
             if not any(namespace == spec.namespace for namespace, _ in joined):
                 rule = f"namespace {spec.namespace} is not connected to any network, so it has no address to publish"
+                raise self._error(f"{path}.namespace", spec.namespace, rule)
+            if spec.network is not None and internal[spec.network]:
+                rule = f"network {spec.network} is internal: nothing is forwarded to or from it, nor published"
+                raise self._error(f"{path}.network", spec.network, rule)
+            if all(internal[network] for namespace, network in joined if namespace == spec.namespace):
+                rule = (f"namespace {spec.namespace} is only on internal networks: nothing is forwarded to or from "
+                        "them, so nothing is published")
                 raise self._error(f"{path}.namespace", spec.namespace, rule)
             for where, other in published:
                 same_ip = _same_addresses(spec.host_ip, other.host_ip)
