@@ -8,7 +8,6 @@ machine is touched.
 from __future__ import annotations
 
 import secrets
-import socket
 import sys
 
 import pytest
@@ -140,16 +139,23 @@ def test_ipv6_addresses_skip_duplicate_address_detection_inside_the_lab_only() -
     a = lab.namespace("a", networks=[four, six])
     b = lab.namespace("b", networks=[four])
     calls = [str(call) for call in lab.plan()]
-    assert (
-        f"ip netns exec {a.name} sysctl -q -w net/ipv6/conf/all/accept_dad=0 net/ipv6/conf/eth1/accept_dad=0" in calls
-    )
+    keys = "net/ipv6/conf/all/accept_dad=0 net/ipv6/conf/eth1/accept_dad=0"
+    assert f"ip netns exec {a.name} sysctl -q -w {keys}" in calls  # before its addresses, in its own batch
     assert not any("accept_dad" in call and b.name in call for call in calls)  # IPv4 only: left alone
     host = lab.host_namespace
-    assert host is not None and any(call.startswith(f"ip netns exec {host.name} sysctl") for call in calls)
-    assert six.bridge  # the bridges are made after, so take the host namespace's default
+    assert host is not None
+    keys = "net/ipv6/conf/all/accept_dad=0 net/ipv6/conf/default/accept_dad=0"  # before its bridges are made
+    assert f"ip netns exec {host.name} sysctl -q -w {keys}" in calls
+    lab.apply()  # a dry run waits for no bridge
+    assert not any("addr show" in str(call) for call in lab.host.history)
+    # a lab on the machine itself: no sysctl of the machine; its IPv6 gateway is added "nodad"
     plain = Lab("plain", host=Host(dry_run=True))
-    plain.namespace("c", networks=[plain.network("six", subnet="fd00:71::/64")])
-    assert not any("default/accept_dad" in str(call) for call in plain.plan())  # never the machine's sysctls
+    v6, v4 = plain.network("six", subnet="fd00:71::/64"), plain.network("four", subnet="10.71.0.0/24")
+    plain.namespace("c", networks=[v6, v4])
+    script = "".join(call.input or "" for call in plain.plan()).splitlines()
+    assert f"addr add fd00:71::1/64 dev {v6.bridge} nodad" in script
+    assert f"addr add 10.71.0.1/24 dev {v4.bridge}" in script
+    assert not any(call.argv[0] == "sysctl" for call in plain.plan())
 
 
 # -- on the kernel ---------------------------------------------------------------------------------
@@ -209,33 +215,37 @@ with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
 """
 
 
+def _tentative(namespace: Namespace) -> list[tuple[str, str]]:
+    listing = namespace.run(["ip", "-j", "-6", "addr", "show"]).json()
+    return [
+        (item["ifname"], info["local"])
+        for item in listing
+        for info in item.get("addr_info", ())
+        if info.get("tentative") or info.get("dadfailed")
+    ]
+
+
 @root
-def test_ipv6_addresses_are_usable_as_soon_as_apply_returns() -> None:
+@pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "host-lab"])
+def test_ipv6_addresses_are_usable_as_soon_as_apply_returns(playhost: Host, isolated: bool) -> None:
+    """A host lab is built on ``playhost``: its "root namespace", bridges included, is a throwaway one."""
     subnet = f"fd00:{secrets.randbelow(0xFFFF):x}:{secrets.randbelow(0xFFFF):x}::/64"
-    with Lab("dad", isolated=True) as lab:
+    with Lab("dad", host=playhost, isolated=isolated) as lab:
         six = lab.network("six", subnet=subnet)
         a = lab.namespace("a", networks=[six])
         b = lab.namespace("b", networks=[six])
         lab.publish(b, 8081, 80, host_ip="::")
         lab.apply()
-        for namespace in (a, b, lab.host_namespace):
-            assert namespace is not None
-            listing = namespace.run(["ip", "-j", "-6", "addr", "show"]).json()
-            tentative = [
-                (item["ifname"], info["local"])
-                for item in listing
-                for info in item.get("addr_info", ())
-                if info.get("tentative") or info.get("dadfailed")
-            ]
-            assert tentative == [], namespace.name
+        # one attempt each, no retry: with duplicate address detection these fail for about 2.5 s
+        gateway = str(six.gateway.ip)
+        assert a.run(["ping", "-6", "-c1", "-W1", gateway], check=False).returncode == 0
+        assert _tentative(a) == [] and _tentative(b) == []
+        host = lab.host_namespace or Namespace.host(playhost)
+        assert gateway not in [address for _, address in _tentative(host)]
         (source,), (target,) = ([str(e.ip.ip) for e in lab.endpoints if e.namespace is n] for n in (a, b))
         serve(b, "::", 80, "b")
-        # one attempt, no retry: with duplicate address detection this fails for about 2.5 s
         answer = a.run([sys.executable, "-c", CONNECT, source, target, "80"], check=False)
         assert answer.returncode == 0 and answer.stdout.strip() == "b", answer.stderr
-        hostns = lab.host_namespace
-        assert hostns is not None
-        assert fetch(hostns, f"http://[{six.gateway.ip}]:8081/") == "b"  # "::": every IPv6 address of the host
-        assert socket.has_ipv6
+        assert fetch(host, f"http://[{gateway}]:8081/") == "b"  # "::": every IPv6 address of the host
         lab_id = lab.id
     assert_gone(lab_id)
