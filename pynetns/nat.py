@@ -506,6 +506,10 @@ class PortMap(_Firewalled):
             raise InvalidValue("host_ip", str(self.host_ip), rule)
         if self.host_ip is not None and self.host_ip.is_unspecified:
             self.host_ip = None  # 0.0.0.0 / "::": every address of the address's family, as Docker reads it
+        if self.host_ip is not None and (self.host_ip.is_multicast or (self.host_ip.version == 4
+                                                                       and self.host_ip.is_reserved)):
+            rule = "must be a unicast address of the host (or 0.0.0.0 / :: / None: every address)"
+            raise InvalidValue("host_ip", str(self.host_ip), rule)
         if self.address.is_loopback or self.address.is_unspecified or self.address.is_multicast:
             raise InvalidValue("address", str(self.address), "must be a unicast address of another namespace")
         self._place()

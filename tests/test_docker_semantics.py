@@ -73,6 +73,14 @@ def test_a_topology_sees_wildcards_per_family() -> None:
     topology("::", "10.61.0.1")  # another family: both may be published
 
 
+@pytest.mark.parametrize("host_ip", ["224.0.0.1", "255.255.255.255", "240.0.0.1"])
+def test_a_host_ip_no_packet_is_sent_to_is_refused(host_ip: str) -> None:
+    with pytest.raises(InvalidValue, match="unicast address of the host"):
+        PortMap(8080, "10.0.0.2", 80, host_ip=host_ip, host=Host(dry_run=True))
+    with pytest.raises(InvalidValue, match="unicast address of the host"):
+        PortMap(8080, "fd00::2", 80, host_ip="ff02::1", host=Host(dry_run=True))
+
+
 # -- internal networks ---------------------------------------------------------------------------
 
 
