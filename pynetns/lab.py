@@ -293,7 +293,7 @@ class Lab:
     ) -> PortMap:
         """Publish ``host_port`` of the lab's host on ``port`` of ``target``, like ``docker run -p``.
 
-        ``target`` is an endpoint, or a namespace (its first network's address).
+        ``target`` is an endpoint, or a namespace (the address on its first network that is not internal).
         In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
         is forwarded to or from one (as Docker), so that is refused.
         """

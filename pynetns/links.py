@@ -44,6 +44,7 @@ from .validation import (
     mac_address,
     mtu,
     optional,
+    owner_tag,
 )
 
 __all__ = ["Bridge", "Veth", "to_namespace"]
@@ -71,6 +72,8 @@ class Placed:
     host: Host
 
     def _place(self) -> None:
+        if getattr(self, "tag", None) is not None:  # it goes into batch lines and rule comments: one safe word
+            owner_tag("tag", self.tag)  # type: ignore[attr-defined]
         explicit = self.host
         placed = [getattr(self, field, None) for field in ("namespace", "peer_namespace")]
         found = next((namespace.host for namespace in placed if namespace is not None), None)

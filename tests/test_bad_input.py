@@ -203,6 +203,16 @@ def test_a_bad_tag_is_refused_when_the_host_is_made(tag: object) -> None:
         Host(dry_run=True, tag=tag)  # type: ignore[arg-type]
 
 
+def test_an_object_with_a_bad_tag_of_its_own_is_refused_when_it_is_made(quiet: Host) -> None:
+    for make in (
+        lambda: Bridge("br0", host=quiet, tag="pynetns:a b"),
+        lambda: PortMap(8080, "10.0.0.2", 80, host=quiet, tag="pynetns:x\nflush ruleset"),
+        lambda: Masquerade("10.0.0.0/24", "br0", host=quiet, tag="other"),
+    ):
+        with pytest.raises(InvalidValue, match="'pynetns:' followed by"):
+            make()
+
+
 def test_good_tags_are_kept() -> None:
     for tag in ("pynetns:x", "pynetns:" + "a" * 40, "pynetns:web-1.test_2"):
         assert Host(dry_run=True, tag=tag).tag == tag
@@ -225,7 +235,7 @@ def test_good_tags_are_kept() -> None:
         ("links", Iproute2, "LinkBackend"),  # a class, not a backend object
         ("links", 42, "LinkBackend"),
     ],
-    ids=repr,
+    ids=lambda value: value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__),
 )
 def test_a_backend_in_the_wrong_role_is_refused_when_the_host_is_made(role: str, choice: object, named: str) -> None:
     with pytest.raises(InvalidValue) as caught:
