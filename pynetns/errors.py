@@ -173,6 +173,8 @@ class _Condition(PynetnsError):
     ) -> None: ...
 
     def __init__(self, message: Any, *args: Any, argv: Sequence[str] = (), evidence: str = "", **kwargs: Any) -> None:
+        if args or kwargs or not isinstance(message, str):  # the command shape reaches the variant's __init__
+            raise TypeError(f"{type(self).__name__}() takes a message, and argv= and evidence= only")
         #: the command whose (successful) output showed the condition, if one did
         self.argv = tuple(argv)
         #: what that output said
