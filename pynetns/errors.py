@@ -7,7 +7,7 @@
     │   ├── InvalidName                     interface / namespace names
     │   ├── InvalidAddress                  IP addresses, CIDRs, MACs
     │   │   └── SubnetOverlap               a subnet clashes with a live network or route
-    │   ├── InvalidValue                    MTU, ports, sysctl keys, …
+    │   ├── InvalidValue                    MTU, ports, argv, backends, tags, sysctl keys, …
     │   └── TopologyError                   a topology file: names the file, the field, the rule
     ├── UnknownBackend (+LookupError)       no backend registered under that name
     ├── BackendUnavailable (+RuntimeError)  a tool is missing; names its package
@@ -15,16 +15,27 @@
     │   └── LockTimeout                     another process held the host lock too long
     ├── NotOwned                            refusing to delete what pynetns did not create
     ├── CleanupError                        a teardown ran every part; some failed (listed)
+    ├── AlreadyExists                       the object already exists
+    ├── NotFound (+LookupError)             the object does not exist
+    ├── PermissionDenied                    not allowed: not root, no CAP_NET_ADMIN, …
+    ├── PortInUse                           a host port is already mapped or listened on
     └── CommandError                        a command failed: argv, returncode, stderr
-        ├── AlreadyExists                   "File exists"
-        ├── NotFound (+LookupError)         "Cannot find device", "does not exist", …
-        ├── PermissionDenied                "Operation not permitted"
+        ├── AlreadyExistsCommandError (+AlreadyExists)        "File exists"
+        ├── NotFoundCommandError (+NotFound)                  "Cannot find device", "does not exist", …
+        ├── PermissionDeniedCommandError (+PermissionDenied)  "Operation not permitted"
+        ├── PortInUseCommandError (+PortInUse)                "Address already in use"
         ├── ResourceBusy                    EBUSY, lock contention (retried, bounded)
-        ├── PortInUse                       a host port is already mapped or listened on
         └── CommandTimeout (+TimeoutError)  the command ran past its timeout
 
+A named condition (:class:`AlreadyExists`, :class:`NotFound`,
+:class:`PermissionDenied`, :class:`PortInUse`) is raised as itself when pynetns
+finds it before running anything (a port another mapping holds), and as its
+``…CommandError`` variant when a command reports it: ``except NotFound`` catches
+both, ``except CommandError`` only real command failures.
+
 Raw process failures become these in exactly one place: :func:`from_command`,
-called by the runner.
+called by the runner. Every error pickles with all its attributes (xdist,
+multiprocessing).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
 __all__ = [
     "PynetnsError",
@@ -45,12 +57,16 @@ __all__ = [
     "WaitTimeout",
     "LockTimeout",
     "NotOwned",
-    "CommandError",
     "AlreadyExists",
     "NotFound",
     "PermissionDenied",
-    "ResourceBusy",
     "PortInUse",
+    "CommandError",
+    "AlreadyExistsCommandError",
+    "NotFoundCommandError",
+    "PermissionDeniedCommandError",
+    "PortInUseCommandError",
+    "ResourceBusy",
     "CommandTimeout",
     "CleanupError",
     "from_command",
@@ -58,8 +74,20 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """Unpickle an error: its ``args`` as they were, its attributes from the pickled state (no ``__init__``)."""
+    error = cls.__new__(cls, *args)
+    error.args = args  # (OSError's subclasses, TimeoutError's, leave them to __init__)
+    return error
+
+
 class PynetnsError(Exception):
     """Base of every error pynetns raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from args and attributes, whatever the constructor's signature: a subclass
+        # with its own arguments still crosses process boundaries (xdist, multiprocessing) whole.
+        return (_rebuild, (type(self), self.args), self.__dict__ or None)
 
 
 class InvalidInput(PynetnsError, ValueError):
@@ -85,7 +113,7 @@ class SubnetOverlap(InvalidAddress):
 
 
 class InvalidValue(InvalidInput):
-    """Any other refused value: an MTU, a port, a sysctl key."""
+    """Any other refused value: an MTU, a port, an argv, a backend, a sysctl key."""
 
 
 class UnknownBackend(PynetnsError, LookupError):
@@ -112,14 +140,84 @@ class LockTimeout(WaitTimeout):
 
     def __init__(self, key: str, timeout: float, holder: str) -> None:
         self.key, self.timeout, self.holder = key, timeout, holder
-        super().__init__(key, timeout, holder)
-
-    def __str__(self) -> str:
-        return f"the pynetns host lock {self.key} was held by {self.holder} for more than {self.timeout} s"
+        # one argument: given more, TimeoutError (an OSError) would read them as errno, strerror, filename
+        super().__init__(f"the pynetns host lock {key} was held by {holder} for more than {timeout} s")
 
 
 class NotOwned(PynetnsError):
     """pynetns refuses to delete an object it did not create."""
+
+
+class _Condition(PynetnsError):
+    """A named condition, found by pynetns (``Condition("what is wrong")``) or reported by a command.
+
+    Built from a failed command's evidence (``NotFound(argv, returncode, stdout, stderr)``, the
+    shape :class:`CommandError` takes) it is the condition's ``…CommandError`` variant, as
+    :func:`from_command` makes it.
+    """
+
+    #: the CommandError variant a failed command reporting this condition raises
+    command_error: ClassVar[type[CommandError]]
+
+    @overload
+    def __init__(self, message: str, *, argv: Sequence[str] = (), evidence: str = "") -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        message: Sequence[str],
+        returncode: int,
+        stdout: str = "",
+        stderr: str = "",
+        *,
+        line_number: int | None = None,
+        line: str | None = None,
+    ) -> None: ...
+
+    def __init__(self, message: Any, *args: Any, argv: Sequence[str] = (), evidence: str = "", **kwargs: Any) -> None:
+        if args or kwargs or not isinstance(message, str):  # the command shape reaches the variant's __init__
+            raise TypeError(f"{type(self).__name__}() takes a message, and argv= and evidence= only")
+        #: the command whose (successful) output showed the condition, if one did
+        self.argv = tuple(argv)
+        #: what that output said
+        self.evidence = evidence
+        super().__init__(message)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        variant = cls.__dict__.get("command_error")
+        if variant is not None and args and not isinstance(args[0], str):  # (argv, returncode, …)
+            return super().__new__(variant, *args)
+        return super().__new__(cls, *args)
+
+
+class AlreadyExists(_Condition):
+    """The object (a namespace, a link, a firewall object) already exists."""
+
+
+class NotFound(_Condition, LookupError):
+    """The device, namespace, route or firewall object does not exist."""
+
+
+class PermissionDenied(_Condition):
+    """Not allowed: not root, missing CAP_NET_ADMIN, or a file pynetns needs cannot be written."""
+
+
+class PortInUse(_Condition):
+    """A host port is already published by pynetns or bound by a process.
+
+    :attr:`holder` names who has it: a pynetns tag and mapping, or the
+    listening socket as ``ss`` shows it (with its process).
+    """
+
+    holder: str | None = None
+
+    @classmethod
+    def held(cls, what: str, holder: str, argv: Sequence[str] = (), evidence: str = "") -> PortInUse:
+        """``what`` (e.g. ``"tcp port 8080 on any address"``) is held by ``holder``; ``argv``'s output
+        (``evidence``) showed it. No command failed: this is a refusal before any change."""
+        error = PortInUse(f"{what} is already in use by {holder}", argv=argv, evidence=evidence)
+        error.holder = holder
+        return error
 
 
 class CommandError(PynetnsError):
@@ -145,7 +243,8 @@ class CommandError(PynetnsError):
         self.stderr = stderr
         self.line_number = line_number
         self.line = line
-        super().__init__(self._message())
+        # not super(): a variant's next class is its condition, whose constructor takes a message
+        PynetnsError.__init__(self, self._message())
 
     def _message(self) -> str:
         where = shlex.join(self.argv)
@@ -160,37 +259,30 @@ class CommandError(PynetnsError):
         return f"{where}: {detail}"
 
 
-class AlreadyExists(CommandError):
-    """The kernel object already exists ("File exists")."""
+class AlreadyExistsCommandError(CommandError, AlreadyExists):
+    """A command said the object already exists ("File exists")."""
 
 
-class NotFound(CommandError, LookupError):
-    """The device, namespace or route does not exist."""
+class NotFoundCommandError(CommandError, NotFound):
+    """A command said the device, namespace or route does not exist."""
 
 
-class PermissionDenied(CommandError):
-    """The kernel refused: not root, or missing CAP_NET_ADMIN."""
+class PermissionDeniedCommandError(CommandError, PermissionDenied):
+    """The kernel refused a command: not root, or missing CAP_NET_ADMIN."""
+
+
+class PortInUseCommandError(CommandError, PortInUse):
+    """A command could not bind a port ("Address already in use")."""
+
+
+AlreadyExists.command_error = AlreadyExistsCommandError
+NotFound.command_error = NotFoundCommandError
+PermissionDenied.command_error = PermissionDeniedCommandError
+PortInUse.command_error = PortInUseCommandError
 
 
 class ResourceBusy(CommandError):
     """A transient condition (EBUSY, lock contention); retried by the runner."""
-
-
-class PortInUse(CommandError):
-    """A host port is already published by pynetns or bound by a process.
-
-    :attr:`holder` names who has it: a pynetns tag and mapping, or the
-    listening socket as ``ss`` shows it (with its process).
-    """
-
-    holder: str | None = None
-
-    @classmethod
-    def held(cls, what: str, holder: str, argv: Sequence[str] = (), evidence: str = "") -> PortInUse:
-        """``what`` (e.g. ``"tcp port 8080 on any address"``) is held by ``holder``; ``argv`` found out."""
-        error = cls(argv or ("pynetns",), 1, evidence, f"{what} is already in use by {holder}")
-        error.holder = holder
-        return error
 
 
 class CommandTimeout(CommandError, TimeoutError):
@@ -219,6 +311,7 @@ PACKAGES = {
     "ip": "iproute2",
     "tc": "iproute2",
     "bridge": "iproute2",
+    "ss": "iproute2",
     "nft": "nftables",
     "iptables": "iptables",
     "iptables-restore": "iptables",
@@ -241,13 +334,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], type[CommandError]], ...] = tuple(
     for pattern, cls in (
         (r"Device or resource busy|Resource temporarily unavailable", ResourceBusy),
         (r"xtables lock|holding the xtables lock|Could not process rule: Device or resource busy", ResourceBusy),
-        (r"Operation not permitted|Permission denied|must be run as root|are you root", PermissionDenied),
-        (r"File exists|already exists", AlreadyExists),
-        (r"Address already in use", PortInUse),
+        (r"Operation not permitted|Permission denied|must be run as root|are you root", PermissionDeniedCommandError),
+        (r"File exists|already exists", AlreadyExistsCommandError),
+        (r"Address already in use", PortInUseCommandError),
         (
             r"Cannot find device|does not exist|No such file or directory|No such device"
             r"|No such process|Cannot open network namespace|Object not found|Bad rule \(does a matching rule exist",
-            NotFound,
+            NotFoundCommandError,
         ),
     )
 )

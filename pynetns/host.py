@@ -10,21 +10,25 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .backends import get_backend
+from .backends import available, get_backend
 from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef
 from .backends.recording import RecordingRunner
-from .errors import BackendUnavailable, PynetnsError
+from .errors import BackendUnavailable, InvalidValue, PynetnsError, UnknownBackend
 from .locking import host_lock
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
+from .validation import owner_tag
 
 __all__ = ["Host", "default_host"]
+
+log = logging.getLogger(__name__)
 
 TAG_PREFIX = "pynetns:"
 
@@ -53,15 +57,20 @@ class Host:
         tag: str | None = None,
         firewall: str | FirewallBackend | None = None,
     ) -> None:
+        # every choice checked here, before anything runs: a wrong one fails now, naming what fits
         if runner is None:
             runner = RecordingRunner() if dry_run else LocalRunner(machine, sudo=sudo)
+        elif not isinstance(runner, Runner):
+            raise InvalidValue("runner", runner, "must be a pynetns.runner.Runner (or None: run locally)")
         self.runner = runner
         self.dry_run = isinstance(runner, RecordingRunner)
-        self.links: LinkBackend = get_backend(links)() if isinstance(links, str) else links
-        self.enter: EnterBackend = get_backend(enter)() if isinstance(enter, str) else enter
+        self.links: LinkBackend = _backend("links", links, LinkBackend)()
+        self.enter: EnterBackend = _backend("enter", enter, EnterBackend)()
         if tag is None:
             tag = TAG_PREFIX + ("dry-run" if self.dry_run else f"{os.getpid()}-{secrets.token_hex(2)}")
-        self.tag = tag
+        self.tag = owner_tag("tag", tag)
+        if firewall is not None:
+            _backend("firewall", firewall, FirewallBackend)  # which flavour is detected on first use
         self._firewall_choice = firewall
         self._firewall: FirewallBackend | None = firewall if isinstance(firewall, FirewallBackend) else None
         self._firewall_lock = threading.Lock()
@@ -184,6 +193,36 @@ class Host:
     def apply(self, plan: Plan) -> None:
         """Run ``plan`` in as few processes as possible, rolling back on failure."""
         plan.apply(self.runner)
+
+
+def _backend(field: str, choice: object, role: type[Any]) -> Any:
+    """The backend class a registry name stands for, or a factory returning a backend object;
+    :class:`InvalidValue` (or :class:`UnknownBackend`) naming ``role`` and its registered choices."""
+    if isinstance(choice, role):
+        return lambda: choice
+    if isinstance(choice, str):
+        try:
+            found = get_backend(choice)
+        except UnknownBackend:
+            raise UnknownBackend(f"{field}={choice!r}: no backend of that name; {_choices(role)}") from None
+        if isinstance(found, type) and issubclass(found, role):
+            return found
+        rule = f"{choice!r} is a {getattr(found, '__name__', found)}, not a {role.__name__}; {_choices(role)}"
+        raise InvalidValue(field, choice, rule)
+    raise InvalidValue(field, choice, f"must be a {role.__name__} object or a registered name; {_choices(role)}")
+
+
+def _choices(role: type[Any]) -> str:
+    names = []
+    for name in available():
+        try:
+            found = get_backend(name)
+        except Exception as error:  # a third party's backend that does not import: not a choice
+            log.debug("backend %s is not importable: %s", name, error)
+            continue
+        if isinstance(found, type) and issubclass(found, role):
+            names.append(name)
+    return f"the {role.__name__}s registered: {', '.join(names) or 'none'}"
 
 
 _default: Host | None = None

@@ -30,13 +30,12 @@ import attrs
 from . import display, partition
 from .backends.base import NetnsRef
 from .errors import (
-    BackendUnavailable,
     CleanupError,
-    InvalidInput,
+    CommandError,
     InvalidValue,
-    PortInUse,
     PynetnsError,
     SubnetOverlap,
+    WaitTimeout,
 )
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
@@ -66,10 +65,12 @@ from .nat import (
     preview,
 )
 from .plan import Plan, Step, attach_undo_errors, undo_errors
+from .polling import wait_until
 from .runner import Call
 from .shaping import ImpairedLink, netem_available
-from .validation import IPInterface, IPNetwork, interface_name, namespace_name, network
+from .validation import IPInterface, IPNetwork, interface_name, namespace_name
 from .validation import mtu as valid_mtu
+from .validation import subnet as valid_subnet
 
 __all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "find", "remove", "runtime_dir",
            "taken_networks"]
@@ -234,7 +235,7 @@ class Lab:
         if mtu is not None:
             valid_mtu("mtu", mtu)
         taken = self._taken_subnets()
-        chosen = pick_subnet(taken) if subnet is None else network("subnet", subnet)
+        chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         _refuse_overlap(chosen, taken, "already in use")
         net = Network(self, name, chosen, self._kernel_name("b"), Allocator(chosen, gateway), nat=nat and not internal,
                       internal=internal, mtu=mtu)
@@ -300,10 +301,16 @@ class Lab:
     ) -> PortMap:
         """Publish ``host_port`` of the lab's host on ``port`` of ``target``, like ``docker run -p``.
 
-        ``target`` is an endpoint, or a namespace (its first network's address).
-        In an isolated lab "the host" is :attr:`host_namespace`.
+        ``target`` is an endpoint, or a namespace (the address on its first network that is not internal).
+        In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
+        is forwarded to or from one (as Docker), so that is refused.
         """
         endpoint = self._endpoint(target)
+        if endpoint.network.internal:
+            where = f"{self._user_name(endpoint.namespace)}:{endpoint.interface}"
+            rule = (f"is on internal network {endpoint.network.name}, which nothing is forwarded to or from: "
+                    "publish on an endpoint of a network that is not internal")
+            raise InvalidValue("target", where, rule)
         portmap = _LabPortMap(host_port, endpoint.ip.ip, port, protocol, host_ip, host_port_end,
                               namespace=self.host_namespace, host=self.host, tag=self.tag, endpoint=endpoint)
         low, high = portmap.host_ports
@@ -325,7 +332,8 @@ class Lab:
         namespace = self.namespaces.get(target) if isinstance(target, str) else target
         if namespace is None or namespace not in self.namespaces.values():
             raise InvalidValue("target", str(target), "is not a namespace of this lab")
-        first = next((endpoint for endpoint in self.endpoints if endpoint.namespace is namespace), None)
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
+        first = next((endpoint for endpoint in mine if not endpoint.network.internal), mine[0] if mine else None)
         if first is None:
             raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
         return first
@@ -458,6 +466,11 @@ class Lab:
         for namespace in self._new_namespaces(include_host=first):
             setup.add(host.ip_step(root, ("netns", "add", namespace.name), ("netns", "delete", namespace.name)))
         wiring, finish = Plan(), Plan()
+        if self.host_namespace is not None and any(not net.applied and net.subnet.version == 6
+                                                   for net in self.networks.values()):
+            # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
+            keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
+            wiring.add(Step(host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
         if first and self.host_namespace is not None:
             wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
         for net in self.networks.values():
@@ -467,7 +480,9 @@ class Lab:
                 # a new bridge comes up last: ports joining a bridge that is up cost the kernel a pass
                 # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
                 wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
-                wiring.add(host.ip_step(where, links.addr_add(net.bridge, str(net.gateway))))
+                # an IPv6 gateway skips duplicate address detection: usable as soon as apply() returns
+                address = links.addr_add(net.bridge, str(net.gateway), nodad=net.subnet.version == 6)
+                wiring.add(host.ip_step(where, address))
                 finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
         for endpoint in self.endpoints:
             if not endpoint.applied:
@@ -485,8 +500,13 @@ class Lab:
             inside.append(firewall)  # independent of the namespaces' insides: run alongside them
         stages: list[list[_Job]] = [[_PlanJob(host, setup)] if len(setup) else [],
                                     [_PlanJob(host, wiring)] if len(wiring) else [], inside,
-                                    [_PlanJob(host, finish)] if len(finish) else []]
+                                    [_BridgesUp(host, finish, where, self._fresh_bridges6())] if len(finish) else []]
         return [stage for stage in stages if stage]
+
+    def _fresh_bridges6(self) -> list[str]:
+        """The new IPv6 networks' bridges that will have a port (a bridge without one never gets a carrier)."""
+        return [net.bridge for net in self.networks.values()
+                if not net.applied and net.subnet.version == 6 and net.endpoints]
 
     def _firewall_job(self) -> _FirewallJob | None:
         """NAT, isolation and published ports declared since the last apply: one firewall transaction."""
@@ -527,15 +547,22 @@ class Lab:
     def _inside_plan(self, namespace: Namespace) -> Plan:
         host, links, tag = self.host, self.host.links, self.tag
         plan = Plan()
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
+        # no duplicate address detection in here: an IPv6 address is usable as soon as apply() returns
+        fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
+        if fresh6:
+            keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
+            plan.add(Step(host.exec_argv(namespace.ref, ("sysctl", "-q", "-w", *keys))))
         if namespace.name not in self._applied_namespaces:
             plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
-        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is namespace]
-        for index, endpoint in enumerate(mine):
+        # the default route goes through the first network that is not internal (nothing leaves an internal one)
+        outward = next((endpoint for endpoint in mine if not endpoint.network.internal), None)
+        for endpoint in mine:
             if endpoint.applied:
                 continue
             plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
             plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
-            if index == 0:
+            if endpoint is outward:
                 gateway = str(endpoint.network.gateway.ip)
                 route = links.route_add("default", via=gateway, device=None, metric=None)
                 plan.add(host.ip_step(namespace.ref, route))
@@ -844,9 +871,34 @@ class _PlanJob(_Job):
         return self.plan.undo_plan().rollback(self.host.runner)
 
 
+class _BridgesUp(_PlanJob):
+    """The last stage: the new bridges come up. IPv6 starts on a bridge only once the kernel reports its link up,
+    a moment later (linkwatch); until then its gateway ignores neighbour solicitations, so the first packet
+    to it waits a second. Wait for that (one ``ip`` per bridge, usually once) before apply() returns."""
+
+    def __init__(self, host: Host, plan: Plan, where: NetnsRef, bridges6: list[str]) -> None:
+        super().__init__(host, plan)
+        self.where, self.bridges6 = where, bridges6
+
+    def run(self) -> None:
+        super().run()
+        if not self.bridges6 or self.host.dry_run:
+            return
+        try:
+            wait_until(self._up, timeout=5.0, what=f"the link of bridges {', '.join(self.bridges6)} to be up")
+        except WaitTimeout as error:  # slow, not broken: the lab works, its IPv6 gateways answer a bit later
+            log.warning("%s", error)
+
+    def _up(self) -> bool:
+        for bridge in self.bridges6:
+            listing = self.host.ip(self.where, self.host.links.show_links(device=bridge)).json()
+            if not listing or listing[0].get("operstate") != "UP":
+                return False
+        return True
+
+
 class _FirewallJob(_Job):
     """A lab's firewall objects, created together, after the settings of the devices they use."""
-
 
     def __init__(self, lab: Lab, objects: list[_Firewalled]) -> None:
         self.lab, self.objects = lab, objects
@@ -876,8 +928,9 @@ class _FirewallJob(_Job):
         create_all(self.objects)
 
     def undo_after(self, error: BaseException) -> bool:
-        # create_all's own removal may have failed too; but a refusal came before anything was written
-        return not isinstance(error, (BackendUnavailable, InvalidInput, PortInUse))
+        # create_all's own removal may have failed too; but a refusal (no command failed: a port in use,
+        # a missing tool, bad input, the lock) came before anything was written
+        return not isinstance(error, PynetnsError) or isinstance(error, CommandError)
 
     def undo(self) -> list[Exception]:
         try:

@@ -35,7 +35,17 @@ from .host import Host
 from .interfaces import Interface
 from .namespace import Namespace, resolve_host
 from .plan import Plan
-from .validation import IPInterface, converter, interface_address, interface_name, mac_address, mtu, optional
+from .validation import (
+    IPInterface,
+    converter,
+    gateway_address,
+    interface_address,
+    interface_name,
+    mac_address,
+    mtu,
+    optional,
+    owner_tag,
+)
 
 __all__ = ["Bridge", "Veth", "to_namespace"]
 
@@ -62,6 +72,8 @@ class Placed:
     host: Host
 
     def _place(self) -> None:
+        if getattr(self, "tag", None) is not None:  # it goes into batch lines and rule comments: one safe word
+            owner_tag("tag", self.tag)  # type: ignore[attr-defined]
         explicit = self.host
         placed = [getattr(self, field, None) for field in ("namespace", "peer_namespace")]
         found = next((namespace.host for namespace in placed if namespace is not None), None)
@@ -134,7 +146,7 @@ class Bridge(_Link):
     """A Linux bridge, like ``docker0``, optionally with a gateway address."""
 
     name: str = attrs.field(converter=converter(interface_name))  # type: ignore[misc]
-    address: IPInterface | None = attrs.field(default=None, converter=converter(optional(interface_address)))  # type: ignore[misc]
+    address: IPInterface | None = attrs.field(default=None, converter=converter(optional(gateway_address)))  # type: ignore[misc]
     mtu: int | None = attrs.field(default=None, converter=converter(optional(mtu)))  # type: ignore[misc]
     namespace: Namespace | None = attrs.field(default=None, converter=to_namespace)
     host: Host = attrs.field(default=None)

@@ -29,6 +29,7 @@ from .interfaces import Interface
 from .plan import Plan, Step
 from .runner import CompletedCommand, Process
 from .validation import IPInterface, converter, interface_name, namespace_name, sysctl_key
+from .validation import argv as valid_argv
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -231,8 +232,10 @@ class Namespace:
         input: str | None = None,
         timeout: float | None = None,
     ) -> CompletedCommand:
-        """Run ``argv`` inside and wait for it; ``CommandError`` if it fails and ``check``."""
-        return self._host.run(self._host.exec_argv(self._ref, list(argv)), check=check, input=input, timeout=timeout)
+        """Run ``argv`` (a list: ``["ping", "-c1", "10.0.0.2"]``) inside and wait for it; ``CommandError``
+        if it fails and ``check``. A string is refused (``InvalidValue``): no shell runs it."""
+        command = self._host.exec_argv(self._ref, valid_argv("argv", argv))
+        return self._host.run(command, check=check, input=input, timeout=timeout)
 
     def popen(
         self,
@@ -242,8 +245,9 @@ class Namespace:
         stdout: Any = subprocess.PIPE,
         stderr: Any = subprocess.PIPE,
     ) -> Process:
-        """Start a long-running program inside; it is stopped before the namespace is deleted."""
-        argv = self._host.exec_argv(self._ref, list(argv))
+        """Start a long-running program (an argv list, as :meth:`run` takes) inside; it is stopped before
+        the namespace is deleted."""
+        argv = self._host.exec_argv(self._ref, valid_argv("argv", argv))
         process = self._host.popen(argv, stdin=stdin, stdout=stdout, stderr=stderr)
         self._processes.append(process)
         return process

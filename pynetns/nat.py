@@ -76,6 +76,8 @@ FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 RECORD_PREFIX = "pynetns saved "
 _TAG = re.compile(r"pynetns:[A-Za-z0-9_.-]{1,40}")
 _VALUE = re.compile(r"-?[0-9]{1,10}")
+#: what ``ip netns exec`` and ``nsenter`` say when the program is not installed
+_NOT_EXECUTED = re.compile(r"exec of .* failed: No such file|failed to execute .*: No such file")
 #: UDP conntrack entries are flushed port by port; longer ranges are left to expire
 CONNTRACK_FLUSH_LIMIT = 256
 
@@ -146,7 +148,14 @@ class _Site:
         """``ss``'s listening sockets of ``protocol`` here (argv and output), read once per transaction."""
         if protocol not in self._listeners:
             argv = ["ss", "-H", "-l", "-n", "-p", "-t" if protocol == "tcp" else "-u"]
-            self._listeners[protocol] = (argv, self.run(argv, check=False).stdout)
+            try:  # a failed ss must not pass for "no process listens"
+                listing = self.run(argv).stdout
+            except CommandError as error:
+                if _NOT_EXECUTED.search(error.stderr):  # ip netns exec / nsenter found no ss
+                    detail = f"in {self.namespace.name}: {error.stderr.strip()}"
+                    raise BackendUnavailable("ss", detail=detail) from error
+                raise
+            self._listeners[protocol] = (argv, listing)
         return self._listeners[protocol]
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> Any:
@@ -327,7 +336,7 @@ def _prepare(
     for obj in group:
         obj._check(site, state)
         if obj._mine(state):
-            raise AlreadyExists(("pynetns",), 1, stderr=f"{obj.owner_tag} {obj.object_id} already exists")
+            raise AlreadyExists(f"{obj.owner_tag} {obj.object_id} already exists")
     paths = [obj._path(site) for obj in group]
     needs = [FORWARDING[family]] if any(obj.forwards for obj in group) else []
     needs = list(dict.fromkeys(needs + [key for path in paths for key in path.keys()]))  # noqa: SIM118
@@ -388,8 +397,7 @@ def delete_all(objects: Sequence[_Firewalled], *, missing_ok: bool = False) -> N
         found = _delete_rules(site, backend, family, _owned_by(ids))
         missing = sorted(ids - found)
         if missing and not missing_ok:
-            raise NotFound(backend.list_commands(family, "nat")[0], 1,
-                           stderr=f"{' '.join(missing[0])} does not exist")
+            raise NotFound(f"{' '.join(missing[0])} does not exist")
     for obj in objects:
         obj._changed(site)
 
@@ -473,7 +481,8 @@ class PortMap(_Firewalled):
 
     A range is one rule: host ports ``host_port..host_port_end`` map one to one
     onto ``port..port + (host_port_end - host_port)``. With ``host_ip`` only
-    that address answers; ``127.0.0.1`` answers only on the host itself.
+    that address answers; ``127.0.0.1`` answers only on the host itself; ``0.0.0.0`` and ``::``
+    mean every address (of the family of ``address``), like no ``host_ip``.
     """
 
     host_port: int = attrs.field(converter=converter(valid_port))  # type: ignore[misc]
@@ -492,7 +501,15 @@ class PortMap(_Firewalled):
         if self.port + (self.last_host_port - self.host_port) > 65535:
             raise InvalidValue("port", self.port, "the container range would end above 65535")
         if self.host_ip is not None and self.host_ip.version != self.address.version:
-            raise InvalidValue("host_ip", str(self.host_ip), f"must be IPv{self.address.version} like the address")
+            wildcard = "0.0.0.0" if self.address.version == 4 else "::"
+            rule = f"must be IPv{self.address.version} like the address (every address: {wildcard} or None)"
+            raise InvalidValue("host_ip", str(self.host_ip), rule)
+        if self.host_ip is not None and self.host_ip.is_unspecified:
+            self.host_ip = None  # 0.0.0.0 / "::": every address of the address's family, as Docker reads it
+        if self.host_ip is not None and (self.host_ip.is_multicast or (self.host_ip.version == 4
+                                                                       and self.host_ip.is_reserved)):
+            rule = "must be a unicast address of the host (or 0.0.0.0 / :: / None: every address)"
+            raise InvalidValue("host_ip", str(self.host_ip), rule)
         if self.address.is_loopback or self.address.is_unspecified or self.address.is_multicast:
             raise InvalidValue("address", str(self.address), "must be a unicast address of another namespace")
         self._place()

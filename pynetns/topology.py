@@ -69,9 +69,9 @@ from .errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidVal
 from .ipam import Allocator
 from .validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
 from .validation import mtu as valid_mtu
-from .validation import network as valid_network
 from .validation import port as valid_port
 from .validation import protocol as valid_protocol
+from .validation import subnet as valid_subnet
 
 if TYPE_CHECKING:
     from .host import Host
@@ -105,8 +105,15 @@ class TopologyError(InvalidInput):
         self.column = column
         self.args = (f"{source}: {field}: {rule}",)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.source, self.field, self.value, self.rule), self.__dict__)
+
+
+def _same_addresses(one: IPAddress | None, other: IPAddress | None) -> bool:
+    """Whether two published ports' host addresses may share an address (None, 0.0.0.0, ::: every address)."""
+    if one is None or other is None:
+        return True  # every address of the endpoint's family, which may be either
+    if one.version != other.version:
+        return False
+    return one.is_unspecified or other.is_unspecified or one == other
 
 
 def _flag(field: str, value: object) -> bool:
@@ -131,7 +138,7 @@ class NetworkSpec:
     """A network of a topology: the arguments of :meth:`Lab.network <pynetns.Lab.network>`."""
 
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
-    subnet: IPNetwork | None = attrs.field(default=None, converter=converter(optional(valid_network)))  # type: ignore[misc]
+    subnet: IPNetwork | None = attrs.field(default=None, converter=converter(optional(valid_subnet)))  # type: ignore[misc]
     gateway: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
     nat: bool = attrs.field(default=True, converter=converter(_flag))  # type: ignore[misc]
     internal: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
@@ -266,11 +273,17 @@ class Topology:
         if kind is None:
             raise TopologyError(source, "format", format, f"{format!r} is not a topology format; use {_formats()}")
         parse = {"toml": _load_toml, "json": _load_json, "yaml": _load_yaml}[kind]
-        return cls.from_dict(parse(text, source), source=source)
+        with _not_too_deep(source):
+            return cls.from_dict(parse(text, source), source=source)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Topology:
         """Build from the parsed structure of a topology file; errors name ``source``."""
+        with _not_too_deep(source):
+            return cls._from_dict(data, source)
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], source: str) -> Topology:
         top = _table(source, "", data, _TOP)
         networks = [_network(source, name, value) for name, value in _names(source, "networks", top).items()]
         namespaces = [_namespace(source, name, value) for name, value in _names(source, "namespaces", top).items()]
@@ -409,6 +422,7 @@ class Topology:
     def _check_publish(self, wires: list[_Wire]) -> None:
         namespaces = [spec.name for spec in self.namespaces]
         joined = {(wire.link.namespace, wire.link.network) for wire in wires}
+        internal = {spec.name: spec.internal for spec in self.networks}
         published: list[tuple[str, PublishSpec]] = []
         for index, spec in enumerate(self.publish):
             path = f"publish[{index}]"
@@ -421,8 +435,15 @@ class Topology:
             if not any(namespace == spec.namespace for namespace, _ in joined):
                 rule = f"namespace {spec.namespace} is not connected to any network, so it has no address to publish"
                 raise self._error(f"{path}.namespace", spec.namespace, rule)
+            if spec.network is not None and internal[spec.network]:
+                rule = f"network {spec.network} is internal: nothing is forwarded to or from it, nor published"
+                raise self._error(f"{path}.network", spec.network, rule)
+            if all(internal[network] for namespace, network in joined if namespace == spec.namespace):
+                rule = (f"namespace {spec.namespace} is only on internal networks: nothing is forwarded to or from "
+                        "them, so nothing is published")
+                raise self._error(f"{path}.namespace", spec.namespace, rule)
             for where, other in published:
-                same_ip = spec.host_ip is None or other.host_ip is None or spec.host_ip == other.host_ip
+                same_ip = _same_addresses(spec.host_ip, other.host_ip)
                 overlap = spec.host_port <= other.last_host_port and other.host_port <= spec.last_host_port
                 if overlap and same_ip and spec.protocol == other.protocol:
                     ports = f"{spec.host_port}"
@@ -662,6 +683,16 @@ def _publish(source: str, index: int, item: object) -> PublishSpec:
     path = f"publish[{index}]"
     fields = _table(source, path, item, _PUBLISH, required=("namespace", "host_port", "port"))
     return _build(PublishSpec, source, path, {}, **fields)
+
+
+@contextlib.contextmanager
+def _not_too_deep(source: str) -> Iterator[None]:
+    """A structure nested past Python's recursion limit (the parsers recurse) is an error naming the file."""
+    try:
+        yield
+    except RecursionError:
+        rule = "is nested too deeply to read; a topology needs only a few levels of tables and lists"
+        raise TopologyError(source, "(top level)", None, rule) from None
 
 
 def _syntax(source: str, language: str, message: str, line: int | None, column: int | None) -> TopologyError:

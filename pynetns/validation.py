@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .errors import InvalidAddress, InvalidName, InvalidValue
@@ -30,6 +30,8 @@ __all__ = [
     "interface_address",
     "ip_address",
     "network",
+    "subnet",
+    "gateway_address",
     "route_destination",
     "mtu",
     "mac_address",
@@ -37,6 +39,8 @@ __all__ = [
     "protocol",
     "sysctl_key",
     "batch_token",
+    "owner_tag",
+    "argv",
     "attrs_validator",
     "optional",
     "converter",
@@ -50,6 +54,35 @@ _SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _SYSCTL = re.compile(r"[A-Za-z0-9_]+([./][A-Za-z0-9_-]+)*")
 _SAFE_RULE = "only letters, digits, '_', '.' and '-', not starting with '-', not '.' or '..'"
+_TAG = re.compile(r"pynetns:[A-Za-z0-9_.-]{1,40}")
+
+#: the ranges no network of hosts may overlap, per IP version: (range, what it is)
+_NOT_FOR_HOSTS: dict[int, tuple[tuple[IPNetwork, str], ...]] = {
+    4: tuple(
+        (ipaddress.IPv4Network(net), what)
+        for net, what in (
+            ("0.0.0.0/8", "'this network', and the default route"),
+            ("127.0.0.0/8", "loopback"),
+            ("169.254.0.0/16", "link-local"),
+            ("224.0.0.0/4", "multicast"),
+            ("240.0.0.0/4", "reserved, with the broadcast address"),
+        )
+    ),
+    6: tuple(
+        (ipaddress.IPv6Network(net), what)
+        for net, what in (
+            ("::/128", "the unspecified address, and the default route"),
+            ("::1/128", "loopback"),
+            ("::ffff:0:0/96", "IPv4-mapped"),
+            ("fe80::/10", "link-local"),
+            ("ff00::/8", "multicast"),
+        )
+    ),
+}
+_FOR_HOSTS = (
+    "must be a unicast subnet, e.g. a private one (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "
+    "IPv6 fd00::/8) or a public one you route"
+)
 
 T = TypeVar("T")
 
@@ -110,6 +143,30 @@ def network(field: str, value: object) -> IPNetwork:
         raise InvalidAddress(field, value, str(error)) from None
 
 
+def subnet(field: str, value: object) -> IPNetwork:
+    """A network of hosts (a lab's network, a topology's subnet): :func:`network`, and unicast —
+    not overlapping loopback, link-local, multicast, reserved ranges or the whole address space."""
+    net = network(field, value)
+    for forbidden, what in _NOT_FOR_HOSTS[net.version]:
+        if net.overlaps(forbidden):
+            raise InvalidAddress(field, str(net), f"overlaps {forbidden} ({what}); a subnet {_FOR_HOSTS}")
+    return net
+
+
+def gateway_address(field: str, value: object) -> IPInterface:
+    """:func:`interface_address` of a gateway (a bridge's): a unicast address — link-local is fine,
+    loopback, multicast, unspecified and reserved are not."""
+    address = interface_address(field, value)
+    ip = address.ip
+    if ip.is_loopback or ip.is_multicast or ip.is_unspecified or (ip.version == 4 and ip.is_reserved):
+        rule = (
+            "must be a unicast address, e.g. '172.17.0.1/16' or 'fd00::1/64' "
+            "(not loopback, multicast, unspecified or reserved)"
+        )
+        raise InvalidAddress(field, str(address), rule)
+    return address
+
+
 def route_destination(field: str, value: object) -> str:
     """``"default"`` or a CIDR; returned in the form ``ip route`` prints."""
     if value == "default":
@@ -160,6 +217,30 @@ def batch_token(field: str, value: str) -> str:
     if not value or re.search(r"[\s\"'#;\\{}\x00]", value):
         raise InvalidValue(field, value, "must be one word with no quotes, spaces, '#', ';' or braces")
     return value
+
+
+def owner_tag(field: str, value: object) -> str:
+    """The tag pynetns marks what it creates with: ``pynetns:`` and 1 to 40 of ``[A-Za-z0-9_.-]``
+    (it goes into ``ip -batch`` lines and firewall comments, one word)."""
+    if not isinstance(value, str) or not _TAG.fullmatch(value):
+        raise InvalidValue(field, value, "must be 'pynetns:' followed by 1 to 40 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def argv(field: str, value: object) -> tuple[str, ...]:
+    """A command as a list of arguments, never a shell string: at least the program, each a string."""
+    if isinstance(value, (str, bytes, bytearray)):
+        rule = "must be a list of arguments such as ['ping', '-c1', '10.0.0.2'], not a string (no shell runs it)"
+        raise InvalidValue(field, value, rule)
+    if not isinstance(value, Iterable):
+        raise InvalidValue(field, value, "must be a list of arguments such as ['ping', '-c1', '10.0.0.2']")
+    items = tuple(value)
+    if not items:
+        raise InvalidValue(field, [], "must not be empty: it names the program to run, then its arguments")
+    for item in items:
+        if not isinstance(item, str) or "\x00" in item:
+            raise InvalidValue(field, list(items), f"every argument must be a string without NUL bytes, not {item!r}")
+    return items
 
 
 def attrs_validator(check: Callable[[str, Any], Any]) -> Callable[[Any, Any, Any], None]:

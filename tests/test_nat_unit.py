@@ -112,9 +112,11 @@ def test_a_comment_cannot_carry_a_rule(comment: str) -> None:
 
 
 def test_a_tag_with_a_newline_never_reaches_nft() -> None:
-    host = Host(dry_run=True, firewall="nftables", tag="pynetns:x\nflush ruleset")
-    with pytest.raises(InvalidInput):
-        PortMap(8080, "10.0.0.2", 80, namespace=Namespace("gw", host=host), host=host).create()
+    with pytest.raises(InvalidInput):  # refused when the Host is made
+        Host(dry_run=True, firewall="nftables", tag="pynetns:x\nflush ruleset")
+    host = Host(dry_run=True, firewall="nftables")
+    with pytest.raises(InvalidInput):  # and where an object carries its own tag
+        PortMap(8080, "10.0.0.2", 80, namespace=Namespace("gw", host=host), host=host, tag="pynetns:x\nflush").create()
     assert not any("flush" in (call.input or "") for call in host.history)
 
 

@@ -145,7 +145,9 @@ class LinkBackend(ABC):
         """Arguments setting a bridge port's flags (``hairpin``: send frames back out the port they came in)."""
 
     @abstractmethod
-    def addr_add(self, device: str, address: str) -> Argv: ...
+    def addr_add(self, device: str, address: str, *, nodad: bool = False) -> Argv:
+        """Arguments adding ``address``; ``nodad``: an IPv6 address usable at once (no duplicate address
+        detection)."""
 
     @abstractmethod
     def addr_delete(self, device: str, address: str) -> Argv: ...

@@ -76,8 +76,8 @@ class Iproute2(LinkBackend):
     def bridge_port_set(self, name: str, *, hairpin: bool) -> Argv:
         return ("link", "set", "dev", name, "type", "bridge_slave", "hairpin", "on" if hairpin else "off")
 
-    def addr_add(self, device: str, address: str) -> Argv:
-        return ("addr", "add", address, "dev", device)
+    def addr_add(self, device: str, address: str, *, nodad: bool = False) -> Argv:
+        return ("addr", "add", address, "dev", device, *(("nodad",) if nodad else ()))
 
     def addr_delete(self, device: str, address: str) -> Argv:
         return ("addr", "delete", address, "dev", device)
