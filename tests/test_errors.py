@@ -114,7 +114,8 @@ VALUES = {
     "stderr": "RTNETLINK answers: File exists", "line_number": 3, "line": "link add x type bridge",
     "evidence": "LISTEN 0 5 *:8080", "field": "subnet", "value": "127.0.0.0/24", "rule": "must be unicast",
     "tool": "nft", "package": "nftables", "detail": "not found on PATH", "key": "64768-4026531840",
-    "timeout": 1.5, "holder": "pid 7", "source": "lab.toml", "column": 4,
+    "timeout": 1.5, "holder": "pid 7", "source": "lab.toml", "column": 4, "what": "destroying lab web",
+    "errors": [],
 }
 
 
@@ -164,6 +165,15 @@ def test_every_error_survives_pickling_with_its_attributes(cls):
     error.add_note("while testing")  # notes (Lab rollback attaches undo failures as notes) travel too
     copy = pickle.loads(pickle.dumps(error))
     assert _state(copy) == _state(error)
+
+
+def test_a_cleanup_error_pickles_with_every_failure():
+    import pickle
+
+    failures = [errors.NotFound("bridge gone"), errors.CommandError(("ip", "netns", "delete", "x"), 1, "", "busy")]
+    copy = pickle.loads(pickle.dumps(errors.CleanupError("destroying lab web", failures)))
+    assert [str(error) for error in copy.errors] == [str(error) for error in failures]
+    assert "2 failed" in str(copy)
 
 
 def test_a_port_in_use_pickles_with_its_holder():
