@@ -24,8 +24,8 @@ import pytest
 from pynetns import Host, Masquerade, PortMap
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
-from pynetns.nat import remove_tagged
 from pynetns.namespace import Namespace
+from pynetns.nat import remove_tagged
 from pynetns.runner import LocalRunner
 
 pytestmark = pytest.mark.root
@@ -166,7 +166,7 @@ def snapshot(playns: str, *, legacy_tables_stay: bool = False) -> dict[str, str]
         if legacy_tables_stay and "legacy" in tool:
             text = _empty_builtin_tables(text)
         views[tool] = text
-    views = {key: re.sub(r"\[\d+:\d+\]|packets \d+ bytes \d+", "", value) for key, value in views.items()}
+    views = {key: re.sub(r"\[\d+:\d+\]|packets \d+ bytes \d+", "", value).strip() for key, value in views.items()}
     views.update({key: run(["sysctl", "-n", key]).strip() for key in SYSCTLS})
     return views
 

@@ -33,6 +33,7 @@ COMMIT
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -161,6 +162,28 @@ class Iptables(FirewallBackend):
             spec = _join(words[1:])
             rules.append(ListedRule(kind, comment, spec, packets, size))  # type: ignore[arg-type]
         return FirewallState(frozenset(chains), tuple(rules), frozenset(busy))
+
+    def table_commands(self, family: Family, scope: Scope) -> tuple[Argv, Argv] | None:
+        # iptables-nft creates `table ip nat` (or `ip filter`) on first use and never removes it, and its
+        # save lists a table named with -t whether it exists or not: only nft can tell. iptables-legacy's
+        # built-in tables stay instantiated in a namespace for its lifetime.
+        if self.variant != "nft":
+            return None
+        name = "ip" if family == 4 else "ip6"
+        return ("nft", "-j", "list", "table", name, scope), ("nft", "delete", "table", name, scope)
+
+    def table_vacant(self, family: Family, scope: Scope, listing: str) -> bool:
+        try:
+            items = json.loads(listing).get("nftables", [])
+        except (ValueError, AttributeError):
+            return False
+        for item in items:
+            if "metainfo" in item or "table" in item:
+                continue
+            chain = item.get("chain")
+            if chain is None or "hook" not in chain or chain.get("policy", "accept") != "accept":
+                return False  # a rule, set, map, object, regular chain, or a base chain that drops
+        return True
 
     # -- writing -------------------------------------------------------------
 
