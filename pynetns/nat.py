@@ -481,9 +481,11 @@ def _delete_rules(
             continue
         mine = [rule for rule in state.owned() if select(rule)]
         others = [rule for rule in state.owned() if not select(rule)]
+        kept = False  # records still needed (a table's, while only filter rules remain) keep the nat chains
         if scope == "nat":
             mine += [records[key][1] for key in restore]
-        lines = backend.script(family, scope, state, remove=mine) if others else backend.script(
+            kept = len(restore) < len(records)
+        lines = backend.script(family, scope, state, remove=mine) if others or kept else backend.script(
             family, scope, state, teardown=True)
         site.apply(backend, family, lines)
     for key, value in restore.items():

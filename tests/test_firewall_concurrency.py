@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pynetns import Host, Masquerade, PortMap
+from pynetns import Host, Isolation, Masquerade, PortMap
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.namespace import Namespace
@@ -37,8 +37,12 @@ LABS = 3
 #: the device of the host namespace, and the subnet its port maps point into
 DEVICE, SUBNET = "pnfw0", "10.61.0.1/24"
 BACKENDS = ["nftables", "iptables-nft", "iptables-legacy"]
-SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", f"net.ipv4.conf.{DEVICE}.route_localnet",
-           "net.ipv4.conf.all.route_localnet")
+SYSCTLS = (
+    "net.ipv4.ip_forward",
+    "net.ipv6.conf.all.forwarding",
+    f"net.ipv4.conf.{DEVICE}.route_localnet",
+    "net.ipv4.conf.all.route_localnet",
+)
 SAVES = ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save")
 
 # What every worker starts with: a Host driving the namespace argv[1] with the backend argv[2].
@@ -58,7 +62,9 @@ problems = []
 wait_until(lambda: os.path.exists(go), timeout=60, what="the start file")
 """
 
-PORTMAPS = PRELUDE + """
+PORTMAPS = (
+    PRELUDE
+    + """
 try:
     for round in range(rounds):
         objects = [PortMap(20000 + index * 100 + round * 10 + k, "10.61.0." + str(10 + k), 80, host=host)
@@ -78,8 +84,11 @@ except Exception:
     problems.append(traceback.format_exc())
 print(json.dumps(problems))
 """
+)
 
-CLEANUP = PRELUDE + """
+CLEANUP = (
+    PRELUDE
+    + """
 from pynetns.nat import remove_tagged
 from pynetns.namespace import Namespace
 try:
@@ -88,8 +97,11 @@ except Exception:
     print(json.dumps([traceback.format_exc()]))
     sys.exit(1)
 """
+)
 
-LABS_SCRIPT = PRELUDE + """
+LABS_SCRIPT = (
+    PRELUDE
+    + """
 from pynetns.lab import Lab
 try:
     for round in range(rounds):
@@ -105,6 +117,7 @@ except Exception:
     problems.append(traceback.format_exc())
 print(json.dumps(problems))
 """
+)
 
 
 def _backend(name: str) -> Nftables | Iptables:
@@ -127,8 +140,12 @@ def playns(names: Callable[[str], str]) -> Iterator[str]:
     name = names("play")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        for argv in (["link", "set", "lo", "up"], ["link", "add", DEVICE, "type", "veth", "peer", "name", f"{DEVICE}p"],
-                     ["addr", "add", SUBNET, "dev", DEVICE], ["link", "set", DEVICE, "up"]):
+        for argv in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", DEVICE, "type", "veth", "peer", "name", f"{DEVICE}p"],
+            ["addr", "add", SUBNET, "dev", DEVICE],
+            ["link", "set", DEVICE, "up"],
+        ):
             subprocess.run(["ip", "-n", name, *argv], check=True)
         yield name
     finally:
@@ -136,8 +153,7 @@ def playns(names: Callable[[str], str]) -> Iterator[str]:
 
 
 def wrapped_host(playns: str, backend: str, tag: str) -> Host:
-    return Host(runner=LocalRunner(wrap=("nsenter", f"--net=/run/netns/{playns}")), tag=tag,
-                firewall=_backend(backend))
+    return Host(runner=LocalRunner(wrap=("nsenter", f"--net=/run/netns/{playns}")), tag=tag, firewall=_backend(backend))
 
 
 def _empty_builtin_tables(text: str) -> str:
@@ -171,14 +187,19 @@ def snapshot(playns: str, *, legacy_tables_stay: bool = False) -> dict[str, str]
     return views
 
 
-def run_workers(script: str, playns: str, backend: str, tags: Sequence[str], rounds: int,
-                tmp_path: Path) -> list[tuple[int, list[object], str]]:
+def run_workers(
+    script: str, playns: str, backend: str, tags: Sequence[str], rounds: int, tmp_path: Path
+) -> list[tuple[int, list[object], str]]:
     """Start one worker per tag, let them go together, and return (exit code, output, stderr) of each."""
     go = tmp_path / "go"
     workers = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), playns, backend, str(index), str(rounds),
-                          str(go), tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ})
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script), playns, backend, str(index), str(rounds), str(go), tag],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
         for index, tag in enumerate(tags)
     ]
     go.touch()
@@ -196,8 +217,7 @@ def test_processes_creating_and_deleting_port_maps_lose_nothing_and_leave_nothin
     before = snapshot(playns)
     tags = [f"pynetns:test-{token}-{index}" for index in range(PROCESSES)]
     results = run_workers(PORTMAPS, playns, backend, tags, ROUNDS, tmp_path)
-    problems = [(index, code, output, stderr) for index, (code, output, stderr) in enumerate(results)
-                if code or output]
+    problems = [(index, code, output, stderr) for index, (code, output, stderr) in enumerate(results) if code or output]
     assert not problems, f"{len(problems)} of {PROCESSES} processes saw problems: {problems}"
     assert snapshot(playns, legacy_tables_stay=backend == "iptables-legacy") == before
 
@@ -230,7 +250,34 @@ def test_host_labs_applied_and_destroyed_side_by_side_keep_their_published_ports
     before = snapshot(playns)
     tags = [f"pynetns:test-{token}-{index}" for index in range(LABS)]
     results = run_workers(LABS_SCRIPT, playns, backend, tags, max(1, ROUNDS // 3), tmp_path)
-    problems = [(index, code, output, stderr) for index, (code, output, stderr) in enumerate(results)
-                if code or output]
+    problems = [(index, code, output, stderr) for index, (code, output, stderr) in enumerate(results) if code or output]
     assert not problems, f"{len(problems)} of {LABS} labs saw problems: {problems}"
     assert snapshot(playns, legacy_tables_stay=backend == "iptables-legacy") == before
+
+
+@pytest.mark.parametrize("backend", ["iptables-nft", "iptables-legacy"])
+def test_iptables_leaves_the_tables_as_it_found_them_and_keeps_one_somebody_else_uses(
+    playns: str, backend: str, token: str
+) -> None:
+    subprocess.run(["ip", "-n", playns, "addr", "add", "fd00:61::1/64", "dev", DEVICE, "nodad"], check=True)
+    host = wrapped_host(playns, backend, f"pynetns:test-{token}")
+    before = snapshot(playns)
+    objects = [
+        PortMap(8080, "10.61.0.10", 80, host=host),
+        PortMap(8080, "fd00:61::10", 80, host=host),
+        Masquerade("10.61.0.0/24", DEVICE, host=host),
+        Isolation(DEVICE, others=["pnother0"], host=host),
+    ]
+    for obj in objects:
+        obj.create()
+    for obj in objects:
+        obj.delete()
+    assert snapshot(playns, legacy_tables_stay=backend == "iptables-legacy") == before
+    # a table pynetns made but somebody else uses by the time the last object goes stays, with their rule
+    tool = "iptables-nft" if backend == "iptables-nft" else "iptables-legacy"
+    foreign = ["POSTROUTING", "-t", "nat", "-s", "10.99.0.0/16", "-j", "MASQUERADE"]
+    objects[0].create()
+    subprocess.run(["ip", "netns", "exec", playns, tool, "-A", *foreign], check=True)
+    objects[0].delete()
+    assert "-A POSTROUTING -s 10.99.0.0/16 -j MASQUERADE" in snapshot(playns)[f"{tool}-save"]
+    subprocess.run(["ip", "netns", "exec", playns, tool, "-D", *foreign], check=True)
