@@ -26,7 +26,11 @@ changed (``net.ipv4.ip_forward``, a device's ``route_localnet``, a bridge
 port's ``hairpin`` flag) are kept as rules ``"pynetns saved <key>=<value>"``
 in a chain nothing jumps to. When the last
 object needing a sysctl is deleted, its saved value is written back; when the
-last object is deleted, the table (or the chains and their jumps) goes too.
+last object is deleted, the table (or the chains and their jumps) goes too, and
+so does a table iptables-nft made on pynetns' first rule (``table.nat=0``).
+Every transaction reads, decides and writes under the host lock of its
+namespace (:meth:`Host.lock <pynetns.Host.lock>`), so processes sharing a host
+never remove each other's rules or jumps, nor restore a setting still in use.
 
 Forwarding under a ``DROP`` policy: an accept in nftables cannot overrule a
 drop in another base chain, so wherever an iptables ``filter FORWARD`` chain

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from pynetns import Host, Isolation, Masquerade, PortMap
+from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
+from pynetns.locking import held
 from pynetns.namespace import Namespace
 from pynetns.nat import remove_tagged
 from pynetns.runner import LocalRunner
-
-pytestmark = pytest.mark.root
 
 SWEEP = max(1, int(os.environ.get("PYNETNS_SWEEP", "1")))
 PROCESSES = 8
@@ -49,9 +49,11 @@ SAVES = ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6
 PRELUDE = """
 import json, os, sys, traceback
 from pynetns import Host, Masquerade, NotFound, PortMap
+from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.polling import wait_until
+from pynetns.locking import held
 from pynetns.runner import LocalRunner
 
 playns, backend, index, rounds, go, tag = sys.argv[1:7]
@@ -211,6 +213,7 @@ def run_workers(
     return results
 
 
+@pytest.mark.root
 def test_processes_creating_and_deleting_port_maps_lose_nothing_and_leave_nothing(
     playns: str, backend: str, token: str, tmp_path: Path
 ) -> None:
@@ -222,6 +225,7 @@ def test_processes_creating_and_deleting_port_maps_lose_nothing_and_leave_nothin
     assert snapshot(playns, legacy_tables_stay=backend == "iptables-legacy") == before
 
 
+@pytest.mark.root
 def test_concurrent_cleanups_of_the_same_and_different_tags_all_succeed(
     playns: str, backend: str, token: str, tmp_path: Path
 ) -> None:
@@ -244,6 +248,7 @@ def test_concurrent_cleanups_of_the_same_and_different_tags_all_succeed(
     assert snapshot(playns, legacy_tables_stay=backend == "iptables-legacy") == before
 
 
+@pytest.mark.root
 def test_host_labs_applied_and_destroyed_side_by_side_keep_their_published_ports(
     playns: str, backend: str, token: str, tmp_path: Path
 ) -> None:
@@ -255,6 +260,7 @@ def test_host_labs_applied_and_destroyed_side_by_side_keep_their_published_ports
     assert snapshot(playns, legacy_tables_stay=backend == "iptables-legacy") == before
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("backend", ["iptables-nft", "iptables-legacy"])
 def test_iptables_leaves_the_tables_as_it_found_them_and_keeps_one_somebody_else_uses(
     playns: str, backend: str, token: str
@@ -281,3 +287,36 @@ def test_iptables_leaves_the_tables_as_it_found_them_and_keeps_one_somebody_else
     objects[0].delete()
     assert "-A POSTROUTING -s 10.99.0.0/16 -j MASQUERADE" in snapshot(playns)[f"{tool}-save"]
     subprocess.run(["ip", "netns", "exec", playns, tool, "-D", *foreign], check=True)
+
+
+def test_a_named_site_has_a_lock_of_its_own_and_the_root_site_shares_the_hosts() -> None:
+    host = Host()
+    with host.lock(site=NetnsRef.named("a-long-namespace-name-" + "x" * 40)):
+        assert not held(host.netns_key)
+    with host.lock(site=NetnsRef.named("gw")):
+        assert held(f"{host.netns_key}/named/gw") and not held(host.netns_key)
+        with host.lock(site=NetnsRef.root()):  # another key: taken alongside
+            assert held(host.netns_key)
+    assert not held(f"{host.netns_key}/named/gw")
+
+
+def test_iptables_teardown_removes_every_copy_of_a_jump_and_a_table_is_vacant_only_when_nothing_is_in_it() -> None:
+    jump = '-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "pynetns jump" -j PYNETNS-DNAT'
+    backend = Iptables("nft")
+    state = backend.parse(
+        4, "nat", [f"*nat\n:PREROUTING ACCEPT [0:0]\n:PYNETNS-DNAT - [0:0]\n{jump}\n{jump}\nCOMMIT\n"]
+    )
+    assert backend.script(4, "nat", state, teardown=True).count("-D" + jump[2:]) == 2
+    chain = (
+        '{"chain": {"family": "ip", "table": "nat", "name": "PREROUTING", "hook": "prerouting", "policy": "accept"}}'
+    )
+    listing = '{"nftables": [{"metainfo": {}}, {"table": {"family": "ip", "name": "nat"}}, %s]}'
+    assert backend.table_vacant(4, "nat", listing % chain)
+    assert not backend.table_vacant(4, "nat", listing % chain.replace("accept", "drop"))
+    assert not backend.table_vacant(4, "nat", listing % f'{chain}, {{"rule": {{"chain": "PREROUTING"}}}}')
+    assert not backend.table_vacant(4, "nat", listing % '{"chain": {"name": "DOCKER"}}')
+    assert backend.table_commands(6, "nat") == (
+        ("nft", "-j", "list", "table", "ip6", "nat"),
+        ("nft", "delete", "table", "ip6", "nat"),
+    )
+    assert Iptables("legacy").table_commands(4, "nat") is None and Nftables().table_commands(4, "nat") is None

@@ -12,7 +12,10 @@ removes with its last rule:
 
 Every rule carries ``-m comment --comment "pynetns:<id> …"``. Works with
 ``iptables-nft`` and ``iptables-legacy``; :meth:`Iptables.detect` finds
-which one ``iptables`` is and says so.
+which one ``iptables`` is and says so. A ``nat`` or ``filter`` table that
+iptables-nft made for pynetns' first rule is removed (with ``nft``) after its
+last one, if nothing else uses it; iptables-legacy's built-in tables, once
+instantiated in a namespace, stay for its lifetime (empty, policy ACCEPT).
 
 >>> from pynetns.backends.base import FirewallRule, FirewallState
 >>> rule = FirewallRule("dnat", "pynetns:doc portmap/tcp/any/8080-8089", protocol="tcp",
@@ -218,10 +221,12 @@ class Iptables(FirewallBackend):
             lines.append(f"-A {CHAINS[rule.chain]} {self.rule_text(family, rule)}")
         if teardown:
             emptied = []
+            listed = [rule.ref for rule in state.jumps]
             for builtin, match, target, _ in _JUMPS[scope]:
                 spec = self._jump_spec(builtin, match, target)
                 if spec in jumps:
-                    lines.append("-D " + spec)
+                    # every copy (a race of an older pynetns may have left two), or the chain cannot go
+                    lines.extend(["-D " + spec] * listed.count(spec))
                     emptied.append(builtin)
             if self.variant == "nft" and scope == "nat":
                 # iptables-nft made these base chains on demand for our jumps; empty nat chains
