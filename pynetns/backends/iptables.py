@@ -221,12 +221,12 @@ class Iptables(FirewallBackend):
             lines.append(f"-A {CHAINS[rule.chain]} {self.rule_text(family, rule)}")
         if teardown:
             emptied = []
-            listed = [rule.ref for rule in state.jumps]
+            copies = [rule.ref for rule in state.jumps]
             for builtin, match, target, _ in _JUMPS[scope]:
                 spec = self._jump_spec(builtin, match, target)
                 if spec in jumps:
                     # every copy (a race of an older pynetns may have left two), or the chain cannot go
-                    lines.extend(["-D " + spec] * listed.count(spec))
+                    lines.extend(["-D " + spec] * copies.count(spec))
                     emptied.append(builtin)
             if self.variant == "nft" and scope == "nat":
                 # iptables-nft made these base chains on demand for our jumps; empty nat chains
