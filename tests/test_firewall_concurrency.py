@@ -69,7 +69,7 @@ PORTMAPS = (
     + """
 try:
     for round in range(rounds):
-        objects = [PortMap(20000 + index * 100 + round * 10 + k, "10.61.0." + str(10 + k), 80, host=host)
+        objects = [PortMap(20000 + (round * 16 + index) * 3 + k, "10.61.0." + str(10 + k), 80, host=host)
                    for k in range(3)]
         objects.append(Masquerade("10.62." + str(index) + ".0/24", "pnfw0", host=host))
         for obj in objects:
