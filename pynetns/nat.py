@@ -283,10 +283,12 @@ class _Firewalled(Placed):
         delete_all([self])
 
     def exists(self) -> bool:
-        """True if this object's rules are in the firewall (read under the host lock, between transactions)."""
+        """True if this object's rules are in the firewall.
+
+        Not under the host lock: each listing is atomic, and no other transaction touches this object's rules.
+        """
         site, backend = self._site(), self.host.firewall
-        with site.lock():
-            return any(self._mine(site.state(backend, self.family, scope)) for scope in backend.scopes)
+        return any(self._mine(site.state(backend, self.family, scope)) for scope in backend.scopes)
 
 
 def _one_site(objects: Sequence[_Firewalled]) -> tuple[_Site, FirewallBackend]:
@@ -729,9 +731,7 @@ class PortMap(_Firewalled):
 
     def counters(self) -> Counters:
         """Packets and bytes DNATed by this mapping so far (from every direction)."""
-        site = self._site()
-        with site.lock():
-            state = site.state(self.host.firewall, self.family, "nat")
+        state = self._site().state(self.host.firewall, self.family, "nat")
         total = Counters()
         for rule in self._mine(state):
             if rule.chain == "dnat":
