@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -124,15 +125,24 @@ class Host:
                 self._netns_key = text
         return self._netns_key
 
-    def lock(self, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    def lock(
+        self, timeout: float | None = None, *, site: NetnsRef | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """The lock every process driving this Host's namespace takes to change shared state
         (firewall transactions, subnet choice, journals, cleanup): see :mod:`pynetns.locking`.
 
-        Re-entrant; a dry-run Host's lock is a no-op.
+        ``site``: another namespace of this Host (a named one playing the host, say), whose
+        firewall is its own, so it has a lock of its own. Re-entrant; a dry-run Host's lock is a no-op.
         """
         if self.dry_run:
             return contextlib.nullcontext()
-        return host_lock(self.netns_key) if timeout is None else host_lock(self.netns_key, timeout)
+        key = self.netns_key
+        if site is not None and site.kind != "root":
+            value = site.value
+            if site.kind != "named" or len(value) > 32:  # an abstract socket's name holds 107 bytes
+                value = hashlib.sha256(value.encode()).hexdigest()[:16]
+            key = f"{key}/{site.kind}/{value}"
+        return host_lock(key) if timeout is None else host_lock(key, timeout)
 
     def __repr__(self) -> str:
         return f"Host(runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"

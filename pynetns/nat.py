@@ -26,7 +26,11 @@ changed (``net.ipv4.ip_forward``, a device's ``route_localnet``, a bridge
 port's ``hairpin`` flag) are kept as rules ``"pynetns saved <key>=<value>"``
 in a chain nothing jumps to. When the last
 object needing a sysctl is deleted, its saved value is written back; when the
-last object is deleted, the table (or the chains and their jumps) goes too.
+last object is deleted, the table (or the chains and their jumps) goes too, and
+so does a table iptables-nft made on pynetns' first rule (``table.nat=0``).
+Every transaction reads, decides and writes under the host lock of its
+namespace (:meth:`Host.lock <pynetns.Host.lock>`), so processes sharing a host
+never remove each other's rules or jumps, nor restore a setting still in use.
 
 Forwarding under a ``DROP`` policy: an accept in nftables cannot overrule a
 drop in another base chain, so wherever an iptables ``filter FORWARD`` chain
@@ -38,6 +42,7 @@ another table still needs its own rule; pynetns never edits other tables.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -161,6 +166,10 @@ class _Site:
     def run(self, argv: Sequence[str], *, check: bool = True) -> Any:
         return self.namespace.run(argv, check=check)
 
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The host lock of this namespace: every read-modify-write of its firewall and settings runs under it."""
+        return self.host.lock(site=self.where)
+
     def state(self, backend: FirewallBackend, family: Family, scope: Scope) -> FirewallState:
         outputs = []
         for argv in backend.list_commands(family, scope):
@@ -283,7 +292,10 @@ class _Firewalled(Placed):
         delete_all([self])
 
     def exists(self) -> bool:
-        """True if this object's rules are in the firewall."""
+        """True if this object's rules are in the firewall.
+
+        Not under the host lock: each listing is atomic, and no other transaction touches this object's rules.
+        """
         site, backend = self._site(), self.host.firewall
         return any(self._mine(site.state(backend, self.family, scope)) for scope in backend.scopes)
 
@@ -307,7 +319,8 @@ def _families(objects: Sequence[_Firewalled]) -> dict[Family, list[_Firewalled]]
 def create_all(objects: Sequence[_Firewalled]) -> None:
     """Create ``objects`` (one host, one namespace) in one transaction per table and family.
 
-    A failure removes what was added, so nothing is left half made.
+    The reads, checks and writes run under the host lock of the namespace, so processes sharing
+    it see each other's rules; a failure removes what was added, so nothing is left half made.
     """
     if not objects:
         return
@@ -315,29 +328,37 @@ def create_all(objects: Sequence[_Firewalled]) -> None:
     ids = [(obj.owner_tag, obj.object_id) for obj in objects]
     if len(set(ids)) != len(ids):
         raise InvalidValue("objects", sorted(ids), "the same object twice")
-    # Read and check everything first: a refusal (PortInUse, AlreadyExists) must not undo anything.
-    steps = [_prepare(site, backend, family, group) for family, group in _families(objects).items()]
-    try:
-        for step in steps:
-            step()
-        for obj in objects:
-            obj._changed(site)
-    except BaseException:
-        log.debug("create of %s failed; removing what was added", [obj.object_id for obj in objects])
-        delete_all(objects, missing_ok=True)
-        raise
+    families = _families(objects)
+    # how the host reaches each object's address depends on routes, not on the firewall: found before the lock
+    paths = {family: [obj._path(site) for obj in group] for family, group in families.items()}
+    with site.lock():
+        # Read and check everything first: a refusal (PortInUse, AlreadyExists) must not undo anything.
+        steps = [_prepare(site, backend, family, group, paths[family]) for family, group in families.items()]
+        try:
+            for step in steps:
+                step()
+            for obj in objects:
+                obj._changed(site)
+        except BaseException:
+            log.debug("create of %s failed; removing what was added", [obj.object_id for obj in objects])
+            delete_all(objects, missing_ok=True)
+            raise
+
+
+def _table_key(scope: Scope) -> str:
+    return f"table.{scope}"
 
 
 def _prepare(
-    site: _Site, backend: FirewallBackend, family: Family, group: list[_Firewalled]
+    site: _Site, backend: FirewallBackend, family: Family, group: list[_Firewalled], paths: list[_Path]
 ) -> Callable[[], None]:
-    """Check ``group`` against the firewall and return the function that adds its rules."""
+    """Check ``group`` against the firewall and return the function that adds its rules (call both under
+    the site's lock: the function writes what the reads here found missing)."""
     state = site.state(backend, family, "nat")
     for obj in group:
         obj._check(site, state)
         if obj._mine(state):
             raise AlreadyExists(f"{obj.owner_tag} {obj.object_id} already exists")
-    paths = [obj._path(site) for obj in group]
     needs = [FORWARDING[family]] if any(obj.forwards for obj in group) else []
     needs = list(dict.fromkeys(needs + [key for path in paths for key in path.keys()]))  # noqa: SIM118
     records = _records(state)
@@ -348,21 +369,43 @@ def _prepare(
         for key, value in current.items()
         if key not in records and _VALUE.fullmatch(value)
     ]
+    states = {scope: state if scope == "nat" else site.state(backend, family, scope)
+              for scope in _by_scope(backend, rules)}
+    # Tables the backend's tool makes on first use (iptables-nft's): recorded, so the last one out removes them.
+    made = [scope for scope in states if _table_key(scope) not in records and not _table_exists(site, backend,
+                                                                                                  family, scope)]
+    if made and "nat" not in states:  # the record itself goes into the nat table
+        states["nat"] = state
+        if _table_key("nat") not in records and not _table_exists(site, backend, family, "nat"):
+            made.append("nat")
+    rules += [FirewallRule("records", f"{RECORD_PREFIX}{_table_key(scope)}=0", family, action="record")
+              for scope in made]
     scopes = _by_scope(backend, rules)
     forward = [rule for obj in group for rule in obj._forward_rules()]
 
     def add() -> None:
         for scope, scoped in scopes.items():
-            scope_state = state if scope == "nat" else site.state(backend, family, scope)
-            site.apply(backend, family, backend.script(family, scope, scope_state, add=scoped))
+            _write(site, backend, family, scope, states[scope], scoped)
         for key, value in current.items():
             if value != "1":
                 site.setting(key, "1")
         for target in site.forward_backends(family) if forward else ():
-            filter_state = site.state(target, family, "filter")
-            site.apply(target, family, target.script(family, "filter", filter_state, add=forward))
+            _write(site, target, family, "filter", site.state(target, family, "filter"), forward)
 
     return add
+
+
+def _write(
+    site: _Site, backend: FirewallBackend, family: Family, scope: Scope, state: FirewallState,
+    add: Sequence[FirewallRule],
+) -> None:
+    """Add ``add`` to what ``state`` shows; once more from a fresh read if a chain or jump appeared meanwhile
+    (a process not taking the lock, e.g. an older pynetns)."""
+    try:
+        site.apply(backend, family, backend.script(family, scope, state, add=add))
+    except AlreadyExists:
+        log.debug("%s %s changed under this transaction; writing again from a fresh read", backend.name, scope)
+        site.apply(backend, family, backend.script(family, scope, site.state(backend, family, scope), add=add))
 
 
 def _by_scope(backend: FirewallBackend, rules: Iterable[FirewallRule]) -> dict[Scope, list[FirewallRule]]:
@@ -388,18 +431,22 @@ def preview(objects: Sequence[_Firewalled]) -> list[Call]:
 
 
 def delete_all(objects: Sequence[_Firewalled], *, missing_ok: bool = False) -> None:
-    """Remove exactly the rules of ``objects``; the last one out restores sysctls and removes the chains."""
+    """Remove exactly the rules of ``objects``; the last one out restores sysctls and removes the chains.
+
+    Under the host lock of the namespace, like :func:`create_all`.
+    """
     if not objects:
         return
     site, backend = _one_site(objects)
-    for family, group in _families(objects).items():
-        ids = {(obj.owner_tag, obj.object_id) for obj in group}
-        found = _delete_rules(site, backend, family, _owned_by(ids))
-        missing = sorted(ids - found)
-        if missing and not missing_ok:
-            raise NotFound(f"{' '.join(missing[0])} does not exist")
-    for obj in objects:
-        obj._changed(site)
+    with site.lock():
+        for family, group in _families(objects).items():
+            ids = {(obj.owner_tag, obj.object_id) for obj in group}
+            found = _delete_rules(site, backend, family, _owned_by(ids))
+            missing = sorted(ids - found)
+            if missing and not missing_ok:
+                raise NotFound(f"{' '.join(missing[0])} does not exist")
+        for obj in objects:
+            obj._changed(site)
 
 
 def _owned_by(ids: set[tuple[str, str]]) -> Callable[[ListedRule], bool]:
@@ -409,23 +456,29 @@ def _owned_by(ids: set[tuple[str, str]]) -> Callable[[ListedRule], bool]:
 def remove_tagged(namespace: Namespace, tag: str) -> int:
     """Remove every firewall rule carrying ``tag`` in ``namespace`` (a lab's, after its owner died).
 
-    Returns how many rules went; sysctls are restored as :func:`delete_all` does.
+    Returns how many rules went; sysctls are restored as :func:`delete_all` does, under the same lock
+    (several cleanups at once each remove what is still there).
     """
     if not _TAG.fullmatch(tag):
         raise InvalidValue("tag", tag, "a firewall tag must be 'pynetns:' and 1-40 of [A-Za-z0-9_.-]")
     site = _Site(namespace)
     count = 0
-    for family in (4, 6):
-        found = _delete_rules(site, site.host.firewall, family,
-                              lambda rule: (_owner(rule.comment) or ("", ""))[0] == tag)
-        count += len(found)
+    with site.lock():
+        for family in (4, 6):
+            found = _delete_rules(site, site.host.firewall, family,
+                                  lambda rule: (_owner(rule.comment) or ("", ""))[0] == tag)
+            count += len(found)
     return count
 
 
 def _delete_rules(
     site: _Site, backend: FirewallBackend, family: Family, select: Callable[[ListedRule], bool]
 ) -> set[tuple[str, str]]:
-    """Remove the selected rules of one family; returns the owners (tag, object id) whose rules were found."""
+    """Remove the selected rules of one family; returns the owners (tag, object id) whose rules were found.
+
+    What is shared is derived from what remains: a setting is restored, and a table pynetns' tool
+    made is removed, only when no remaining rule needs it. Call it under the site's lock.
+    """
     states = {scope: site.state(backend, family, scope) for scope in backend.scopes}
     owned = [rule for state in states.values() for rule in state.owned()]
     found = {owner for rule in owned if select(rule) and (owner := _owner(rule.comment)) is not None}
@@ -434,18 +487,24 @@ def _delete_rules(
     if any(rule.chain != "isolate" for rule in remaining):
         needed.add(FORWARDING[family])
     records = _records(states["nat"])
+    if remaining:  # a table goes with the family's last rule
+        needed.update(key for key in records if key.startswith("table."))
     restore = {key: value for key, (value, _) in records.items() if key not in needed}
     for scope, state in states.items():
         if not state.exists:
             continue
         mine = [rule for rule in state.owned() if select(rule)]
         others = [rule for rule in state.owned() if not select(rule)]
+        kept = False  # records still needed (a table's, while only filter rules remain) keep the nat chains
         if scope == "nat":
             mine += [records[key][1] for key in restore]
-        lines = backend.script(family, scope, state, remove=mine) if others else backend.script(
+            kept = len(restore) < len(records)
+        lines = backend.script(family, scope, state, remove=mine) if others or kept else backend.script(
             family, scope, state, teardown=True)
         site.apply(backend, family, lines)
     for key, value in restore.items():
+        if key.startswith("table."):
+            continue
         try:
             site.setting(key, value)
         except CommandError as error:  # e.g. the device is gone, with its setting
@@ -458,7 +517,37 @@ def _delete_rules(
         others = [rule for rule in filter_state.owned() if not select(rule)]
         lines = target.script(family, "filter", filter_state, remove=mine if others else (), teardown=not others)
         site.apply(target, family, lines)
+    for scope in backend.scopes:
+        if _table_key(scope) in restore:
+            _drop_table(site, backend, family, scope)
     return found
+
+
+def _table_exists(site: _Site, backend: FirewallBackend, family: Family, scope: Scope) -> bool:
+    """Whether the table of ``scope`` exists, for a backend whose tool makes it on first use (else True)."""
+    commands = backend.table_commands(family, scope)
+    if commands is None:
+        return True
+    try:
+        return bool(site.run(commands[0], check=False).returncode == 0)
+    except BackendUnavailable:  # iptables-nft without the nft program: the table will stay
+        return True
+
+
+def _drop_table(site: _Site, backend: FirewallBackend, family: Family, scope: Scope) -> None:
+    """Remove a table the backend's tool made for pynetns, if it holds nothing (else someone uses it now)."""
+    commands = backend.table_commands(family, scope)
+    if commands is None:
+        return
+    listing, remove = commands
+    try:
+        result = site.run(listing, check=False)
+        if result.returncode == 0 and backend.table_vacant(family, scope, result.stdout):
+            site.run(remove)
+        else:
+            log.debug("leaving the %s table of IPv%d: not empty, or gone", scope, family)
+    except (BackendUnavailable, CommandError) as error:  # e.g. iptables-nft without the nft program
+        log.info("could not remove the %s table pynetns' iptables made: %s", scope, error)
 
 
 def _records(state: FirewallState) -> dict[str, tuple[str, ListedRule]]:

@@ -344,3 +344,15 @@ class FirewallBackend(ABC):
     ) -> list[str]:
         """Lines that create whatever of pynetns' chains and jumps ``state`` lacks, add ``add``,
         remove ``remove`` and, with ``teardown``, remove pynetns' chains and jumps altogether."""
+
+    def table_commands(self, family: Family, scope: Scope) -> tuple[Argv, Argv] | None:
+        """For a table this backend's tool creates on first use and that can be removed again
+        (iptables-nft's ``nat`` and ``filter``): the command listing it as ``nft -j`` JSON (failing
+        where it does not exist), and the one removing it. ``None`` (the default): nothing to remove
+        (nftables' own table goes with its teardown; iptables-legacy's built-in tables cannot be removed)."""
+        return None
+
+    def table_vacant(self, family: Family, scope: Scope, listing: str) -> bool:
+        """Whether the listing of :meth:`table_commands` shows a table holding only empty base
+        chains with policy accept (so removing it changes nothing but the ruleset's text)."""
+        return False

@@ -12,7 +12,10 @@ removes with its last rule:
 
 Every rule carries ``-m comment --comment "pynetns:<id> …"``. Works with
 ``iptables-nft`` and ``iptables-legacy``; :meth:`Iptables.detect` finds
-which one ``iptables`` is and says so.
+which one ``iptables`` is and says so. A ``nat`` or ``filter`` table that
+iptables-nft made for pynetns' first rule is removed (with ``nft``) after its
+last one, if nothing else uses it; iptables-legacy's built-in tables, once
+instantiated in a namespace, stay for its lifetime (empty, policy ACCEPT).
 
 >>> from pynetns.backends.base import FirewallRule, FirewallState
 >>> rule = FirewallRule("dnat", "pynetns:doc portmap/tcp/any/8080-8089", protocol="tcp",
@@ -33,6 +36,7 @@ COMMIT
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -162,6 +166,28 @@ class Iptables(FirewallBackend):
             rules.append(ListedRule(kind, comment, spec, packets, size))  # type: ignore[arg-type]
         return FirewallState(frozenset(chains), tuple(rules), frozenset(busy))
 
+    def table_commands(self, family: Family, scope: Scope) -> tuple[Argv, Argv] | None:
+        # iptables-nft creates `table ip nat` (or `ip filter`) on first use and never removes it, and its
+        # save lists a table named with -t whether it exists or not: only nft can tell. iptables-legacy's
+        # built-in tables stay instantiated in a namespace for its lifetime.
+        if self.variant != "nft":
+            return None
+        name = "ip" if family == 4 else "ip6"
+        return ("nft", "-j", "list", "table", name, scope), ("nft", "delete", "table", name, scope)
+
+    def table_vacant(self, family: Family, scope: Scope, listing: str) -> bool:
+        try:
+            items = json.loads(listing).get("nftables", [])
+        except (ValueError, AttributeError):
+            return False
+        for item in items:
+            if "metainfo" in item or "table" in item:
+                continue
+            chain = item.get("chain")
+            if chain is None or "hook" not in chain or chain.get("policy", "accept") != "accept":
+                return False  # a rule, set, map, object, regular chain, or a base chain that drops
+        return True
+
     # -- writing -------------------------------------------------------------
 
     def batch_command(self, family: Family) -> Argv:
@@ -195,10 +221,12 @@ class Iptables(FirewallBackend):
             lines.append(f"-A {CHAINS[rule.chain]} {self.rule_text(family, rule)}")
         if teardown:
             emptied = []
+            copies = [rule.ref for rule in state.jumps]
             for builtin, match, target, _ in _JUMPS[scope]:
                 spec = self._jump_spec(builtin, match, target)
                 if spec in jumps:
-                    lines.append("-D " + spec)
+                    # every copy (a race of an older pynetns may have left two), or the chain cannot go
+                    lines.extend(["-D " + spec] * copies.count(spec))
                     emptied.append(builtin)
             if self.variant == "nft" and scope == "nat":
                 # iptables-nft made these base chains on demand for our jumps; empty nat chains
