@@ -317,7 +317,7 @@ def _elsewhere(record: LabRecord, host: Host) -> str | None:
     if theirs is None:
         return (
             "its journal does not say which network namespace played its host (an older pynetns wrote it): "
-            "remove it with pynetns.journal.remove() from that namespace"
+            "remove it from that namespace with 'pynetns down ID' (pynetns.journal.remove)"
         )
     if theirs != host.netns_key:
         return (
