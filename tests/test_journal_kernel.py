@@ -22,7 +22,7 @@ import pytest
 
 from pynetns import Host, Namespace, wait_until
 from pynetns.lab import cleanup, labs, runtime_dir
-from pynetns.runner import LocalRunner
+from pynetns.runner import CompletedCommand, LocalRunner
 
 root = pytest.mark.root
 SWEEP = int(os.environ.get("PYNETNS_SWEEP", "8"))
@@ -79,7 +79,7 @@ SIDE_BY_SIDE = textwrap.dedent("""
     import json, sys
     from pynetns import Host
     from pynetns.lab import Lab
-    from pynetns.runner import LocalRunner
+    from pynetns.runner import CompletedCommand, LocalRunner
 
     host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1])))
     lab = Lab(host=host)
@@ -150,7 +150,7 @@ SWEEP_CHILD = textwrap.dedent("""
     import json, os, signal, sys
     from pynetns import Host
     from pynetns.lab import Lab
-    from pynetns.runner import LocalRunner
+    from pynetns.runner import CompletedCommand, LocalRunner
 
     kill_after = int(sys.argv[2])
     ran = []
@@ -299,7 +299,7 @@ DEAD = textwrap.dedent("""
     import os, signal, sys
     from pynetns import Host
     from pynetns.lab import Lab
-    from pynetns.runner import LocalRunner
+    from pynetns.runner import CompletedCommand, LocalRunner
     lab = Lab("elsewhere", host=Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1]))))
     net = lab.network("net")
     lab.namespace("a", networks=[net])
@@ -331,13 +331,39 @@ def test_cleanup_from_another_network_namespace_leaves_the_lab_whole(playhost, o
     assert _ruleset(playhost) == before and labs() == []
 
 
+class Refusing(LocalRunner):
+    """Deletes nothing: every ``… delete`` command fails as if the kernel refused it."""
+
+    def _execute(self, argv, input, timeout):  # type: ignore[no-untyped-def]
+        if "delete" in argv:
+            return CompletedCommand(argv, 2, "", "RTNETLINK answers: Operation not supported\n")
+        return super()._execute(argv, input, timeout)
+
+
+@root
+def test_a_journal_stays_while_something_it_names_is_left(playhost):
+    child = subprocess.run(
+        [sys.executable, "-c", DEAD, _playns(playhost)], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    lab_id = child.stdout.strip()
+    assert child.returncode == -9 and lab_id, child.stderr
+    stubborn = Host(runner=Refusing(wrap=playhost.runner.wrap))  # type: ignore[attr-defined]
+    cleaned = cleanup(stubborn)
+    remaining = cleaned.remaining[lab_id]
+    assert f"namespace pn{lab_id}-a" in remaining and any(item.startswith("interface") for item in remaining)
+    assert [record.id for record in labs()] == [lab_id]  # the journal stays: the next cleanup can finish
+    assert cleanup(playhost)
+    _gone(lab_id, playhost)
+    assert labs() == []
+
+
 # -- without the privileges -------------------------------------------------------
 
 UNPRIVILEGED = textwrap.dedent("""
     import json
     from pynetns import Host
     from pynetns.lab import Lab
-    from pynetns.runner import LocalRunner
+    from pynetns.runner import CompletedCommand, LocalRunner
     runner = LocalRunner()
     lab = Lab(host=Host(runner=runner))
     lab.namespace("a", networks=[lab.network("net", subnet="10.79.0.0/24")])
