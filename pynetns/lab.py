@@ -393,6 +393,8 @@ class Lab:
         if both:
             raise InvalidValue("group_b", both, "a namespace cannot be on both sides of a partition")
         self._partitions.append((side_a, side_b))
+        if not self.isolated:
+            self._write_journal()  # it writes firewall rules on the host from now on: cleanup must know
         try:
             self._write_partitions()
         except BaseException:
@@ -720,7 +722,8 @@ class Lab:
             "published": [str(portmap) for portmap in self.published],
             "links": [] if self.isolated else [net.bridge for net in self.networks.values()],
             "veths": [] if self.isolated else [endpoint.host_interface for endpoint in self.endpoints],
-            "firewall": not self.isolated and bool(self._firewall or self._firewall_objects()),
+            "firewall": not self.isolated
+            and bool(self._firewall or self._partitions or self._drops or self._firewall_objects()),
             "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge,
                           "gateway": str(net.gateway), "nat": net.nat, "internal": net.internal}
                          for net in self.networks.values()],

@@ -187,3 +187,17 @@ def test_a_default_subnet_taken_meanwhile_moves_to_the_next_free_one(runtime):
     assert "172.18.0.1/16" in batches and "172.17." not in batches
     assert any("172.17.0.1/16" in (call.input or "") for call in plan_before)  # what explain() showed before
     lab.destroy()
+
+
+def test_a_partition_on_the_host_is_journaled_before_its_rules(runtime):
+    runner = Fake(runtime)
+    lab = Lab("parted", host=Host(runner=runner, firewall="nftables"))
+    net = lab.network("net", subnet="10.81.0.0/24", nat=False)
+    a, b = lab.namespace("a", networks=[net]), lab.namespace("b", networks=[net])
+    lab.apply()
+    assert json.loads(lab.journal_path.read_text())["firewall"] is False
+    runner.seen.clear()
+    lab.partition(a, b)
+    first = next(data for argv, _, data in runner.seen if "nft" in argv)
+    assert first is not None and first["firewall"] is True
+    lab.destroy()

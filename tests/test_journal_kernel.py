@@ -8,6 +8,7 @@ N positions (default 8).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -118,19 +119,16 @@ def test_labs_with_default_subnets_applied_side_by_side(playhost):
     try:
         assert [child.stdout.readline().strip() for child in children] == ["ready"] * count  # type: ignore[union-attr]
         for child in children:  # all at once
-            child.stdin.write("go\n")  # type: ignore[union-attr]
-            child.stdin.flush()  # type: ignore[union-attr]
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.write("go\n")  # type: ignore[union-attr]
+                child.stdin.flush()  # type: ignore[union-attr]
         results = [json.loads(child.stdout.readline() or '{"error": "no output"}') for child in children]  # type: ignore[union-attr]
-        for child in children:
-            child.stdin.write("end\n")  # type: ignore[union-attr]
-            child.stdin.flush()  # type: ignore[union-attr]
-        codes = [child.wait(timeout=60) for child in children]
     finally:
+        for child in children:  # the end of their input: each destroys its lab
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.close()  # type: ignore[union-attr]
+        codes = [child.wait(timeout=60) for child in children]
         for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            child.stdin.close()  # type: ignore[union-attr]
             child.stdout.close()  # type: ignore[union-attr]
     assert [result.get("error") for result in results] == [None] * count, results
     assert codes == [0] * count
