@@ -9,8 +9,9 @@
 
 A lab owns what it creates: kernel names carry its short id (``pn1a2b3c-web``,
 ``pnb1a2b3c0``), interfaces carry its tag (``pynetns:<id>``), and a journal under
-the runtime directory names its owner process, so :func:`cleanup` can remove
-the leftovers of a lab whose owner died (journals: :mod:`pynetns.journal`).
+the runtime directory, written before each apply's first command and held by its
+owner process, lets :func:`cleanup` remove the leftovers of a lab whose owner died
+(journals: :mod:`pynetns.journal`).
 """
 
 from __future__ import annotations
