@@ -26,6 +26,7 @@ from pynetns.lab import cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 root = pytest.mark.root
+needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft (apt-get install nftables)")
 SWEEP = int(os.environ.get("PYNETNS_SWEEP", "8"))
 WORKTREE = str(Path(__file__).resolve().parent.parent)
 
@@ -103,6 +104,7 @@ SIDE_BY_SIDE = textwrap.dedent("""
 
 
 @root
+@needs_nft
 def test_labs_with_default_subnets_applied_side_by_side(playhost):
     count = 8
     before = _ruleset(playhost)
@@ -213,6 +215,7 @@ def _positions(commands: list[str], wanted: int) -> list[int]:
 
 
 @root
+@needs_nft
 def test_owner_killed_at_any_moment_then_cleanup_leaves_nothing(playhost):
     before = _ruleset(playhost)
     lab_id, commands = _killed_at(playhost, 10**6)  # killed after apply returned: tells the commands
@@ -309,6 +312,7 @@ DEAD = textwrap.dedent("""
 
 
 @root
+@needs_nft
 def test_cleanup_from_another_network_namespace_leaves_the_lab_whole(playhost, otherhost):
     before = _ruleset(playhost)
     child = subprocess.run(
@@ -340,6 +344,7 @@ class Refusing(LocalRunner):
 
 
 @root
+@needs_nft
 def test_a_journal_stays_while_something_it_names_is_left(playhost):
     child = subprocess.run(
         [sys.executable, "-c", DEAD, _playns(playhost)], capture_output=True, text=True, env=_env(), timeout=60
