@@ -327,9 +327,15 @@ class Cleanup(Command):
         gone = [record for record in before if record.id not in left]
         for record in gone:
             print(f"removed lab {record.name} ({record.id})")
-        if not removed and not gone:
+        names = {record.id: f"{record.name} ({record.id})" for record in before}
+        for lab_id, why in removed.skipped.items():
+            print(f"{self.PROGNAME}: left lab {names.get(lab_id, lab_id)} alone: {why}", file=sys.stderr)
+        for lab_id, remaining in removed.remaining.items():
+            print(f"{self.PROGNAME}: lab {names.get(lab_id, lab_id)}: could not remove {', '.join(remaining)}; "
+                  "its journal stays", file=sys.stderr)
+        if not removed and not gone and not removed.skipped and not removed.remaining:
             print(f"{self.PROGNAME}: nothing to remove", file=sys.stderr)
-        return 0
+        return 1 if removed.remaining else 0
 
 
 @Pynetns.subcommand("demo")

@@ -5,6 +5,9 @@
 ('10.5.0.1/24', '10.5.0.2/24', '10.5.0.9/24')
 >>> str(pick_subnet([ipaddress.ip_network("172.17.0.0/16")]))
 '172.18.0.0/16'
+>>> moved = allocator.moved_to(ipaddress.ip_network("10.6.0.0/24"))  # the same places in another subnet
+>>> str(moved.gateway), str(moved.allocate())
+('10.6.0.1/24', '10.6.0.3/24')
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from .errors import InvalidAddress, SubnetOverlap
 from .validation import IPAddress, IPInterface, IPNetwork, ip_address
 
-__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "Allocator"]
+__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "rebase", "Allocator"]
 
 #: (pool, prefix length of each subnet taken from it), as Docker's default address pools
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
@@ -37,6 +40,14 @@ def pick_subnet(taken: Iterable[IPNetwork], pools: Iterable[tuple[str, int]] = D
         if not any(candidate.overlaps(other) for other in used if other.version == 4):
             return candidate
     raise SubnetOverlap("subnet", None, "every subnet of the default pools is in use")
+
+
+def rebase(address: IPAddress, old: IPNetwork, new: IPNetwork) -> IPAddress:
+    """The address at the same place in ``new`` as ``address`` has in ``old``."""
+    offset = int(address) - int(old.network_address)
+    if not 0 < offset < new.num_addresses - 1:
+        raise InvalidAddress("ip", str(address), f"has no place in {new} (it is host {offset} of {old})")
+    return ipaddress.ip_address(int(new.network_address) + offset)
 
 
 class Allocator:
@@ -76,3 +87,12 @@ class Allocator:
     def release(self, address: IPInterface) -> None:
         self._used.discard(address.ip)
         self._cursor = min(self._cursor, int(address.ip))
+
+    def moved_to(self, subnet: IPNetwork) -> Allocator:
+        """An allocator of ``subnet`` whose taken addresses sit where this one's sit in its subnet."""
+        moved = Allocator(subnet, rebase(self.gateway.ip, self.subnet, subnet))
+        for address in sorted(self._used):
+            if address != self.gateway.ip:
+                moved._take("ip", rebase(address, self.subnet, subnet))
+        moved._cursor = int(subnet.network_address) + (self._cursor - int(self.subnet.network_address))
+        return moved

@@ -9,14 +9,15 @@
 
 A lab owns what it creates: kernel names carry its short id (``pn1a2b3c-web``,
 ``pnb1a2b3c0``), interfaces carry its tag (``pynetns:<id>``), and a journal under
-the runtime directory names its owner process, so :func:`cleanup` can remove
-the leftovers of a lab whose owner died (journals: :mod:`pynetns.journal`).
+the runtime directory, written before each apply's first command and held by its
+owner process, lets :func:`cleanup` remove the leftovers of a lab whose owner died
+(journals: :mod:`pynetns.journal`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import ipaddress
 import logging
 import os
 import secrets
@@ -33,14 +34,17 @@ from .errors import (
     CleanupError,
     CommandError,
     InvalidValue,
+    PermissionDenied,
     PynetnsError,
     SubnetOverlap,
     WaitTimeout,
 )
 from .host import Host
 from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
-from .ipam import Allocator, pick_subnet
+from .ipam import Allocator, pick_subnet, rebase
 from .journal import (
+    HOW_TO_PRIVILEGE,
+    JournalFile,
     LabRecord,
     cleanup,
     find,
@@ -48,7 +52,6 @@ from .journal import (
     remove,
     remove_journal,
     runtime_dir,
-    start_time,
     taken_networks,
 )
 from .namespace import Namespace, kill_processes_in, resolve_host
@@ -66,7 +69,7 @@ from .nat import (
 )
 from .plan import Plan, Step, attach_undo_errors, undo_errors
 from .polling import wait_until
-from .runner import Call
+from .runner import Call, LocalRunner
 from .shaping import ImpairedLink, netem_available
 from .validation import IPInterface, IPNetwork, interface_name, namespace_name
 from .validation import mtu as valid_mtu
@@ -146,6 +149,8 @@ class Network:
     internal: bool = False
     mtu: int | None = None
     applied: bool = False
+    #: declared without a subnet: its first apply may move it to the next free one of the default pools
+    pooled: bool = attrs.field(default=False, repr=False)
 
     @property
     def gateway(self) -> IPInterface:
@@ -199,6 +204,7 @@ class Lab:
         self._detached = False
         self._leftovers: list[_Job] = []  # the jobs of a failed apply whose undo was incomplete
         self._lock = threading.Lock()
+        self._journal_file: JournalFile | None = None
         self.host_namespace: Namespace | None = None
         if isolated:
             self.host_namespace = Namespace(f"pn{self.id}-host", host=self.host)
@@ -228,7 +234,11 @@ class Lab:
         mtu: int | None = None,
         internal: bool = False,
     ) -> Network:
-        """Declare a network; without ``subnet`` a free one is taken from the default pools."""
+        """Declare a network; without ``subnet`` a free one is taken from the default pools.
+
+        That one is tentative (:meth:`explain` shows it): :meth:`apply` takes it for good, under the host lock,
+        or the next free one if another lab took it meanwhile (addresses keep their place in the subnet).
+        """
         namespace_name("name", name)
         if name in self.networks:
             raise InvalidValue("name", name, "a network of that name is already declared in this lab")
@@ -238,7 +248,7 @@ class Lab:
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         _refuse_overlap(chosen, taken, "already in use")
         net = Network(self, name, chosen, self._kernel_name("b"), Allocator(chosen, gateway), nat=nat and not internal,
-                      internal=internal, mtu=mtu)
+                      internal=internal, mtu=mtu, pooled=subnet is None)
         self.networks[name] = net
         return net
 
@@ -248,18 +258,44 @@ class Lab:
             return taken
         return taken + taken_networks(self.host, other_than=self.id)
 
-    def _claim_subnets(self) -> None:
-        """Re-check, then journal, the subnets this apply creates: under the lock, so no other lab or demo
-        picking a subnet at the same moment can take the same one."""
+    def _claim_subnets(self) -> bool:
+        """Choose, then journal, the subnets this apply creates: under the lock, so no other lab or demo
+        picking a subnet at the same moment can take the same one. A subnet given at declaration must
+        still be free; one taken from the pools moves to the next free one if it is not. Returns whether
+        one moved."""
         if self.isolated or self.host.dry_run:
             self._write_journal()
-            return
+            return False
+        moved = False
         with self.host.lock():
             taken = taken_networks(self.host, other_than=self.id)
-            for net in self.networks.values():
-                if not net.applied:
+            new = [net for net in self.networks.values() if not net.applied]
+            for net in new:
+                if not net.pooled:
                     _refuse_overlap(net.subnet, taken, "taken since it was declared")
+            mine = [net.subnet for net in self.networks.values() if net.applied or not net.pooled]
+            for net in new:
+                if net.pooled:
+                    if any(net.subnet.overlaps(other) for other in taken + mine):
+                        self._move(net, pick_subnet(taken + mine))
+                        moved = True
+                    mine.append(net.subnet)
             self._write_journal()
+        return moved
+
+    def _move(self, net: Network, subnet: IPNetwork) -> None:
+        """Give a network that is not applied yet another subnet: its addresses (and the ports published on
+        them) keep their place in it."""
+        log.info("lab %s: network %s takes %s (%s was taken meanwhile)", self.name, net.name, subnet, net.subnet)
+        old, net.subnet, net.allocator = net.subnet, subnet, net.allocator.moved_to(subnet)
+        for endpoint in net.endpoints:
+            endpoint.ip = ipaddress.ip_interface(f"{rebase(endpoint.ip.ip, old, subnet)}/{subnet.prefixlen}")
+        for index, portmap in enumerate(self.published):
+            if isinstance(portmap, _LabPortMap) and portmap.endpoint.network is net:
+                moved = attrs.evolve(portmap, address=portmap.endpoint.ip.ip)
+                self.published[index] = moved
+                for mappings in self._ports.values():
+                    mappings[:] = [moved if item is portmap else item for item in mappings]
 
     def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
         """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
@@ -376,6 +412,8 @@ class Lab:
         if both:
             raise InvalidValue("group_b", both, "a namespace cannot be on both sides of a partition")
         self._partitions.append((side_a, side_b))
+        if not self.isolated:
+            self._write_journal()  # it writes firewall rules on the host from now on: cleanup must know
         try:
             self._write_partitions()
         except BaseException:
@@ -613,7 +651,9 @@ class Lab:
         stages = self._stages()
         if not stages:
             return
-        self._claim_subnets()
+        _refuse_unprivileged(self.host)
+        if self._claim_subnets():  # a subnet from the pools moved: the commands name its new addresses
+            stages = self._stages()
         done: list[_Job] = []
         started: list[_Job] = []
         try:
@@ -762,9 +802,9 @@ class Lab:
             "id": self.id,
             "name": self.name,
             "tag": self.tag,
-            "owner_pid": None if self._persistent else os.getpid(),
-            "owner_start": None if self._persistent else start_time(os.getpid()),
+            "owner_pid": None if self._persistent else os.getpid(),  # information: liveness is the journal's flock
             "persistent": self._persistent,
+            "host_netns": self.host.netns_key,
             "isolated": self.isolated,
             "namespaces": namespaces,
             "members": {name: namespace.name for name, namespace in self.namespaces.items()},
@@ -774,7 +814,9 @@ class Lab:
                            "host_interface": endpoint.host_interface} for endpoint in self.endpoints],
             "published": [str(portmap) for portmap in self.published],
             "links": [] if self.isolated else [net.bridge for net in self.networks.values()],
-            "firewall": not self.isolated and bool(self._firewall or self._firewall_objects()),
+            "veths": [] if self.isolated else [endpoint.host_interface for endpoint in self.endpoints],
+            "firewall": not self.isolated
+            and bool(self._firewall or self._partitions or self._drops or self._firewall_objects()),
             "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge,
                           "gateway": str(net.gateway), "nat": net.nat, "internal": net.internal}
                          for net in self.networks.values()],
@@ -794,23 +836,54 @@ class Lab:
         return next(record for record in labs() if record.id == self.id)
 
     def _write_journal(self) -> None:
+        """Journal what the lab is and will be, under the host lock; held by this process unless persistent."""
         if self.host.dry_run:
             return
-        path = self.journal_path
-        temporary = path.with_suffix(".tmp")
-        for attempt in range(3):  # another process may prune the folder between mkdir and write
-            path.parent.mkdir(parents=True, exist_ok=True)
+        with self.host.lock():
+            if self._journal_file is None:
+                self._journal_file = JournalFile(self.journal_path)
             try:
-                temporary.write_text(json.dumps(self._journal(), indent=2))
-                break
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-        temporary.replace(path)
+                self._journal_file.write(self._journal(), owned=not self._persistent)
+            except PermissionError as error:
+                raise PermissionDenied(f"cannot write the journal of lab {self.name} in {self.journal_path.parent} "
+                                   f"({error.strerror}): {HOW_TO_PRIVILEGE}") from error
 
     def _remove_journal(self) -> None:
-        if not self.host.dry_run:
-            remove_journal(self.journal_path)
+        if self.host.dry_run:
+            return
+        with self.host.lock():
+            if self._journal_file is not None:
+                self._journal_file.remove()
+            else:
+                remove_journal(self.journal_path)
+
+
+def _refuse_unprivileged(host: Host) -> None:
+    """Refuse, before any command, to apply a lab without the privileges it needs (a local runner
+    without CAP_NET_ADMIN and CAP_SYS_ADMIN, or a runtime directory this user cannot write)."""
+    if host.dry_run:
+        return
+    from plumbum import local
+
+    runner = host.runner
+    if isinstance(runner, LocalRunner) and not runner.sudo and runner.machine is local and not _capable():
+        raise PermissionDenied(f"applying a lab needs the privileges to make network namespaces: {HOW_TO_PRIVILEGE}")
+    folder = runtime_dir()
+    existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), folder)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionDenied(f"cannot write lab journals in {folder} ({existing} is not writable by this user): "
+                           f"{HOW_TO_PRIVILEGE}")
+
+
+def _capable() -> bool:
+    """This process has CAP_NET_ADMIN and CAP_SYS_ADMIN (``ip netns add`` needs both)."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    effective = int(line.split()[1], 16)
+    return all(effective >> bit & 1 for bit in (12, 21))  # CAP_NET_ADMIN, CAP_SYS_ADMIN
 
 
 def _refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:

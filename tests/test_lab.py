@@ -206,8 +206,8 @@ def test_cleanup_leaves_live_labs_and_untagged_objects_alone(names, host, runtim
         subprocess.run(["ip", "netns", "add", foreign.name], check=True)
         try:
             (runtime / "labs" / "dead.json").write_text(json.dumps(
-                {"id": "dead", "name": "dead", "tag": "pynetns:dead", "owner_pid": 999999999, "owner_start": "1",
-                 "namespaces": [foreign.name], "links": ["eth0"]}))
+                {"id": "dead", "name": "dead", "tag": "pynetns:dead", "owner_pid": 999999999,
+                 "host_netns": Host().netns_key, "namespaces": [foreign.name], "links": ["eth0"]}))
             assert cleanup() == []
             assert foreign.exists() and lab.namespaces["a"].exists()
         finally:
