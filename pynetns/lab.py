@@ -496,7 +496,8 @@ class Lab:
                 objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
             others = bridges[:index] + foreign
             if others or net.internal:
-                objects.append(Isolation(net.bridge, others, net.internal, **where))  # type: ignore[arg-type]
+                # IPv6 too, whatever the subnet: a namespace can always send IPv6 to its gateway's link-local address
+                objects += Isolation.both(net.bridge, others, net.internal, **where)
         objects += [portmap for portmap in self.published if portmap not in self._firewall]
         return objects
 
@@ -791,8 +792,13 @@ class _FirewallJob(_Job):
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
         self.objects = self.lab._firewall_objects()
-        self.host.apply(self._settings())
+        # the rules first: route_localnet goes on only once the guard against 127.0.0.0/8 is in place
         create_all(self.objects)
+        try:
+            self.host.apply(self._settings())
+        except BaseException:
+            delete_all(self.objects, missing_ok=True)
+            raise
 
     def undo(self) -> None:
         delete_all(self.objects, missing_ok=True)
