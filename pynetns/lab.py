@@ -180,7 +180,7 @@ class Lab:
         self._firewall: list[_Firewalled] = []
         self._partitions: list[tuple[list[Namespace], list[Namespace]]] = []
         self._blocked: set[str] = set()
-        self._drops: ForwardDrops | None = None
+        self._drops: list[ForwardDrops] = []
         self._links: dict[Endpoint, ImpairedLink] = {}
         self._netem: bool | None = None
         self._applied_namespaces: set[str] = set()
@@ -417,15 +417,15 @@ class Lab:
     def _write_forward_drops(self) -> None:
         """The host side of the partitions: routed traffic, and the way round through published ports."""
         pairs = [(source, destination) for namespace, other in self._cut()
-                 for source in self._addresses(namespace) for destination in self._addresses(other)]
-        old, self._drops = self._drops, None
-        if old is not None:
-            delete_all([old], missing_ok=True)
-        if pairs:
-            drops = ForwardDrops("partitions", dict.fromkeys(pairs), namespace=self.host_namespace, host=self.host,
-                                 tag=self.tag)
-            create_all([drops])
-            self._drops = drops
+                 for source in self._addresses(namespace) for destination in self._addresses(other)
+                 if source.version == destination.version]
+        old, self._drops = self._drops, []
+        delete_all(old, missing_ok=True)
+        where = dict(namespace=self.host_namespace, host=self.host, tag=self.tag)
+        drops = [ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
+                 for version in (4, 6) if (mine := [pair for pair in pairs if pair[0].version == version])]
+        create_all(drops)  # one object per IP version
+        self._drops = drops
 
     # -- compiling --------------------------------------------------------
 
@@ -625,12 +625,12 @@ class Lab:
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
         kill_processes_in(self.host, [namespace.name for namespace in created])
-        owned = self._firewall + ([self._drops] if self._drops is not None else [])
+        owned = self._firewall + self._drops
         if owned and self.host_namespace is None:
             # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
             delete_all(owned, missing_ok=True)
         self._firewall.clear()
-        self._drops = None
+        self._drops = []
         self._links.clear()
         self._partitions.clear()
         self._blocked.clear()

@@ -3,6 +3,9 @@
 :class:`PortMap` is ``docker run -p 8080:80``: a DNAT rule for local
 destinations, reachable from other namespaces, from the host at its own
 addresses and at ``127.0.0.1``, and from the container itself (hairpin).
+``127.0.0.0/8`` stays the host's own: where a mapping needs ``route_localnet``
+it also drops, before NAT, packets to it that did not arrive on ``lo``.
+:class:`Isolation` keeps networks apart, one IP version per object.
 :class:`Masquerade` lets a bridge's subnet reach the outside with the host's
 address. Both write only pynetns' own table (nftables) or chains (iptables),
 chosen by ``Host(firewall=...)``, and live in ``namespace`` (``None``: the
