@@ -787,7 +787,7 @@ class _FirewallJob(_Job):
         return plan
 
     def calls(self) -> list[Call]:
-        return self._settings().calls() + preview(self.objects)
+        return preview(self.objects) + self._settings().calls()
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it

@@ -228,8 +228,15 @@ class Veth(_Link):
         """
         links, step, tag = self.host.links, self.host.ip_step, self._tag(self.tag)
         root = self.peer_where
-        add = links.veth_add(self.peer, self.name, peer_netns=self.where.netns_arg, mtu=self.mtu, mac=self.peer_mac,
-                             peer_mac=self.mac, master=None)
+        add = links.veth_add(
+            self.peer,
+            self.name,
+            peer_netns=self.where.netns_arg,
+            mtu=self.mtu,
+            mac=self.peer_mac,
+            peer_mac=self.mac,
+            master=None,
+        )
         plan = Plan([step(root, add, links.link_delete(self.peer))])
         plan.add(step(root, links.link_set(self.peer, alias=tag, up=True)))
         if self.peer_address is not None:

@@ -7,6 +7,7 @@ throwaway namespace) or ``playhost``, so no rule or sysctl of the machine itself
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -14,12 +15,13 @@ from collections.abc import Callable
 
 import pytest
 
-from pynetns import Host, Namespace, Route, Veth, wait_until
+from pynetns import Bridge, Host, Namespace, PortMap, Route, Veth, wait_until
 from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.errors import InvalidValue
 from pynetns.lab import Endpoint, Lab
+from pynetns.nat import ForwardDrops, Isolation
 from pynetns.servers import http_server_argv
 
 BACKENDS = {
@@ -88,6 +90,108 @@ for sport in frames:
 root = pytest.mark.root
 
 
+# -- the rules, without root ----------------------------------------------
+
+
+def scripts(host: Host) -> str:
+    return "".join(call.input or "" for call in host.history)
+
+
+def test_a_port_map_on_loopback_brings_a_guard_before_nat_in_every_backend():
+    nft = Host(dry_run=True, firewall="nftables")
+    PortMap(8080, "10.0.0.2", 80, host_ip="127.0.0.1", namespace=Namespace("gw", host=nft)).create()
+    text = scripts(nft)
+    assert "add chain ip pynetns guard { type filter hook prerouting priority -300; policy accept; }" in text
+    guard = 'add rule ip pynetns guard iifname != "lo" ip daddr 127.0.0.0/8 counter drop'
+    assert guard in text and text.index(guard) < text.index("dnat to")
+
+    xt = Host(dry_run=True, firewall=Iptables("legacy"))
+    PortMap(8080, "10.0.0.2", 80, host_ip="127.0.0.1", namespace=Namespace("gw", host=xt)).create()
+    raw = next(call for call in xt.history if call.input and call.input.startswith("*raw"))
+    assert raw.argv[-3:] == ("iptables-legacy-restore", "--noflush", "-w")
+    assert raw.input is not None
+    assert '-I PREROUTING -m comment --comment "pynetns jump" -j PYNETNS-GUARD' in raw.input
+    assert "-A PYNETNS-GUARD -d 127.0.0.0/8 ! -i lo -m comment" in raw.input and raw.input.endswith("-j DROP\nCOMMIT\n")
+    assert scripts(xt).index("*raw") < scripts(xt).index("*nat")  # the guard is in first
+
+
+@pytest.mark.parametrize("kwargs", [dict(address="fd00::2"), dict(address="10.0.0.2", host_ip="10.9.9.9")])
+def test_no_guard_where_loopback_is_not_involved(kwargs):
+    host = Host(dry_run=True, firewall="nftables")
+    PortMap(8080, port=80, namespace=Namespace("gw", host=host), **kwargs).create()
+    assert "guard iifname" not in scripts(host)
+
+
+def test_iptables_reads_the_raw_table_without_making_it():
+    backend = Iptables("legacy")
+    assert backend.list_commands(4, "raw") == [("iptables-legacy-save", "-c")]  # "-t raw" would make it
+    saved = "\n".join(
+        [
+            "*filter",
+            ":FORWARD ACCEPT [0:0]",
+            "-A FORWARD -j ACCEPT",
+            "COMMIT",
+            "*raw",
+            ":PREROUTING ACCEPT [0:0]",
+            ":PYNETNS-GUARD - [0:0]",
+            '[3:180] -A PREROUTING -m comment --comment "pynetns jump" -j PYNETNS-GUARD',
+            '[2:120] -A PYNETNS-GUARD -d 127.0.0.0/8 ! -i lo -m comment --comment "pynetns:t portmap/x" -j DROP',
+            "COMMIT",
+        ]
+    )
+    state = backend.parse(4, "raw", [saved])
+    assert state.chains == {"PYNETNS-GUARD"} and not state.busy  # the filter table's rule is not the raw table's
+    assert [(rule.chain, rule.packets) for rule in state.rules] == [("jump", 3), ("guard", 2)]
+
+
+def test_isolation_and_partition_drops_exist_per_ip_version():
+    host = Host(dry_run=True, firewall="nftables")
+    v4, v6 = Isolation.both("br-a", ["br-b"], internal=True, host=host)
+    assert (v4.family, v4.object_id, v6.family, v6.object_id) == (4, "isolate/br-a", 6, "isolate6/br-a")
+    Isolation("br-a", ["br-b"], family=6, host=host).create()
+    assert 'add rule ip6 pynetns isolation iifname "br-a" oifname "br-b" ct status & dnat == 0 drop' in scripts(host)
+    with pytest.raises(InvalidValue, match="4 or 6"):
+        Isolation("br-a", family=5)
+    drops = ForwardDrops("p", [("fd00::2", "fd00:1::2")], host=host)
+    assert (drops.family, drops.object_id) == (6, "drop6/p")
+    with pytest.raises(InvalidValue, match="all IPv4 or all IPv6"):
+        ForwardDrops("p", [("10.0.0.2", "10.0.1.2"), ("fd00::2", "fd00:1::2")], host=host)
+
+
+def test_a_lab_isolates_ipv6_as_ipv4_whatever_its_subnets():
+    lab = Lab("plan", host=Host(dry_run=True, firewall="nftables"), isolated=True)
+    a, b = lab.network("a", subnet="10.40.0.0/24"), lab.network("b", subnet="fd00:40::/64", internal=True)
+    lab.namespace("x", networks=[a])
+    lab.namespace("y", networks=[b])
+    text = lab.explain()
+    for family in ("ip", "ip6"):
+        assert f'add rule {family} pynetns isolation iifname "{b.bridge}" oifname "{a.bridge}" ct status' in text
+        assert f'add rule {family} pynetns isolation iifname "{b.bridge}" oifname != "{b.bridge}" drop' in text
+
+
+def test_the_root_namespace_is_named_only_from_itself():
+    with pytest.raises(InvalidValue, match="root namespace"):
+        _ = NetnsRef.root().netns_arg
+    assert NetnsRef.named("web").netns_arg == "web" and NetnsRef.path("/run/x").netns_arg == "/run/x"
+    host = Host(dry_run=True)
+    Veth(
+        "v1",
+        "up0",
+        namespace=Namespace("c1", host=host),
+        peer_namespace=None,
+        master="br0",
+        address="10.0.0.2/24",
+        peer_address="10.0.0.1/24",
+        host=host,
+    ).create()
+    assert [str(call) for call in host.history] == [
+        "ip -batch - <<'EOF'\nlink add up0 up type veth peer name v1 netns c1\n"
+        "link set up0 alias pynetns:dry-run up\naddr add 10.0.0.1/24 dev up0\nEOF",
+        "ip -n c1 -batch - <<'EOF'\nlink set v1 master br0 alias pynetns:dry-run up\naddr add 10.0.0.2/24 dev v1\nEOF",
+    ]
+    assert "/proc/1" not in "".join(str(call) for call in host.history)
+
+
 def fetch(namespace: Namespace, url: str) -> str | None:
     result = namespace.run(["curl", "-s", "-g", "-m", "2", url], check=False)
     return result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else None
@@ -114,8 +218,16 @@ def raw_syns(lab: Lab, attacker: Namespace, *targets: str) -> list[str]:
     mine = endpoint(lab, attacker)
     hostns = lab.host_namespace
     assert hostns is not None
-    argv = [sys.executable, "-c", RAW_SYN, mine.interface, mac_of(attacker, mine.interface),
-            mac_of(hostns, mine.network.bridge), str(mine.ip.ip), *targets]
+    argv = [
+        sys.executable,
+        "-c",
+        RAW_SYN,
+        mine.interface,
+        mac_of(attacker, mine.interface),
+        mac_of(hostns, mine.network.bridge),
+        str(mine.ip.ip),
+        *targets,
+    ]
     return attacker.run(argv).stdout.split()
 
 
@@ -140,10 +252,14 @@ def test_the_hosts_loopback_is_out_of_reach_of_lab_namespaces(backend: str) -> N
         assert hostns.sysctl(f"net.ipv4.conf.{front.bridge}.route_localnet") == "1"
         before = loopback.counters().packets
         for attacker, net in ((neighbour, front), (stranger, back)):
-            answers = raw_syns(lab, attacker, f"{net.gateway.ip}:8081",  # the frames do leave the attacker
-                               "127.0.0.1:8080",  # published on 127.0.0.1
-                               "127.0.0.1:8081",  # published everywhere, but not there
-                               "127.0.0.1:9090")  # the host's loopback listener
+            answers = raw_syns(
+                lab,
+                attacker,
+                f"{net.gateway.ip}:8081",  # the frames do leave the attacker
+                "127.0.0.1:8080",  # published on 127.0.0.1
+                "127.0.0.1:8081",  # published everywhere, but not there
+                "127.0.0.1:9090",
+            )  # the host's loopback listener
             assert answers == ["synack", "none", "none", "none"], attacker.name
         assert loopback.counters().packets == before
         # the host itself, at 127.0.0.1: still there (OUTPUT DNAT, masquerade, and the replies)
@@ -159,21 +275,35 @@ def test_the_hosts_loopback_is_out_of_reach_of_lab_namespaces(backend: str) -> N
 def test_a_port_map_on_loopback_outside_a_lab_is_guarded_too(
     names: Callable[[str], str], host: Host, hostns: Namespace, backend: str
 ) -> None:
-    from pynetns import Bridge, PortMap
-
     fw_host = Host(tag=host.tag, firewall=BACKENDS[backend]())
     bridge = Bridge(names("br"), address="10.62.0.1/24", namespace=hostns, host=host)
     bridge.create()
     with Namespace(names("c1"), host=host) as c1, Namespace(names("att"), host=host) as attacker:
         for namespace, address in ((c1, "10.62.0.2/24"), (attacker, "10.62.0.3/24")):
-            Veth(names("v"), "eth0", namespace=hostns, peer_namespace=namespace, master=bridge,
-                 peer_address=address, host=host).create()
+            Veth(
+                names("v"),
+                "eth0",
+                namespace=hostns,
+                peer_namespace=namespace,
+                master=bridge,
+                peer_address=address,
+                host=host,
+            ).create()
             Route("default", via="10.62.0.1", namespace=namespace, host=host).create()
         serve(c1, "0.0.0.0", 8000, "c1")
         mapping = PortMap(8080, "10.62.0.2", 8000, host_ip="127.0.0.1", namespace=hostns, host=fw_host)
         with mapping:
-            argv = [sys.executable, "-c", RAW_SYN, "eth0", mac_of(attacker, "eth0"), mac_of(hostns, bridge.name),
-                    "10.62.0.3", "10.62.0.1:8080", "127.0.0.1:8080"]
+            argv = [
+                sys.executable,
+                "-c",
+                RAW_SYN,
+                "eth0",
+                mac_of(attacker, "eth0"),
+                mac_of(hostns, bridge.name),
+                "10.62.0.3",
+                "10.62.0.1:8080",
+                "127.0.0.1:8080",
+            ]
             # published on loopback only: the host's address refuses (so the frames arrive), 127.0.0.1 is silent
             assert attacker.run(argv).stdout.split() == ["rst", "none"]
             assert mapping.counters().packets == 0
@@ -199,21 +329,38 @@ def test_isolation_and_internal_networks_hold_for_ipv6_as_for_ipv4(
 ) -> None:
     with Lab("six", host=Host(firewall=BACKENDS[backend]()), isolated=True) as lab:
         nets = {
-            4: (lab.network("a4", subnet="10.50.0.0/24"), lab.network("b4", subnet="10.51.0.0/24"),
-                lab.network("i4", subnet="10.52.0.0/24", internal=True)),
-            6: (lab.network("a6", subnet="fd00:50::/64"), lab.network("b6", subnet="fd00:51::/64"),
-                lab.network("i6", subnet="fd00:52::/64", internal=True)),
+            4: (
+                lab.network("a4", subnet="10.50.0.0/24"),
+                lab.network("b4", subnet="10.51.0.0/24"),
+                lab.network("i4", subnet="10.52.0.0/24", internal=True),
+            ),
+            6: (
+                lab.network("a6", subnet="fd00:50::/64"),
+                lab.network("b6", subnet="fd00:51::/64"),
+                lab.network("i6", subnet="fd00:52::/64", internal=True),
+            ),
         }
-        spaces = {family: tuple(lab.namespace(f"{kind}{family}", networks=[net])
-                                for kind, net in zip("abi", nets[family], strict=True)) for family in (4, 6)}
+        spaces = {
+            family: tuple(
+                lab.namespace(f"{kind}{family}", networks=[net]) for kind, net in zip("abi", nets[family], strict=True)
+            )
+            for family in (4, 6)
+        }
         published = {family: lab.publish(f"b{family}", 8080 + family, 80) for family in (4, 6)}
         lab.apply()
         hostns = lab.host_namespace
         assert hostns is not None
         with Namespace(names("world"), host=host) as world:  # the outside world, behind the lab's host
             wan = names("wan")
-            Veth(wan, "eth0", namespace=hostns, peer_namespace=world, address="192.0.2.1/24",
-                 peer_address="192.0.2.2/24", host=host).create()
+            Veth(
+                wan,
+                "eth0",
+                namespace=hostns,
+                peer_namespace=world,
+                address="192.0.2.1/24",
+                peer_address="192.0.2.2/24",
+                host=host,
+            ).create()
             world.run(["ip", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad"])
             hostns.run(["ip", "addr", "add", "fd00:99::1/64", "dev", wan, "nodad"])
             # the world routes the lab's subnets back through the host, so only the host's drops can stop a reply
@@ -227,10 +374,14 @@ def test_isolation_and_internal_networks_hold_for_ipv6_as_for_ipv4(
                 serve(b, "::" if family == 6 else "0.0.0.0", 80, f"b{family}")
                 # within reach: the published port from another network, the outside from a NAT network
                 gateway = str(net_a.gateway.ip)
-                assert wait_until(lambda: connects(a, gateway, 8080 + family), timeout=10,  # noqa: B023
-                                  what=f"IPv{family}: a published port from another network")
+                assert wait_until(
+                    functools.partial(connects, a, gateway, 8080 + family),
+                    timeout=10,
+                    what=f"IPv{family}: a published port from another network",
+                )
                 assert connects(a, world_ip, 80), f"IPv{family}: the outside from a NAT network"
-                assert ping(inner, str(net_i.gateway.ip)), f"IPv{family}: an internal network's own gateway"
+                own = str(net_i.gateway.ip)  # (polled: a new IPv6 address is usable once duplicate detection ends)
+                assert wait_until(functools.partial(ping, inner, own), what=f"IPv{family}: an internal gateway")
                 # out of reach: another network, directly; the outside from an internal network
                 assert not ping(a, str(target)), f"IPv{family}: another network answers ping"
                 assert not connects(a, str(target), 80), f"IPv{family}: another network accepts TCP"
@@ -255,8 +406,15 @@ def test_the_root_namespace_is_the_hosts_not_pid_1s(names: Callable[[str], str],
     machine's (/proc/1/ns/net)."""
     play = playhost.run(["ip", "-j", "link", "show"]).json()
     with Namespace(names("c"), host=playhost) as inner:
-        veth = Veth(names("v"), names("up"), namespace=inner, peer_namespace=None, address="10.63.0.2/24",
-                    peer_address="10.63.0.1/24", host=playhost)
+        veth = Veth(
+            names("v"),
+            names("up"),
+            namespace=inner,
+            peer_namespace=None,
+            address="10.63.0.2/24",
+            peer_address="10.63.0.1/24",
+            host=playhost,
+        )
         veth.create()
         assert veth.exists() and veth.peer_interface().name == veth.peer
         assert veth.peer not in {item["ifname"] for item in play}
@@ -264,8 +422,6 @@ def test_the_root_namespace_is_the_hosts_not_pid_1s(names: Callable[[str], str],
         mine = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
         assert veth.peer not in {item["ifname"] for item in json.loads(mine)}
         veth.delete()
-    with pytest.raises(InvalidValue, match="root namespace"):
-        _ = NetnsRef.root().netns_arg
 
 
 UNSHARED = """
