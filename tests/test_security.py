@@ -403,25 +403,27 @@ def test_isolation_and_internal_networks_hold_for_ipv6_as_for_ipv4(
 @root
 def test_the_root_namespace_is_the_hosts_not_pid_1s(names: Callable[[str], str], playhost: Host) -> None:
     """A veth whose peer goes "to the root namespace" lands in the namespace the Host plays, never in the
-    machine's (/proc/1/ns/net)."""
-    play = playhost.run(["ip", "-j", "link", "show"]).json()
+    machine's (/proc/1/ns/net): from a named namespace (``ip -n``) and from one given by path (``nsenter``)."""
     with Namespace(names("c"), host=playhost) as inner:
-        veth = Veth(
-            names("v"),
-            names("up"),
-            namespace=inner,
-            peer_namespace=None,
-            address="10.63.0.2/24",
-            peer_address="10.63.0.1/24",
-            host=playhost,
-        )
-        veth.create()
-        assert veth.exists() and veth.peer_interface().name == veth.peer
-        assert veth.peer not in {item["ifname"] for item in play}
-        assert ping(inner, "10.63.0.1")  # the two ends are linked: the Host's end answers
-        mine = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
-        assert veth.peer not in {item["ifname"] for item in json.loads(mine)}
-        veth.delete()
+        by_path = Namespace.from_path(f"/run/netns/{inner.name}", host=playhost)
+        for index, where in enumerate((inner, by_path)):
+            veth = Veth(
+                names("v"),
+                names("up"),
+                namespace=where,
+                peer_namespace=None,
+                address=f"10.63.{index}.2/24",
+                peer_address=f"10.63.{index}.1/24",
+                host=playhost,
+            )
+            veth.create()
+            assert veth.interface().name == veth.name  # in its namespace,
+            hosts = {item["ifname"] for item in playhost.run(["ip", "-j", "link", "show"]).json()}
+            assert veth.peer in hosts  # the peer in the Host's,
+            mine = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+            assert veth.peer not in {item["ifname"] for item in json.loads(mine)}  # not in the machine's
+            assert ping(inner, f"10.63.{index}.1")  # and linked: the Host's end answers
+            veth.delete()
 
 
 UNSHARED = """
