@@ -780,7 +780,8 @@ class _FirewallJob(_Job):
         where, links = self.site.where, self.host.links
         for port in dict.fromkeys(portmap.endpoint.host_interface for portmap in ports):
             plan.add(self.host.ip_step(where, links.bridge_port_set(port, hairpin=True)))
-        bridges = dict.fromkeys(port.endpoint.network.bridge for port in ports if port.family == 4)
+        # route_localnet exactly where a port map's rules carry its guard (IPv4, published on every address or loopback)
+        bridges = dict.fromkeys(device for port in ports if (device := port._path(self.site).localnet) is not None)
         if bridges:
             keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
             plan.add(Step(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))

@@ -169,6 +169,20 @@ def test_a_lab_isolates_ipv6_as_ipv4_whatever_its_subnets():
         assert f'add rule {family} pynetns isolation iifname "{b.bridge}" oifname != "{b.bridge}" drop' in text
 
 
+def test_a_lab_enables_route_localnet_only_with_the_guard():
+    lab = Lab("plan", host=Host(dry_run=True, firewall="nftables"), isolated=True)
+    front, back = lab.network("front", subnet="10.40.0.0/24"), lab.network("back", subnet="10.41.0.0/24")
+    lab.namespace("x", networks=[front])
+    lab.namespace("y", networks=[back])
+    lab.publish("y", 8080, 80, host_ip="10.41.0.1")  # a real address: no loopback, so no route_localnet
+    text = lab.explain()
+    assert "route_localnet" not in text and "127.0.0.0/8" not in text
+    lab.publish("x", 8081, 80, host_ip="127.0.0.1")
+    text = lab.explain()
+    assert f"net.ipv4.conf.{front.bridge}.route_localnet=1" in text and f"{back.bridge}.route_localnet" not in text
+    assert text.index('guard iifname != "lo" ip daddr 127.0.0.0/8') < text.index("route_localnet")
+
+
 def test_the_root_namespace_is_named_only_from_itself():
     with pytest.raises(InvalidValue, match="root namespace"):
         _ = NetnsRef.root().netns_arg
