@@ -194,7 +194,7 @@ class Lab:
         self._firewall: list[_Firewalled] = []
         self._partitions: list[tuple[list[Namespace], list[Namespace]]] = []
         self._blocked: set[str] = set()
-        self._drops: ForwardDrops | None = None
+        self._drops: list[ForwardDrops] = []
         self._links: dict[Endpoint, ImpairedLink] = {}
         self._netem: bool | None = None
         self._applied_namespaces: set[str] = set()
@@ -472,15 +472,15 @@ class Lab:
     def _write_forward_drops(self) -> None:
         """The host side of the partitions: routed traffic, and the way round through published ports."""
         pairs = [(source, destination) for namespace, other in self._cut()
-                 for source in self._addresses(namespace) for destination in self._addresses(other)]
-        old, self._drops = self._drops, None
-        if old is not None:
-            delete_all([old], missing_ok=True)
-        if pairs:
-            drops = ForwardDrops("partitions", dict.fromkeys(pairs), namespace=self.host_namespace, host=self.host,
-                                 tag=self.tag)
-            create_all([drops])
-            self._drops = drops
+                 for source in self._addresses(namespace) for destination in self._addresses(other)
+                 if source.version == destination.version]
+        old, self._drops = self._drops, []
+        delete_all(old, missing_ok=True)
+        where = dict(namespace=self.host_namespace, host=self.host, tag=self.tag)
+        drops = [ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
+                 for version in (4, 6) if (mine := [pair for pair in pairs if pair[0].version == version])]
+        create_all(drops)  # one object per IP version
+        self._drops = drops
 
     # -- compiling --------------------------------------------------------
 
@@ -563,7 +563,8 @@ class Lab:
                 objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
             others = bridges[:index] + foreign
             if others or net.internal:
-                objects.append(Isolation(net.bridge, others, net.internal, **where))  # type: ignore[arg-type]
+                # IPv6 too, whatever the subnet: a namespace can always send IPv6 to its gateway's link-local address
+                objects += Isolation.both(net.bridge, others, net.internal, **where)
         objects += [portmap for portmap in self.published if portmap not in self._firewall]
         return objects
 
@@ -750,11 +751,11 @@ class Lab:
         if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
         attempt(kill_processes_in, self.host, [namespace.name for namespace in created])
-        owned = self._firewall + ([self._drops] if self._drops is not None else [])
+        owned = self._firewall + self._drops
         # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
         if not owned or self.host_namespace is not None or attempt(delete_all, owned, missing_ok=True):
             self._firewall.clear()
-            self._drops = None
+            self._drops = []
         self._links.clear()
         self._partitions.clear()
         self._blocked.clear()
@@ -985,20 +986,26 @@ class _FirewallJob(_Job):
         where, links = self.site.where, self.host.links
         for port in dict.fromkeys(portmap.endpoint.host_interface for portmap in ports):
             plan.add(self.host.ip_step(where, links.bridge_port_set(port, hairpin=True)))
-        bridges = dict.fromkeys(port.endpoint.network.bridge for port in ports if port.family == 4)
+        # route_localnet exactly where a port map's rules carry its guard (IPv4, published on every address or loopback)
+        bridges = dict.fromkeys(device for port in ports if (device := port._path(self.site).localnet) is not None)
         if bridges:
             keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
             plan.add(Step(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
         return plan
 
     def calls(self) -> list[Call]:
-        return self._settings().calls() + preview(self.objects)
+        return preview(self.objects) + self._settings().calls()
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
         self.objects = self.lab._firewall_objects()
-        self.host.apply(self._settings())
+        # the rules first: route_localnet goes on only once the guard against 127.0.0.0/8 is in place
         create_all(self.objects)
+        try:
+            self.host.apply(self._settings())
+        except BaseException:
+            delete_all(self.objects, missing_ok=True)
+            raise
 
     def undo_after(self, error: BaseException) -> bool:
         # create_all's own removal may have failed too; but a refusal (no command failed: a port in use,

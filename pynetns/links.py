@@ -212,6 +212,8 @@ class Veth(_Link):
         """One batch where ``name`` lives (create, tag, address), one where ``peer`` lives (tag, up, address)."""
         links, step, tag = self.host.links, self.host.ip_step, self._tag(self.tag)
         moves = self.peer_where != self.where
+        if moves and self.peer_where.kind == "root":
+            return self._plan_from_root()
         add = links.veth_add(
             self.name,
             self.peer,
@@ -228,6 +230,32 @@ class Veth(_Link):
         plan.add(step(self.peer_where, links.link_set(self.peer, alias=tag, up=True)))
         if self.peer_address is not None:
             plan.add(step(self.peer_where, links.addr_add(self.peer, str(self.peer_address))))
+        return plan
+
+    def _plan_from_root(self) -> Plan:
+        """The pair made from the root namespace (the Host's), ``name`` sent to its own namespace.
+
+        Another namespace cannot name the root one (see :attr:`NetnsRef.netns_arg`), so the end that
+        stays is created where the command runs, and the other end is the one that moves.
+        """
+        links, step, tag = self.host.links, self.host.ip_step, self._tag(self.tag)
+        root = self.peer_where
+        add = links.veth_add(
+            self.peer,
+            self.name,
+            peer_netns=self.where.netns_arg,
+            mtu=self.mtu,
+            mac=self.peer_mac,
+            peer_mac=self.mac,
+            master=None,
+        )
+        plan = Plan([step(root, add, links.link_delete(self.peer))])
+        plan.add(step(root, links.link_set(self.peer, alias=tag, up=True)))
+        if self.peer_address is not None:
+            plan.add(step(root, links.addr_add(self.peer, str(self.peer_address))))
+        plan.add(step(self.where, links.link_set(self.name, master=self.master, alias=tag, up=True)))
+        if self.address is not None:
+            plan.add(step(self.where, links.addr_add(self.name, str(self.address))))
         return plan
 
     def peer_interface(self) -> Interface:

@@ -3,6 +3,9 @@
 :class:`PortMap` is ``docker run -p 8080:80``: a DNAT rule for local
 destinations, reachable from other namespaces, from the host at its own
 addresses and at ``127.0.0.1``, and from the container itself (hairpin).
+``127.0.0.0/8`` stays the host's own: where a mapping needs ``route_localnet``
+it also drops, before NAT, packets to it that did not arrive on ``lo``.
+:class:`Isolation` keeps networks apart, one IP version per object.
 :class:`Masquerade` lets a bridge's subnet reach the outside with the host's
 address. Both write only pynetns' own table (nftables) or chains (iptables),
 chosen by ``Host(firewall=...)``, and live in ``namespace`` (``None``: the
@@ -43,6 +46,7 @@ another table still needs its own rule; pynetns never edits other tables.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -384,7 +388,8 @@ def _prepare(
     forward = [rule for obj in group for rule in obj._forward_rules()]
 
     def add() -> None:
-        for scope, scoped in scopes.items():
+        # the raw table first: the loopback guard is in place before any DNAT that needs it
+        for scope, scoped in sorted(scopes.items(), key=lambda item: item[0] != "raw"):
             _write(site, backend, family, scope, states[scope], scoped)
         for key, value in current.items():
             if value != "1":
@@ -490,6 +495,14 @@ def _delete_rules(
     if remaining:  # a table goes with the family's last rule
         needed.update(key for key in records if key.startswith("table."))
     restore = {key: value for key, (value, _) in records.items() if key not in needed}
+    # settings first: route_localnet goes off before the loopback guard that made it safe
+    for key, value in restore.items():
+        if key.startswith("table."):
+            continue
+        try:
+            site.setting(key, value)
+        except CommandError as error:  # e.g. the device is gone, with its setting
+            log.debug("could not restore %s=%s: %s", key, value, error)
     for scope, state in states.items():
         if not state.exists:
             continue
@@ -502,13 +515,6 @@ def _delete_rules(
         lines = backend.script(family, scope, state, remove=mine) if others or kept else backend.script(
             family, scope, state, teardown=True)
         site.apply(backend, family, lines)
-    for key, value in restore.items():
-        if key.startswith("table."):
-            continue
-        try:
-            site.setting(key, value)
-        except CommandError as error:  # e.g. the device is gone, with its setting
-            log.debug("could not restore %s=%s: %s", key, value, error)
     for target in site.forward_backends(family):
         filter_state = site.state(target, family, "filter")
         if not filter_state.exists:
@@ -636,7 +642,10 @@ class PortMap(_Firewalled):
     def _main_rules(self, path: _Path) -> list[FirewallRule]:
         family, proto, address = self.family, self.protocol, str(self.address)
         hairpin = "" if path.hairpin_port is None else f" hp={path.hairpin_port}"
-        rules = [
+        rules = []
+        if family == 4 and (path.localnet is not None or (self.host_ip is not None and self.host_ip.is_loopback)):
+            rules.append(_loopback_guard(self._comment()))  # first: no moment with DNAT but without the guard
+        rules += [
             FirewallRule("dnat", self._comment(), family, proto,  # type: ignore[arg-type]
                          daddr=None if self.host_ip is None else str(self.host_ip), dport=self.host_ports,
                          action="dnat", to_address=address, to_port=self.ports, counter=True),
@@ -772,6 +781,19 @@ class PortMap(_Firewalled):
             site.run(argv, check=False)  # exit 1 when nothing matched
 
 
+def _loopback_guard(comment: str) -> FirewallRule:
+    """Drop packets to 127.0.0.0/8 that did not arrive on ``lo``, before NAT (CVE-2020-8558).
+
+    ``route_localnet`` lets 127.0.0.0/8 cross a device, and a DNAT rule for
+    127.0.0.1 matches in prerouting whatever the device: without this, a lab
+    namespace reaches the host's loopback-bound ports and listeners by sending
+    to 127.0.0.1 through its gateway. The host's own replies are not caught:
+    before NAT they are still addressed to the device's address.
+    """
+    return FirewallRule("guard", comment, 4, daddr="127.0.0.0/8", not_iif="lo", action="drop",
+                        counter=True)
+
+
 def _bridge_name(value: Any) -> str:
     if isinstance(value, Bridge):
         return value.name
@@ -841,9 +863,15 @@ class Masquerade(_Firewalled):
 
 
 
+def _family(value: Any) -> Family:
+    if value not in (4, 6) or isinstance(value, bool):
+        raise InvalidValue("family", value, "must be 4 or 6")
+    return 4 if value == 4 else 6
+
+
 @attrs.define(eq=False)
 class _Drops(_Firewalled):
-    """Base of the IPv4 objects that only drop forwarded traffic (the firewall's isolation chain)."""
+    """Base of the objects that only drop forwarded traffic (the firewall's isolation chain), one IP version each."""
 
     namespace: Namespace | None = attrs.field(default=None, converter=to_namespace, kw_only=True)
     host: Host = attrs.field(default=None, kw_only=True)
@@ -853,9 +881,9 @@ class _Drops(_Firewalled):
     def __attrs_post_init__(self) -> None:
         self._place()
 
-    @property
-    def family(self) -> Family:
-        return 4
+    def _id(self, kind: str, name: str) -> str:
+        """``kind/name`` for IPv4 (as ever), ``kind6/name`` for IPv6: both versions can live side by side."""
+        return f"{kind}{'' if self.family == 4 else '6'}/{name}"
 
 
 def _bridge_names(values: Iterable[Any]) -> tuple[str, ...]:
@@ -870,36 +898,46 @@ class Isolation(_Drops):
     other, but a published port stays reachable from any network (DNATed
     connections are let through). With ``internal=True`` the bridge's traffic
     may not leave it at all, like ``docker network create --internal``.
+    One object covers one IP version (``family``); :meth:`both` gives the
+    pair a bridge needs, since interfaces forward IPv6 as readily as IPv4.
     """
 
     bridge: str = attrs.field(converter=_bridge_name)
     others: tuple[str, ...] = attrs.field(default=(), converter=_bridge_names)
     internal: bool = False
+    #: the IP version whose forwarding this covers; :meth:`both` makes one of each
+    family: Family = attrs.field(default=4, converter=_family, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if self.bridge in self.others:
             raise InvalidValue("others", list(self.others), f"must not contain the bridge {self.bridge} itself")
         super().__attrs_post_init__()
 
+    @classmethod
+    def both(cls, bridge: Any, others: Iterable[Any] = (), internal: bool = False, **kwargs: Any) -> list[Isolation]:
+        """The isolation of ``bridge`` for IPv4 and for IPv6: a network is isolated only if both are."""
+        return [cls(bridge, tuple(others), internal, family=family, **kwargs) for family in (4, 6)]
+
     @property
     def object_id(self) -> str:
-        return f"isolate/{self.bridge}"
+        return self._id("isolate", self.bridge)
 
     def __str__(self) -> str:
-        return f"isolate {self.bridge} from {', '.join(self.others) or 'nothing'}" + (" (internal)" * self.internal)
+        return (f"isolate {self.bridge} from {', '.join(self.others) or 'nothing'}" + (" (internal)" * self.internal)
+                + (" (IPv6)" * (self.family == 6)))
 
     def _main_rules(self, path: _Path) -> list[FirewallRule]:
-        comment = self._comment()
+        comment, family = self._comment(), self.family
         rules = []
         for other in self.others:
             rules += [
-                FirewallRule("isolate", comment, iif=self.bridge, oif=other, not_ct_dnat=True, action="drop"),
-                FirewallRule("isolate", comment, iif=other, oif=self.bridge, not_ct_dnat=True, action="drop"),
+                FirewallRule("isolate", comment, family, iif=self.bridge, oif=other, not_ct_dnat=True, action="drop"),
+                FirewallRule("isolate", comment, family, iif=other, oif=self.bridge, not_ct_dnat=True, action="drop"),
             ]
         if self.internal:
             rules += [
-                FirewallRule("isolate", comment, iif=self.bridge, not_oif=self.bridge, action="drop"),
-                FirewallRule("isolate", comment, not_iif=self.bridge, oif=self.bridge, action="drop"),
+                FirewallRule("isolate", comment, family, iif=self.bridge, not_oif=self.bridge, action="drop"),
+                FirewallRule("isolate", comment, family, not_iif=self.bridge, oif=self.bridge, action="drop"),
             ]
         return rules
 
@@ -920,11 +958,23 @@ class ForwardDrops(_Drops):
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     pairs: tuple[tuple[str, str], ...] = attrs.field(converter=_address_pairs)
 
+    def __attrs_post_init__(self) -> None:
+        versions = {ipaddress.ip_address(address).version for pair in self.pairs for address in pair}
+        if len(versions) > 1:
+            raise InvalidValue("pairs", [list(pair) for pair in self.pairs],
+                               "must be all IPv4 or all IPv6 (make one ForwardDrops per version)")
+        super().__attrs_post_init__()
+
+    @property
+    def family(self) -> Family:
+        """The pairs' IP version (IPv4 when there is none)."""
+        return 6 if self.pairs and ipaddress.ip_address(self.pairs[0][0]).version == 6 else 4
+
     @property
     def object_id(self) -> str:
-        return f"drop/{self.name}"
+        return self._id("drop", self.name)
 
     def _main_rules(self, path: _Path) -> list[FirewallRule]:
         comment = self._comment()
-        return [FirewallRule("isolate", comment, saddr=source, daddr=destination, action="drop")
+        return [FirewallRule("isolate", comment, self.family, saddr=source, daddr=destination, action="drop")
                 for source, destination in self.pairs]

@@ -73,9 +73,18 @@ class NetnsRef:
 
     @property
     def netns_arg(self) -> str:
-        """The argument of ``ip link ... netns X`` that moves an interface here."""
+        """The argument of ``ip link ... netns X`` that moves an interface here, from another namespace.
+
+        The root namespace has none: it is the Host's namespace (locally, the caller's), and a
+        command working in another namespace (``ip -n NAME``, ``nsenter``) cannot name it —
+        ``/proc/1/ns/net`` is PID 1's (the machine's, not the Host's, inside ``unshare -n`` or
+        behind a runner that wraps ``nsenter``), and ``/proc/self/ns/net`` is the namespace the
+        command switched to. Move an interface to the root namespace from the root side, as
+        :class:`~pynetns.Veth` does: the root side is where an unwrapped command runs.
+        """
         if self.kind == "root":
-            return "/proc/1/ns/net"
+            raise InvalidValue("netns", str(self), "the root namespace cannot be named from another namespace; "
+                               "run the command in the root namespace and name the other one")
         return self.value
 
     def __str__(self) -> str:
@@ -180,10 +189,12 @@ class EnterBackend(ABC):
 # -- firewall ---------------------------------------------------------------
 
 Family = Literal[4, 6]
-#: "nat": the DNAT/POSTROUTING chains and the records; "filter": the FORWARD accept and isolation chains
-Scope = Literal["nat", "filter"]
-#: "isolate" holds drops between networks; "forward" accepts pynetns' traffic where an xtables FORWARD drops
-Chain = Literal["dnat", "postrouting", "forward", "isolate", "records"]
+#: "nat": the DNAT/POSTROUTING chains and the records; "filter": the FORWARD accept and isolation chains;
+#: "raw": the guard, which sees packets before connection tracking and NAT
+Scope = Literal["nat", "filter", "raw"]
+#: "isolate" holds drops between networks; "forward" accepts pynetns' traffic where an xtables FORWARD drops;
+#: "guard" drops what must never reach NAT (packets to 127.0.0.0/8 that did not arrive on ``lo``)
+Chain = Literal["dnat", "postrouting", "forward", "isolate", "records", "guard"]
 
 #: the prefix of every comment pynetns writes on a firewall rule
 COMMENT_PREFIX = "pynetns"

@@ -9,6 +9,8 @@ removes with its last rule:
 - ``filter``: ``FORWARD`` (first rules) → ``PYNETNS-ISOLATION``, which drops
   traffic between networks, then → ``PYNETNS-FORWARD``, which accepts
   pynetns' forwarded traffic even under a ``DROP`` policy.
+- ``raw``: ``PREROUTING`` (first rule) → ``PYNETNS-GUARD``, which drops
+  packets to 127.0.0.0/8 that did not arrive on ``lo`` before NAT sees them.
 
 Every rule carries ``-m comment --comment "pynetns:<id> …"``. Works with
 ``iptables-nft`` and ``iptables-legacy``; :meth:`Iptables.detect` finds
@@ -73,8 +75,13 @@ CHAINS = {
     "records": "PYNETNS-RECORDS",
     "forward": "PYNETNS-FORWARD",
     "isolate": "PYNETNS-ISOLATION",
+    "guard": "PYNETNS-GUARD",
 }
-_SCOPE_CHAINS = {"nat": ("dnat", "postrouting", "records"), "filter": ("forward", "isolate")}
+_SCOPE_CHAINS: dict[Scope, tuple[Chain, ...]] = {
+    "nat": ("dnat", "postrouting", "records"),
+    "filter": ("forward", "isolate"),
+    "raw": ("guard",),
+}
 # (built-in chain, match, target, insert first?) of every jump rule, per scope
 _JUMPS = {
     "nat": (
@@ -84,6 +91,8 @@ _JUMPS = {
     ),
     # inserted in this order, so FORWARD checks the isolation drops before the accepts
     "filter": (("FORWARD", "", "PYNETNS-FORWARD", True), ("FORWARD", "", "PYNETNS-ISOLATION", True)),
+    # first, before anything else of the raw table can accept (NOTRACK, …)
+    "raw": (("PREROUTING", "", "PYNETNS-GUARD", True),),
 }
 _REVERSE = {name: chain for chain, name in CHAINS.items()}
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s+")
@@ -98,10 +107,10 @@ class Iptables(FirewallBackend):
     """
 
     name = "iptables"
-    scopes = ("nat", "filter")
+    scopes = ("nat", "filter", "raw")
 
     def scope_of(self, chain: Chain) -> Scope:
-        return "filter" if chain in _SCOPE_CHAINS["filter"] else "nat"
+        return next((scope for scope, chains in _SCOPE_CHAINS.items() if chain in chains), "nat")
 
     def __init__(self, variant: Variant | None = None, version: str = "") -> None:
         if variant not in (None, "nft", "legacy"):
@@ -132,6 +141,9 @@ class Iptables(FirewallBackend):
     # -- reading -------------------------------------------------------------
 
     def list_commands(self, family: Family, scope: Scope) -> list[Argv]:
+        if scope == "raw":
+            # every table that exists, not "-t raw": listing a legacy table makes it, and a legacy table stays
+            return [(self.program(family, "-save"), "-c")]
         return [(self.program(family, "-save"), "-c", "-t", scope)]
 
     def parse(self, family: Family, scope: Scope, outputs: Sequence[str]) -> FirewallState:
@@ -139,8 +151,13 @@ class Iptables(FirewallBackend):
         busy: set[str] = set()
         rules: list[ListedRule] = []
         ours = {CHAINS[name] for name in _SCOPE_CHAINS[scope]}
+        table: str = scope
         for raw in (outputs[0] if outputs else "").splitlines():
             line = raw.strip()
+            if line.startswith("*"):
+                table = line[1:]
+            if table != scope:
+                continue
             if line.startswith(":"):
                 name = line[1:].split()[0]
                 if name in ours:
@@ -228,8 +245,8 @@ class Iptables(FirewallBackend):
                     # every copy (a race of an older pynetns may have left two), or the chain cannot go
                     lines.extend(["-D " + spec] * copies.count(spec))
                     emptied.append(builtin)
-            if self.variant == "nft" and scope == "nat":
-                # iptables-nft made these base chains on demand for our jumps; empty nat chains
+            if self.variant == "nft" and scope in ("nat", "raw"):
+                # iptables-nft made these base chains on demand for our jumps; empty nat and raw chains
                 # (always policy ACCEPT) do nothing, so leave nft's view as it was.
                 lines.extend(f"-X {name}" for name in dict.fromkeys(emptied) if name not in state.busy)
             for name in names:

@@ -4,8 +4,10 @@ Everything lives in ``table ip pynetns`` (``ip6`` for IPv6): the NAT base
 chains ``prerouting`` and ``output`` jump to ``published`` for local
 destinations (``fib daddr type local``), ``postrouting`` masquerades,
 ``isolation`` (a filter chain on the forward hook) drops traffic between
-networks, and ``records`` keeps the sysctl values pynetns changed. Deleting the table undoes
-everything; no other table is ever written.
+networks, ``guard`` (on the prerouting hook at raw priority, before NAT) drops
+packets to 127.0.0.0/8 that did not arrive on ``lo``, and ``records`` keeps the
+sysctl values pynetns changed. Deleting the table undoes everything; no other
+table is ever written.
 
 Scripts are built only from validated values, and every token is checked
 again here (a newline or ``;`` cannot reach ``nft``):
@@ -45,13 +47,21 @@ __all__ = ["Nftables", "TABLE"]
 TABLE = "pynetns"
 
 # pynetns' chain name for each rule chain, and the base chains with their hooks.
-_CHAINS = {"dnat": "published", "postrouting": "postrouting", "isolate": "isolation", "records": "records"}
+_CHAINS = {
+    "dnat": "published",
+    "postrouting": "postrouting",
+    "isolate": "isolation",
+    "records": "records",
+    "guard": "guard",
+}
 _BASE = {
     "prerouting": "type nat hook prerouting priority -100; policy accept;",
     "output": "type nat hook output priority -100; policy accept;",
     "postrouting": "type nat hook postrouting priority 100; policy accept;",
     # a drop in any base chain is final, so isolation holds even where another table accepts
     "isolation": "type filter hook forward priority 0; policy accept;",
+    # before conntrack and NAT (raw), so a dropped packet is never DNATed and never counted
+    "guard": "type filter hook prerouting priority -300; policy accept;",
 }
 _JUMPS = ("prerouting", "output")
 _REVERSE = {name: chain for chain, name in _CHAINS.items()}
