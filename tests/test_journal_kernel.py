@@ -83,7 +83,7 @@ SIDE_BY_SIDE = textwrap.dedent("""
     from pynetns.lab import Lab
     from pynetns.runner import CompletedCommand, LocalRunner
 
-    host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1])))
+    host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1])), firewall=sys.argv[2])
     lab = Lab(host=host)
     net = lab.network("net")
     a = lab.namespace("a", networks=[net])
@@ -105,12 +105,13 @@ SIDE_BY_SIDE = textwrap.dedent("""
 
 @root
 @needs_nft
-def test_labs_with_default_subnets_applied_side_by_side(playhost):
+@pytest.mark.parametrize("firewall", ["nftables", "iptables"])
+def test_labs_with_default_subnets_applied_side_by_side(playhost, firewall):
     count = 8
     before = _ruleset(playhost)
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", SIDE_BY_SIDE, _playns(playhost)],
+            [sys.executable, "-c", SIDE_BY_SIDE, _playns(playhost), firewall],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
