@@ -191,9 +191,11 @@ class Namespace:
         it would keep the namespace — and its interfaces — alive.
         """
         self._require_owned("delete")
-        self.stop_processes()
-        kill_processes_in(self._host, [self.name])
-        self._host.run(self._host.links.netns_delete(self.name))
+        try:
+            self.stop_processes()
+        finally:  # whatever stopping them met, nothing may keep the namespace alive
+            kill_processes_in(self._host, [self.name])
+            self._host.run(self._host.links.netns_delete(self.name))
 
     def exists(self) -> bool:
         if self._ref.kind == "root":

@@ -61,6 +61,7 @@ from .errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValu
 from .host import Host
 from .links import Bridge, Placed, to_namespace
 from .namespace import Namespace
+from .plan import attach_undo_errors
 from .runner import Call
 from .validation import (
     IPAddress,
@@ -343,9 +344,12 @@ def create_all(objects: Sequence[_Firewalled]) -> None:
                 step()
             for obj in objects:
                 obj._changed(site)
-        except BaseException:
+        except BaseException as error:
             log.debug("create of %s failed; removing what was added", [obj.object_id for obj in objects])
-            delete_all(objects, missing_ok=True)
+            try:
+                delete_all(objects, missing_ok=True)
+            except Exception as failure:  # the original error stays the one raised; this one rides on it
+                attach_undo_errors(error, [failure])
             raise
 
 

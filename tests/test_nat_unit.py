@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pynetns import Host, InvalidInput, Masquerade, Namespace, PortInUse, PortMap, PynetnsError
+from pynetns import CommandError, Host, InvalidInput, Masquerade, Namespace, PortInUse, PortMap, PynetnsError
 from pynetns.backends import get_backend
 from pynetns.backends.base import FirewallBackend, FirewallRule, FirewallState
 from pynetns.backends.iptables import Iptables
@@ -282,3 +282,25 @@ def test_a_backend_missing_a_method_fails_at_construction() -> None:
 
     with pytest.raises(TypeError):
         Half()  # type: ignore[abstract]
+
+
+def test_a_failed_create_raises_its_own_error_with_the_undo_failures_attached() -> None:
+    class Failing(RecordingRunner):
+        """The write fails; after it, reading the firewall (for the undo) fails too."""
+
+        written = False
+
+        def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+            if "-f" in argv:
+                self.written = True
+                return CompletedCommand(argv, 1, "", "Error: Could not process rule: Invalid argument")
+            if self.written and "list" in argv:
+                return CompletedCommand(argv, 1, "", "Error: Could not process rule: Operation not permitted")
+            return super()._execute(argv, input, timeout)
+
+    host = Host(runner=Failing(), firewall="nftables", tag="pynetns:unit")
+    with pytest.raises(CommandError) as caught:
+        PortMap(8080, "10.0.0.2", 80, namespace=Namespace("gw", host=host), host=host).create()
+    assert "Invalid argument" in str(caught.value)  # the write's error, not the undo's
+    (undo,) = caught.value.undo_errors  # type: ignore[attr-defined]
+    assert "Operation not permitted" in str(undo)

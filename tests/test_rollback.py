@@ -3,7 +3,7 @@ failures are retried, the journal stays while anything may be left, ``destroy()`
 
 Fast tests drive a fake kernel (a runner that models namespaces and links, and fails on request); the root
 tests inject the same faults into a lab on a ``playhost`` (firewall, NAT, a published port, ``ip_forward``).
-``PYNETNS_SWEEP=all`` sweeps every position of the kernel lab with one and with three failing commands
+``PYNETNS_SWEEP=3`` (or more) sweeps every position of the kernel lab with one and with three failing commands
 (by default: every position with one, a sample with three).
 """
 
@@ -38,7 +38,7 @@ from pynetns.plan import undo_errors
 from pynetns.runner import CompletedCommand, LocalRunner, Runner
 
 root = pytest.mark.root
-SWEEP = os.environ.get("PYNETNS_SWEEP", "")
+SWEEP = max(1, int(os.environ.get("PYNETNS_SWEEP", "1")))
 
 
 @pytest.fixture(autouse=True)
@@ -518,7 +518,7 @@ def test_every_position_on_the_kernel(playhost, chunk, failures):
     lab.apply()
     total = counter.count - declared
     lab.destroy()
-    every = 1 if failures == 1 or SWEEP == "all" else 3
+    every = 1 if failures == 1 or SWEEP >= 3 else 3
     tried, incomplete = [], 0
     for position in positions(total, chunk, CHUNKS, every):
         runner = FaultyRunner(wrap)
