@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from pynetns import Host, InvalidValue, Lab, Namespace, PortMap, Topology, TopologyError, wait_until
-from pynetns.servers import http_server_argv
+from pynetns import Host, InvalidValue, Lab, Namespace, PortMap, Topology, TopologyError
+from tests.helpers import fetch, serve
 from tests.test_lab import assert_gone, ping
 
 
@@ -171,15 +171,6 @@ def test_ipv6_addresses_skip_duplicate_address_detection_inside_the_lab_only() -
 root = pytest.mark.root
 
 
-def fetch(namespace: Namespace, url: str) -> str | None:
-    result = namespace.run(["curl", "-g", "-s", "-m", "2", url], check=False)
-    return result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else None
-
-
-def serve(namespace: Namespace, address: str, port: int, body: str) -> None:
-    namespace.popen(http_server_argv(address, port, body=body))
-    local = "[::1]" if ":" in address else "127.0.0.1"
-    wait_until(lambda: fetch(namespace, f"http://{local}:{port}/") == body, what=f"a server in {namespace.name}")
 
 
 def _default_routes(namespace: Namespace, family: int = 4) -> list[str | None]:

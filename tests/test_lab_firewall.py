@@ -14,11 +14,11 @@ import textwrap
 
 import pytest
 
-from pynetns import CommandError, Host, InvalidValue, Namespace, Veth, wait_until
+from pynetns import CommandError, Host, InvalidValue, Namespace, Veth
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.lab import Lab, cleanup, labs
-from pynetns.servers import http_server_argv
+from tests.helpers import fetch, serve
 from tests.test_lab import FailOn, assert_gone, ping
 
 BACKENDS = {
@@ -28,14 +28,6 @@ BACKENDS = {
 }
 
 
-def fetch(namespace: Namespace, url: str) -> str | None:
-    result = namespace.run(["curl", "-s", "-m", "2", url], check=False)
-    return result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else None
-
-
-def serve(namespace: Namespace, port: int, body: str) -> None:
-    namespace.popen(http_server_argv("0.0.0.0", port, body=body))
-    wait_until(lambda: fetch(namespace, f"http://127.0.0.1:{port}/") == body, what=f"a server in {namespace.name}")
 
 
 def test_explain_shows_isolation_nat_and_published_ports_without_root():
@@ -78,7 +70,7 @@ def test_isolation_and_published_ports(backend):
         assert lab.plan() == []  # applied: nothing left to do, the firewall included
         hostns = lab.host_namespace
         assert hostns is not None
-        serve(web, 80, "web")
+        serve(web, "0.0.0.0", 80, "web")
         assert ping(web, "10.42.0.3")  # within a network
         assert not ping(web, "10.43.0.2") and not ping(db, "10.42.0.2")  # across: isolated
         assert fetch(db, "http://10.42.0.2/") is None
@@ -93,7 +85,7 @@ def test_isolation_and_published_ports(backend):
         script = "".join(call.input or "" for call in lab.plan())
         assert "10.42.0.3" in script and "10.42.0.2" not in script and "netns add" not in script
         lab.apply()
-        serve(peer, 80, "peer")
+        serve(peer, "0.0.0.0", 80, "peer")
         assert fetch(hostns, "http://10.42.0.1:8081/") == "peer" and later.exists() and portmap.exists()
         lab_id = lab.id
     assert_gone(lab_id)
@@ -113,7 +105,7 @@ def test_outbound_nat_and_an_internal_network(names, host):
         with Namespace(names("world"), host=host) as world:
             Veth(names("wan"), "eth0", namespace=hostns, peer_namespace=world, address="192.0.2.1/30",
                  peer_address="192.0.2.2/30", host=host).create()
-            serve(world, 80, "world")
+            serve(world, "0.0.0.0", 80, "world")
             # the world only knows the host's address, so an answer means the source was masqueraded
             result = web.run(["curl", "-s", "-m", "2", "http://192.0.2.2/"], check=False).stdout
             assert result.splitlines() == ["world", "client 192.0.2.1"]
@@ -156,7 +148,7 @@ def test_a_host_lab_leaves_the_firewall_as_it_found_it(playhost):
         lab.apply()
         assert "dnat to 10.47.0.2:80" in _ruleset(playhost) and _forwarding(playhost) == "1"
         assert not ping(web, "10.48.0.2")
-        serve(web, 80, "web")
+        serve(web, "0.0.0.0", 80, "web")
         assert fetch(Namespace.host(playhost), "http://127.0.0.1:8080/") == "web"
     assert (_ruleset(playhost), _forwarding(playhost)) == before
 
@@ -211,7 +203,7 @@ def test_partition_and_heal_within_and_across_networks(firewall):
         d = lab.namespace("d", networks=[back])
         lab.publish(d, 8080, 80)
         lab.apply()
-        serve(d, 80, "d")
+        serve(d, "0.0.0.0", 80, "d")
         assert ping(a, "10.52.0.3") and fetch(a, "http://10.52.0.1:8080/") == "d"
         with pytest.raises(InvalidValue, match="both sides"):
             lab.partition([a, b], [b])
@@ -236,7 +228,7 @@ def test_the_shop_topology_file_end_to_end():
         web, db, cache = (lab.namespaces[name] for name in ("web", "db", "cache"))
         hostns = lab.host_namespace
         assert hostns is not None
-        serve(web, 80, "web")
+        serve(web, "0.0.0.0", 80, "web")
         assert ping(db, "10.31.0.20") and ping(cache, "10.31.0.2")  # within back, and web's second leg
         assert not ping(db, "10.30.0.2")  # back is internal: nothing beyond its bridge
         assert fetch(hostns, "http://127.0.0.1:8080/") == "web"  # published on the host's loopback only
@@ -259,5 +251,5 @@ def test_networks_of_two_host_labs_are_isolated_from_each_other(playhost):
         assert ping(a, str(first.gateway.ip)) and ping(b, str(second.gateway.ip))
         two.publish(b, 8080, 80)
         two.apply()
-        serve(b, 80, "b")
+        serve(b, "0.0.0.0", 80, "b")
         assert fetch(a, "http://10.54.0.1:8080/") == "b"  # a published port is for everyone

@@ -22,7 +22,7 @@ from pynetns.backends.nftables import Nftables
 from pynetns.errors import InvalidValue
 from pynetns.lab import Endpoint, Lab
 from pynetns.nat import ForwardDrops, Isolation
-from pynetns.servers import http_server_argv
+from tests.helpers import fetch, serve
 
 BACKENDS = {
     "nftables": Nftables,
@@ -206,15 +206,6 @@ def test_the_root_namespace_is_named_only_from_itself():
     assert "/proc/1" not in "".join(str(call) for call in host.history)
 
 
-def fetch(namespace: Namespace, url: str) -> str | None:
-    result = namespace.run(["curl", "-s", "-g", "-m", "2", url], check=False)
-    return result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else None
-
-
-def serve(namespace: Namespace, address: str, port: int, body: str) -> None:
-    namespace.popen(http_server_argv(address, port, body=body))
-    local = "[::1]" if ":" in address else "127.0.0.1"
-    wait_until(lambda: fetch(namespace, f"http://{local}:{port}/") == body, what=f"a server in {namespace.name}")
 
 
 def mac_of(namespace: Namespace, device: str) -> str:
