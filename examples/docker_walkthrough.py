@@ -11,7 +11,7 @@ everything it created, also on Ctrl-C. The steps themselves live in
 
 import sys
 
-from pynetns.demo import walkthrough
+from pynetns.cli.demo import walkthrough
 
 if __name__ == "__main__":
     try:

@@ -36,18 +36,18 @@ from .errors import (
     UnknownBackend,
     WaitTimeout,
 )
+from .firewall.nat import Counters, Isolation, Masquerade, PortMap
 from .host import Host, default_host
 from .impairment import Impairment
-from .interfaces import Interface
-from .lab import Endpoint, Lab, Network, cleanup, labs
+from .lab.lab import Endpoint, Lab, Network, cleanup, labs
+from .lab.topology import Topology, TopologyError
 from .links import Bridge, Veth
 from .namespace import Namespace
-from .nat import Counters, Isolation, Masquerade, PortMap
 from .plan import Plan, Step
 from .polling import wait_until
+from .reports import Interface
 from .routes import Route
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
-from .topology import Topology, TopologyError
 
 __all__ = [
     "AlreadyExists",

@@ -32,9 +32,9 @@ from . import display
 from .backends.base import NetnsRef
 from .errors import InvalidValue, NotFound
 from .host import Host
-from .interfaces import Interface
 from .namespace import Namespace, resolve_host
 from .plan import Plan
+from .reports import Interface
 from .validation import (
     IPInterface,
     converter,

@@ -25,8 +25,8 @@ from . import display
 from .backends.base import NetnsRef
 from .errors import InvalidName, InvalidValue, NotFound, NotOwned
 from .host import Host, default_host
-from .interfaces import Interface
 from .plan import Plan, Step
+from .reports import Interface
 from .runner import CompletedCommand, Process
 from .validation import IPInterface, converter, interface_name, namespace_name, sysctl_key
 from .validation import argv as valid_argv

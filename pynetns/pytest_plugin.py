@@ -50,7 +50,7 @@ import pytest
 
 from .errors import BackendUnavailable, PynetnsError
 from .host import Host
-from .lab import Lab, labs
+from .lab.lab import Lab, labs
 from .namespace import Namespace
 from .runner import LocalRunner
 from .validation import namespace_name

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pynetns import Bridge, Host, LocalRunner, Masquerade, Namespace, PortMap, Route, Veth, display, wait_until
-from pynetns.lab import Lab
+from pynetns.lab.lab import Lab
 from pynetns.runner import CompletedCommand, Runner
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

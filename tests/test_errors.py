@@ -123,7 +123,7 @@ def _exported_error_classes():
     import pynetns
 
     found = [getattr(errors, name) for name in errors.__all__]
-    found += [getattr(pynetns, name) for name in pynetns.__all__]  # TopologyError lives in pynetns.topology
+    found += [getattr(pynetns, name) for name in pynetns.__all__]  # TopologyError lives in pynetns.lab.topology
     classes = {value for value in found if isinstance(value, type) and issubclass(value, BaseException)}
     return sorted(classes, key=lambda cls: cls.__name__)
 

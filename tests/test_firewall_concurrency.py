@@ -25,9 +25,9 @@ from pynetns import Host, Isolation, Masquerade, PortMap
 from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
+from pynetns.firewall.nat import remove_tagged
 from pynetns.locking import held
 from pynetns.namespace import Namespace
-from pynetns.nat import remove_tagged
 from pynetns.runner import LocalRunner
 
 SWEEP = max(1, int(os.environ.get("PYNETNS_SWEEP", "1")))
@@ -91,7 +91,7 @@ print(json.dumps(problems))
 CLEANUP = (
     PRELUDE
     + """
-from pynetns.nat import remove_tagged
+from pynetns.firewall.nat import remove_tagged
 from pynetns.namespace import Namespace
 try:
     print(json.dumps([remove_tagged(Namespace.host(host), tag)]))
@@ -104,7 +104,7 @@ except Exception:
 LABS_SCRIPT = (
     PRELUDE
     + """
-from pynetns.lab import Lab
+from pynetns.lab.lab import Lab
 try:
     for round in range(rounds):
         with Lab(f"side{index}r{round}", host=host) as lab:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from pynetns import Host
-from pynetns.journal import JournalFile, labs, owner_alive
-from pynetns.lab import Lab
+from pynetns.lab.journal import JournalFile, labs, owner_alive
+from pynetns.lab.lab import Lab
 from pynetns.runner import CompletedCommand, Runner
 
 WORKTREE = str(Path(__file__).resolve().parent.parent)
@@ -100,7 +100,7 @@ def test_a_killed_owner_lets_go_of_its_journal(runtime):
     script = textwrap.dedent("""
         import os, signal, sys
         from pathlib import Path
-        from pynetns.journal import JournalFile
+        from pynetns.lab.journal import JournalFile
         JournalFile(Path(sys.argv[1])).write({"id": "ffffff"}, owned=True)
         import subprocess
         sleeper = subprocess.Popen(["sleep", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pynetns import Host, Namespace, wait_until
-from pynetns.lab import cleanup, labs, runtime_dir
+from pynetns.lab.lab import cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 root = pytest.mark.root
@@ -80,7 +80,7 @@ def _gone(lab_id: str, host: Host) -> None:
 SIDE_BY_SIDE = textwrap.dedent("""
     import json, sys
     from pynetns import Host
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     from pynetns.runner import CompletedCommand, LocalRunner
 
     host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1])), firewall=sys.argv[2])
@@ -150,7 +150,7 @@ def test_labs_with_default_subnets_applied_side_by_side(playhost, firewall):
 SWEEP_CHILD = textwrap.dedent("""
     import json, os, signal, sys
     from pynetns import Host
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     from pynetns.runner import CompletedCommand, LocalRunner
 
     kill_after = int(sys.argv[2])
@@ -246,7 +246,7 @@ def test_owner_killed_at_any_moment_then_cleanup_leaves_nothing(playhost):
 
 OWNER = textwrap.dedent("""
     import sys
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     lab = Lab("owned", isolated=True)
     net = lab.network("net", subnet="10.78.0.0/24")
     lab.namespace("a", networks=[net])
@@ -258,7 +258,7 @@ OWNER = textwrap.dedent("""
 
 CONTAINER = textwrap.dedent("""
     import json, os
-    from pynetns.lab import cleanup, labs
+    from pynetns.lab.lab import cleanup, labs
     print(json.dumps({"pid": os.getpid(), "states": {r.id: r.state for r in labs()}, "removed": cleanup()}))
 """)
 
@@ -300,7 +300,7 @@ def test_cleanup_from_another_pid_namespace_leaves_a_live_lab_alone():
 DEAD = textwrap.dedent("""
     import os, signal, sys
     from pynetns import Host
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     from pynetns.runner import CompletedCommand, LocalRunner
     lab = Lab("elsewhere", host=Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1]))))
     net = lab.network("net")
@@ -367,7 +367,7 @@ def test_a_journal_stays_while_something_it_names_is_left(playhost):
 UNPRIVILEGED = textwrap.dedent("""
     import json
     from pynetns import Host
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     from pynetns.runner import CompletedCommand, LocalRunner
     runner = LocalRunner()
     lab = Lab(host=Host(runner=runner))

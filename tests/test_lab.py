@@ -11,7 +11,7 @@ import pytest
 
 from pynetns import CommandError, Host, InvalidAddress, InvalidValue, Namespace, SubnetOverlap, wait_until
 from pynetns.backends.recording import RecordingRunner
-from pynetns.lab import Lab, cleanup, labs, runtime_dir
+from pynetns.lab.lab import Lab, cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 
@@ -159,7 +159,7 @@ def test_rollback_after_a_failure_in_the_middle_leaves_nothing(needle):
 CHILD = textwrap.dedent("""
     import sys
     from pynetns import Host
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     from pynetns.runner import LocalRunner
     host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[2]))) if sys.argv[2:] else None
     lab = Lab("crashy", host=host, isolated=sys.argv[1] == "isolated")
@@ -219,7 +219,7 @@ def test_cleanup_leaves_live_labs_and_untagged_objects_alone(names, host, runtim
 @root
 def test_two_labs_built_concurrently_from_separate_processes(runtime):
     script = textwrap.dedent("""
-        from pynetns.lab import Lab
+        from pynetns.lab.lab import Lab
         with Lab(isolated=True) as lab:
             net = lab.network("net", subnet="10.74.0.0/24")
             for index in range(8):

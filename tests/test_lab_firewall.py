@@ -17,7 +17,7 @@ import pytest
 from pynetns import CommandError, Host, InvalidValue, Namespace, Veth
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
-from pynetns.lab import Lab, cleanup, labs
+from pynetns.lab.lab import Lab, cleanup, labs
 from tests.helpers import fetch, serve
 from tests.test_lab import FailOn, assert_gone, ping
 
@@ -156,7 +156,7 @@ def test_a_host_lab_leaves_the_firewall_as_it_found_it(playhost):
 CHILD = textwrap.dedent("""
     import sys
     from pynetns import Host
-    from pynetns.lab import Lab
+    from pynetns.lab.lab import Lab
     from pynetns.runner import LocalRunner
     host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1])))
     lab = Lab("crashy", host=host)

@@ -9,7 +9,7 @@ import pytest
 
 from pynetns import BackendUnavailable, Host, InvalidValue, Lab, Namespace
 from pynetns.backends.recording import RecordingRunner
-from pynetns.shaping import ImpairedLink, netem_available
+from pynetns.impair.link import ImpairedLink, netem_available
 
 
 def rtt(namespace, address: str) -> float | None:

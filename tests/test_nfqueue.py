@@ -1,4 +1,4 @@
-"""The userspace impairment engine (pynetns.nfqueue): wire format, scheduling, argv, and the real kernel."""
+"""The userspace impairment engine (pynetns.impair.nfqueue): wire format, scheduling, argv, and the real kernel."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pynetns import Host, InvalidName, InvalidValue, Namespace, Process, Veth, WaitTimeout, wait_until
-from pynetns.nfqueue import (
+from pynetns.impair.nfqueue import (
     NF_DROP,
     NFQNL_CFG_CMD_BIND,
     NFQNL_CFG_CMD_UNBIND,
@@ -269,11 +269,11 @@ def test_engine_argv_names_every_option():
         queue_maxlen=500, fail_open=True, gso=True, rcvbuf=65536, python="/usr/bin/python3",
     )  # fmt: skip
     assert argv == [
-        "/usr/bin/python3", "-m", "pynetns.nfqueue", "--queue", "100", "--queue", "101",
+        "/usr/bin/python3", "-m", "pynetns.impair.nfqueue", "--queue", "100", "--queue", "101",
         "--delay", "0.1", "--jitter", "0.01", "--loss", "0.1", "--seed", "1", "--distribution", "normal",
         "--in-order", "--queue-maxlen", "500", "--fail-open", "--gso", "--rcvbuf", "65536",
     ]  # fmt: skip
-    assert engine_argv([7]) == [sys.executable, "-m", "pynetns.nfqueue", "--queue", "7"]
+    assert engine_argv([7]) == [sys.executable, "-m", "pynetns.impair.nfqueue", "--queue", "7"]
 
 
 def test_cli_refuses_bad_values(capsys):

@@ -32,7 +32,7 @@ from pynetns import (
 )
 from pynetns.backends.base import NetnsRef
 from pynetns.errors import CleanupError, NotFound
-from pynetns.lab import Lab
+from pynetns.lab.lab import Lab
 from pynetns.namespace import Namespace
 from pynetns.plan import undo_errors
 from pynetns.runner import CompletedCommand, LocalRunner, Runner
@@ -356,7 +356,7 @@ def test_every_position_of_a_fake_lab(isolated, failures, mode):
 
 def test_lab_undo_carries_on_past_a_failing_job(monkeypatch):
     """A job whose undo fails does not stop the others'; its failure is attached; the journal stays."""
-    from pynetns import lab as lab_module
+    from pynetns.lab import lab as lab_module
 
     kernel = FakeKernel()
     lab = lab_on(kernel)
@@ -384,7 +384,7 @@ def test_lab_undo_carries_on_past_a_failing_job(monkeypatch):
 
 def test_ctrl_c_during_a_concurrent_stage_undoes_the_jobs_that_finished(monkeypatch):
     """Ctrl-C while the namespaces' insides and the firewall run: the firewall, finished, is undone."""
-    from pynetns import lab as lab_module
+    from pynetns.lab import lab as lab_module
 
     kernel = FakeKernel()
     lab = lab_on(kernel)
@@ -408,7 +408,7 @@ def test_ctrl_c_during_a_concurrent_stage_undoes_the_jobs_that_finished(monkeypa
 
 
 def test_destroy_runs_every_part_and_reports_every_failure(monkeypatch):
-    from pynetns import lab as lab_module
+    from pynetns.lab import lab as lab_module
 
     kernel = FakeKernel()
     lab = lab_on(kernel)
@@ -571,7 +571,7 @@ def test_a_batch_killed_half_way_on_the_kernel(playhost):
 def test_ctrl_c_during_the_concurrent_stage_on_the_kernel(playhost, monkeypatch):
     """Ctrl-C once the namespaces' insides and the firewall are done, before the stage returns: the rules go,
     ip_forward is restored, the namespaces and links go, and so does the journal."""
-    from pynetns import lab as lab_module
+    from pynetns.lab import lab as lab_module
 
     before = state_of(playhost)
     lab = kernel_lab(playhost, LocalRunner(wrap=playhost.runner.wrap))

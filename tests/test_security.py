@@ -20,8 +20,8 @@ from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.errors import InvalidValue
-from pynetns.lab import Endpoint, Lab
-from pynetns.nat import ForwardDrops, Isolation
+from pynetns.firewall.nat import ForwardDrops, Isolation
+from pynetns.lab.lab import Endpoint, Lab
 from tests.helpers import fetch, serve
 
 BACKENDS = {

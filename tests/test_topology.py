@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pynetns import BackendUnavailable, Host, InvalidInput, InvalidValue, Lab, SubnetOverlap
-from pynetns.topology import LinkSpec, NamespaceSpec, NetworkSpec, PublishSpec, Topology, TopologyError
+from pynetns.lab.topology import LinkSpec, NamespaceSpec, NetworkSpec, PublishSpec, Topology, TopologyError
 
 DATA = Path(__file__).parent / "data" / "topologies"
 

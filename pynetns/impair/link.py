@@ -7,7 +7,7 @@ leaves the namespace, ``"ingress"``: what enters it, ``"both"``):
 - with ``sch_netem`` (most distribution kernels): netem, with a ``tbf`` child
   for ``rate``, on the namespace's end and/or the host's end;
 - without it (minimal VM kernels): ``rate`` still through ``tbf``, and delay,
-  jitter and loss through :mod:`pynetns.nfqueue` — iptables ``NFQUEUE`` rules
+  jitter and loss through :mod:`pynetns.impair.nfqueue` — iptables ``NFQUEUE`` rules
   send the packets to a small engine that holds their verdicts. What the
   namespace receives is held inside it; what it sends is held on the host's
   end of the veth when the host sees bridged packets (``br_netfilter``), since
@@ -24,14 +24,14 @@ import zlib
 from collections.abc import Callable
 from typing import Literal
 
-from .backends.tc import Tc
-from .errors import BackendUnavailable, CommandError
-from .host import Host
-from .impairment import Direction, Impairment, parse_direction, plan_impairment
-from .namespace import Namespace
+from ..backends.tc import Tc
+from ..errors import BackendUnavailable, CommandError
+from ..host import Host
+from ..impairment import Direction, Impairment, parse_direction, plan_impairment
+from ..namespace import Namespace
+from ..runner import Process
+from ..validation import interface_name
 from .nfqueue import bridge_port_rule, egress_rule, engine_argv, ingress_rule, wait_ready
-from .runner import Process
-from .validation import interface_name
 
 __all__ = ["ImpairedLink", "netem_available"]
 

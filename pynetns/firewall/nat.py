@@ -54,16 +54,16 @@ from typing import Any
 
 import attrs
 
-from . import display
-from .backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, Scope
-from .backends.iptables import Iptables
-from .errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
-from .host import Host
-from .links import Bridge, Placed, to_namespace
-from .namespace import Namespace
-from .plan import attach_undo_errors
-from .runner import Call
-from .validation import (
+from .. import display
+from ..backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, Scope
+from ..backends.iptables import Iptables
+from ..errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
+from ..host import Host
+from ..links import Bridge, Placed, to_namespace
+from ..namespace import Namespace
+from ..plan import attach_undo_errors
+from ..runner import Call
+from ..validation import (
     IPAddress,
     IPNetwork,
     converter,
@@ -73,8 +73,8 @@ from .validation import (
     network,
     optional,
 )
-from .validation import port as valid_port
-from .validation import protocol as valid_protocol
+from ..validation import port as valid_port
+from ..validation import protocol as valid_protocol
 
 __all__ = ["PortMap", "Masquerade", "Isolation", "ForwardDrops", "Counters", "FORWARDING", "create_all", "delete_all",
            "preview", "remove_tagged"]

@@ -25,7 +25,7 @@ Everything here builds argv lists; the caller runs them inside the namespace::
 ['iptables', '-w', '-t', 'mangle', '-A', 'POSTROUTING', '-o', 'eth0', '-m', 'comment',
  '--comment', 'pynetns impair eth0', '-j', 'NFQUEUE', '--queue-num', '100', '--queue-bypass']
 >>> engine_argv([100, 101], delay=0.1, jitter=0.01, loss=0.1)[1:]  # doctest: +NORMALIZE_WHITESPACE
-['-m', 'pynetns.nfqueue', '--queue', '100', '--queue', '101', '--delay', '0.1', '--jitter', '0.01',
+['-m', 'pynetns.impair.nfqueue', '--queue', '100', '--queue', '101', '--delay', '0.1', '--jitter', '0.01',
  '--loss', '0.1']
 
 Semantics, chosen to match netem where it matters:
@@ -82,11 +82,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .errors import InvalidValue, PynetnsError, WaitTimeout
-from .validation import interface_name
+from ...errors import InvalidValue, PynetnsError, WaitTimeout
+from ...validation import interface_name
 
 if TYPE_CHECKING:
-    from .runner import Process
+    from ...runner import Process
 
 __all__ = [
     "NF_ACCEPT",
@@ -840,8 +840,8 @@ def engine_argv(
     rcvbuf: int | None = None,
     python: str | None = None,
 ) -> list[str]:
-    """argv starting the engine (``python -m pynetns.nfqueue …``); it prints ``ready`` once bound."""
-    argv = [python or sys.executable, "-m", "pynetns.nfqueue"]
+    """argv starting the engine (``python -m pynetns.impair.nfqueue …``); it prints ``ready`` once bound."""
+    argv = [python or sys.executable, "-m", "pynetns.impair.nfqueue"]
     for queue in _queues(queues):
         argv += ["--queue", str(queue)]
     for name, value in (("delay", _seconds("delay", delay)), ("jitter", _seconds("jitter", jitter)),
@@ -896,7 +896,7 @@ def wait_ready(process: Process, timeout: float = 10.0) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pynetns.nfqueue",
+        prog="python -m pynetns.impair.nfqueue",
         description="Delay and drop the packets iptables sends to NFQUEUE queues (a userspace netem). "
         "Prints 'ready' once the queues are bound; stops on SIGTERM or SIGINT.",
     )
@@ -925,11 +925,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             gso=args.gso, rcvbuf=args.rcvbuf,
         )  # fmt: skip
     except InvalidValue as error:
-        print(f"pynetns.nfqueue: error: {error}", file=sys.stderr)
+        print(f"pynetns.impair.nfqueue: error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
-        format="pynetns.nfqueue: %(levelname)s: %(message)s",
+        format="pynetns.impair.nfqueue: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -940,11 +940,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("ready", flush=True)
             engine.run()
     except NfqueueError as error:
-        print(f"pynetns.nfqueue: error: {error}", file=sys.stderr)
+        print(f"pynetns.impair.nfqueue: error: {error}", file=sys.stderr)
         return 1
-    print(f"pynetns.nfqueue: stats {engine.stats}", file=sys.stderr)
+    print(f"pynetns.impair.nfqueue: stats {engine.stats}", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

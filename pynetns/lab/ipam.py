@@ -15,8 +15,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 
-from .errors import InvalidAddress, SubnetOverlap
-from .validation import IPAddress, IPInterface, IPNetwork, ip_address
+from ..errors import InvalidAddress, SubnetOverlap
+from ..validation import IPAddress, IPInterface, IPNetwork, ip_address
 
 __all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "rebase", "Allocator"]
 

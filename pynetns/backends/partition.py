@@ -24,9 +24,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from .backends.base import Argv
-from .errors import InvalidValue
-from .validation import IPAddress
+from ..errors import InvalidValue
+from ..validation import IPAddress
+from .base import Argv
 
 __all__ = ["TABLE", "CHAIN", "block_commands", "unblock_commands"]
 

@@ -11,7 +11,7 @@ A lab owns what it creates: kernel names carry its short id (``pn1a2b3c-web``,
 ``pnb1a2b3c0``), interfaces carry its tag (``pynetns:<id>``), and a journal under
 the runtime directory, written before each apply's first command and held by its
 owner process, lets :func:`cleanup` remove the leftovers of a lab whose owner died
-(journals: :mod:`pynetns.journal`).
+(journals: :mod:`pynetns.lab.journal`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Any
 
 import attrs
 
-from . import display, partition
-from .backends.base import NetnsRef
-from .errors import (
+from .. import display
+from ..backends import partition
+from ..backends.base import NetnsRef
+from ..errors import (
     CleanupError,
     CommandError,
     InvalidValue,
@@ -39,8 +40,28 @@ from .errors import (
     SubnetOverlap,
     WaitTimeout,
 )
-from .host import Host
-from .impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
+from ..firewall.nat import (
+    ForwardDrops,
+    Isolation,
+    Masquerade,
+    PortMap,
+    _Firewalled,
+    _Path,
+    _Site,
+    create_all,
+    delete_all,
+    preview,
+)
+from ..host import Host
+from ..impair.link import ImpairedLink, netem_available
+from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
+from ..namespace import Namespace, kill_processes_in, resolve_host
+from ..plan import Plan, Step, attach_undo_errors, undo_errors
+from ..polling import wait_until
+from ..runner import Call, LocalRunner
+from ..validation import IPInterface, IPNetwork, interface_name, namespace_name
+from ..validation import mtu as valid_mtu
+from ..validation import subnet as valid_subnet
 from .ipam import Allocator, pick_subnet, rebase
 from .journal import (
     HOW_TO_PRIVILEGE,
@@ -54,26 +75,6 @@ from .journal import (
     runtime_dir,
     taken_networks,
 )
-from .namespace import Namespace, kill_processes_in, resolve_host
-from .nat import (
-    ForwardDrops,
-    Isolation,
-    Masquerade,
-    PortMap,
-    _Firewalled,
-    _Path,
-    _Site,
-    create_all,
-    delete_all,
-    preview,
-)
-from .plan import Plan, Step, attach_undo_errors, undo_errors
-from .polling import wait_until
-from .runner import Call, LocalRunner
-from .shaping import ImpairedLink, netem_available
-from .validation import IPInterface, IPNetwork, interface_name, namespace_name
-from .validation import mtu as valid_mtu
-from .validation import subnet as valid_subnet
 
 __all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "find", "remove", "runtime_dir",
            "taken_networks"]
@@ -211,7 +212,7 @@ class Lab:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, host: Host | None = None, isolated: bool | None = None) -> Lab:
-        """A lab with everything a topology file (TOML, JSON, YAML) declares; see :mod:`pynetns.topology`."""
+        """A lab with everything a topology file (TOML, JSON, YAML) declares; see :mod:`pynetns.lab.topology`."""
         from .topology import Topology
 
         return Topology.from_file(path).lab(host=host, isolated=isolated)

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from plumbum import cli
 
-from . import __version__
-from .errors import InvalidValue, PynetnsError
-from .journal import find
+from .. import __version__
+from ..errors import InvalidValue, PynetnsError
+from ..lab.journal import find
 
 if TYPE_CHECKING:
-    from .host import Host
-    from .lab import Lab, LabRecord
-    from .runner import Process
+    from ..host import Host
+    from ..lab.lab import Lab, LabRecord
+    from ..runner import Process
 
 __all__ = ["Command", "Pynetns", "Terminated", "main", "run"]
 
@@ -132,7 +132,7 @@ class _TopologyCommand(Command):
 
     def lab(self, path: str, host: Host | None = None) -> Lab:
         """The lab the file at ``path`` declares, with the overrides; nothing is created yet."""
-        from .topology import Topology
+        from ..lab.topology import Topology
 
         isolated = True if self.isolated else False if self.shared else None
         try:
@@ -163,7 +163,7 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
-        from .lab import labs
+        from ..lab.lab import labs
 
         lab = self.lab(file)
         self.need_root()
@@ -201,7 +201,7 @@ class Down(Command):
         return self.guard(lambda: self._down(name))
 
     def _down(self, name: str) -> int:
-        from .lab import remove
+        from ..lab.lab import remove
 
         self.need_root()
         record = find(name)
@@ -221,7 +221,7 @@ class Ls(Command):
         return self.guard(self._ls)
 
     def _ls(self) -> int:
-        from .lab import labs
+        from ..lab.lab import labs
 
         records = labs()
         if self.as_json:
@@ -300,7 +300,7 @@ class Explain(_TopologyCommand):
         return self.guard(lambda: self._explain(file))
 
     def _explain(self, file: str) -> int:
-        from .host import Host
+        from ..host import Host
 
         sys.stdout.write(self.lab(file, host=Host(dry_run=True)).explain())
         return 0
@@ -316,7 +316,7 @@ class Cleanup(Command):
         return self.guard(self._cleanup)
 
     def _cleanup(self) -> int:
-        from .lab import cleanup, labs
+        from ..lab.lab import cleanup, labs
 
         self.need_root()
         before = labs()
@@ -392,7 +392,7 @@ def _split_target(target: str) -> tuple[str | None, str, str]:
 
 def _find_member(lab_name: str | None, name: str) -> LabRecord:
     """The lab that has a namespace called ``name`` (and is ``lab_name``, if given)."""
-    from .lab import labs
+    from ..lab.lab import labs
 
     if lab_name is not None:
         return find(lab_name)
@@ -462,8 +462,8 @@ def _terminal_foreground() -> bool:
 
 def _live(record: LabRecord) -> dict[str, Any]:
     """Which of the lab's namespaces exist now (one ``ip netns list``); ``None`` values if that cannot be told."""
-    from .host import Host
-    from .namespace import Namespace
+    from ..host import Host
+    from ..namespace import Namespace
 
     members: dict[str, str] = record.data.get("members", {})
     host_namespace: str | None = record.data.get("host_namespace")
@@ -598,6 +598,3 @@ def main() -> NoReturn:
     signals.ignore()
     sys.exit(status)
 
-
-if __name__ == "__main__":
-    main()

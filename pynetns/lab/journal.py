@@ -26,12 +26,12 @@ from typing import Any
 
 import attrs
 
-from .backends.base import NetnsRef
-from .errors import CommandError, InvalidValue, NotOwned, PermissionDenied, PynetnsError
-from .host import Host
-from .namespace import Namespace, kill_processes_in, resolve_host
-from .nat import remove_tagged
-from .validation import IPNetwork
+from ..backends.base import NetnsRef
+from ..errors import CommandError, InvalidValue, NotOwned, PermissionDenied, PynetnsError
+from ..firewall.nat import remove_tagged
+from ..host import Host
+from ..namespace import Namespace, kill_processes_in, resolve_host
+from ..validation import IPNetwork
 
 __all__ = [
     "LabRecord",
@@ -317,7 +317,7 @@ def _elsewhere(record: LabRecord, host: Host) -> str | None:
     if theirs is None:
         return (
             "its journal does not say which network namespace played its host (an older pynetns wrote it): "
-            "remove it from that namespace with 'pynetns down ID' (pynetns.journal.remove)"
+            "remove it from that namespace with 'pynetns down ID' (pynetns.lab.journal.remove)"
         )
     if theirs != host.netns_key:
         return (

@@ -9,7 +9,7 @@ it ran, so the output reads as a shell script with comments::
 
 or from Python (as root)::
 
-    from pynetns.demo import walkthrough
+    from pynetns.cli.demo import walkthrough
     walkthrough()
 
 This module is meant to be read: each method of :class:`Walkthrough` is one
@@ -32,17 +32,17 @@ from typing import Protocol, TypeVar
 
 import attrs
 
-from .errors import InvalidName, NotFound, PynetnsError, WaitTimeout
-from .host import Host
-from .ipam import Allocator, pick_subnet
-from .lab import taken_networks
-from .links import Bridge, Veth
-from .namespace import Namespace, resolve_host
-from .polling import wait_until
-from .routes import Route
-from .runner import Call
-from .servers import http_server_argv
-from .validation import IPInterface, interface_name
+from ..errors import InvalidName, NotFound, PynetnsError, WaitTimeout
+from ..host import Host
+from ..lab.ipam import Allocator, pick_subnet
+from ..lab.lab import taken_networks
+from ..links import Bridge, Veth
+from ..namespace import Namespace, resolve_host
+from ..polling import wait_until
+from ..routes import Route
+from ..runner import Call
+from ..servers import http_server_argv
+from ..validation import IPInterface, interface_name
 
 __all__ = [
     "Container",

@@ -7,7 +7,7 @@ deleted) is shown as declared with a note, and on ``Host(dry_run=True)`` no
 command runs to inspect it.
 
 >>> from pynetns import Host
->>> from pynetns.lab import Lab
+>>> from pynetns.lab.lab import Lab
 >>> host = Host(dry_run=True)
 >>> lab = Lab("demo", host=host)
 >>> web = lab.namespace("web", networks=[lab.network("front", subnet="10.20.0.0/24")])
@@ -40,16 +40,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from .errors import BackendUnavailable, NotFound
-from .runner import Call, LocalRunner, Runner
+from ..errors import BackendUnavailable, NotFound
+from ..runner import Call, LocalRunner, Runner
 
 if TYPE_CHECKING:
-    from .interfaces import Interface
-    from .lab import Endpoint, Lab, Network
-    from .links import Bridge, Veth
-    from .namespace import Namespace
-    from .nat import Masquerade, PortMap
-    from .routes import Route
+    from ..firewall.nat import Masquerade, PortMap
+    from ..lab.lab import Endpoint, Lab, Network
+    from ..links import Bridge, Veth
+    from ..namespace import Namespace
+    from ..reports import Interface
+    from ..routes import Route
 
 __all__ = [
     "Commands",
@@ -477,7 +477,7 @@ def _published(lab: Lab) -> list[PortMap]:
 
 def _side(lab: Lab) -> Namespace:
     """The namespace holding the lab's bridges and the host ends of its veths."""
-    from .namespace import Namespace
+    from ..namespace import Namespace
 
     return lab.host_namespace if lab.host_namespace is not None else Namespace.host(lab.host)
 
@@ -513,7 +513,7 @@ def _inspect_lab(lab: Lab) -> _LabState:
     if lab.host.dry_run:
         seen = _Seen(note=DRY_RUN)
         return _LabState(DRY_RUN, seen, dict.fromkeys(lab.namespaces, seen), (DRY_RUN,) * len(published))
-    from .namespace import Namespace
+    from ..namespace import Namespace
 
     existing: set[str] | None
     try:
@@ -546,7 +546,7 @@ def _destroyed(lab: Lab) -> bool:
 
 
 def _pending(lab: Lab) -> str | None:
-    """What the next :meth:`~pynetns.lab.Lab.apply` would create, from the declaration alone.
+    """What the next :meth:`~pynetns.lab.lab.Lab.apply` would create, from the declaration alone.
 
     (Not ``lab.plan()``: planning may look at the firewall, and a view must run nothing on a dry run.)
     """

@@ -40,7 +40,7 @@ is declared, and every error names the file, the field and the rule:
 ...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.99.0.1"}]}},
 ... }, source="shop.toml")
 Traceback (most recent call last):
-pynetns.topology.TopologyError: shop.toml: namespaces.db.networks[0].ip:
+pynetns.lab.topology.TopologyError: shop.toml: namespaces.db.networks[0].ip:
     10.99.0.1 is not in subnet 10.31.0.0/24 of network back
 
 Fixed addresses (``ip``) are reserved first, so the addresses handed out in
@@ -65,16 +65,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import attrs
 
-from .errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue
+from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue
+from ..validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
+from ..validation import mtu as valid_mtu
+from ..validation import port as valid_port
+from ..validation import protocol as valid_protocol
+from ..validation import subnet as valid_subnet
 from .ipam import Allocator
-from .validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
-from .validation import mtu as valid_mtu
-from .validation import port as valid_port
-from .validation import protocol as valid_protocol
-from .validation import subnet as valid_subnet
 
 if TYPE_CHECKING:
-    from .host import Host
+    from ..host import Host
     from .lab import Endpoint, Lab
 
 __all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS"]

@@ -1,0 +1,5 @@
+"""``python -m pynetns.cli``: the command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,21 @@
+"""Labs: Docker-style networks declared in code or topology files, applied in a few batched processes,
+journaled, and removed without a trace (also after their owner died: :func:`cleanup`)."""
+
+from .journal import Cleaned, LabRecord, cleanup, find, labs, remove, runtime_dir, taken_networks
+from .lab import Endpoint, Lab, Network
+from .topology import Topology
+
+__all__ = [
+    "Cleaned",
+    "Endpoint",
+    "Lab",
+    "LabRecord",
+    "Network",
+    "Topology",
+    "cleanup",
+    "find",
+    "labs",
+    "remove",
+    "runtime_dir",
+    "taken_networks",
+]
