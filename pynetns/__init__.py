@@ -15,7 +15,9 @@ person could have typed — and can print::
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 
+from . import display  # noqa: F401  (it fills in the objects' rich displays: pynetns.views)
 from .errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -26,6 +28,7 @@ from .errors import (
     InvalidInput,
     InvalidName,
     InvalidValue,
+    LockTimeout,
     NotFound,
     NotOwned,
     PermissionDenied,
@@ -36,67 +39,79 @@ from .errors import (
     UnknownBackend,
     WaitTimeout,
 )
-from .firewall.nat import Counters, Isolation, Masquerade, PortMap
+from .firewall import Counters, Isolation, Masquerade, PortMap
 from .host import Host, default_host
 from .impairment import Impairment
-from .lab.lab import Endpoint, Lab, Network, cleanup, labs
-from .lab.topology import Topology, TopologyError
+from .lab import Endpoint, Lab, LabRecord, Network, Topology, cleanup, find, labs, remove
+from .lab.topology import TopologyError
 from .links import Bridge, Veth
 from .namespace import Namespace
 from .plan import Plan, Step
 from .polling import wait_until
 from .reports import Interface
 from .routes import Route
-from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
+from .runner import Call, Commands, CompletedCommand, LocalRunner, Process, Runner
 
 __all__ = [
-    "AlreadyExists",
-    "BackendUnavailable",
+    # objects
     "Bridge",
-    "Call",
-    "CleanupError",
-    "Endpoint",
-    "CommandError",
-    "CommandTimeout",
-    "CompletedCommand",
     "Counters",
-    "Host",
     "Impairment",
     "Interface",
+    "Isolation",
+    "Masquerade",
+    "Namespace",
+    "PortMap",
+    "Route",
+    "Veth",
+    # labs
+    "Endpoint",
     "Lab",
+    "LabRecord",
     "Network",
+    "Topology",
+    "cleanup",
+    "find",
+    "labs",
+    "remove",
+    # hosts, plans and commands
+    "Call",
+    "Commands",
+    "CompletedCommand",
+    "Host",
+    "LocalRunner",
+    "Plan",
+    "Process",
+    "Runner",
+    "Step",
+    "default_host",
+    "wait_until",
+    # errors
+    "AlreadyExists",
+    "BackendUnavailable",
+    "CleanupError",
+    "CommandError",
+    "CommandTimeout",
     "InvalidAddress",
     "InvalidInput",
     "InvalidName",
     "InvalidValue",
-    "Isolation",
-    "LocalRunner",
-    "Masquerade",
-    "Namespace",
+    "LockTimeout",
     "NotFound",
     "NotOwned",
     "PermissionDenied",
-    "Plan",
     "PortInUse",
-    "PortMap",
-    "Process",
     "PynetnsError",
     "ResourceBusy",
-    "Route",
-    "Runner",
-    "Step",
-    "Topology",
-    "TopologyError",
     "SubnetOverlap",
+    "TopologyError",
     "UnknownBackend",
-    "Veth",
     "WaitTimeout",
-    "cleanup",
-    "default_host",
-    "labs",
-    "wait_until",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("pynetns")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

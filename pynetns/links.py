@@ -28,7 +28,6 @@ from typing import Any
 
 import attrs
 
-from . import display
 from .backends.base import NetnsRef
 from .errors import InvalidValue, NotFound
 from .host import Host
@@ -46,6 +45,7 @@ from .validation import (
     optional,
     owner_tag,
 )
+from .views import Viewable
 
 __all__ = ["Bridge", "Veth", "to_namespace"]
 
@@ -65,7 +65,7 @@ def _master_name(value: Any) -> str | None:
     return interface_name("master", value)
 
 
-class Placed:
+class Placed(Viewable):
     """Base of objects living in one namespace (``None``: the root namespace) of one host."""
 
     namespace: Namespace | None
@@ -169,12 +169,6 @@ class Bridge(_Link):
         result = self.host.ip(self.where, self.host.links.show_links(master=self.name))
         return [Interface.from_ip_json(item) for item in result.json()]
 
-    def _repr_html_(self) -> str:
-        """Notebooks: the bridge's state and addresses, and its ports (never raises)."""
-        return display.html_bridge(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_bridge(self))
 
 
 @attrs.define(eq=False)
@@ -262,9 +256,3 @@ class Veth(_Link):
         """The kernel's view of the peer end, in its namespace."""
         return self._in(self.peer_namespace).interface(self.peer)
 
-    def _repr_html_(self) -> str:
-        """Notebooks: both ends, each in its namespace, with state and addresses (never raises)."""
-        return display.html_veth(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_veth(self))

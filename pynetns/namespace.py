@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
-from . import display
 from .backends.base import NetnsRef
 from .errors import InvalidName, InvalidValue, NotFound, NotOwned
 from .host import Host, default_host
@@ -30,6 +29,7 @@ from .reports import Interface
 from .runner import CompletedCommand, Process
 from .validation import IPInterface, converter, interface_name, namespace_name, sysctl_key
 from .validation import argv as valid_argv
+from .views import Viewable
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -81,7 +81,7 @@ class _HostOrRoot:
 
 
 @attrs.define(eq=False, repr=False)
-class Namespace:
+class Namespace(Viewable):
     """A Linux network namespace.
 
     ``Namespace("web")`` names one under ``/run/netns`` (what ``ip netns add``
@@ -160,13 +160,6 @@ class Namespace:
     def __repr__(self) -> str:
         return f"Namespace({self.name!r}, {self._ref.kind})"
 
-    def _repr_html_(self) -> str:
-        """Notebooks: interfaces with addresses and state, routes (never raises; a dry run is not inspected)."""
-        return display.html_namespace(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        """IPython: like ``ip -br addr`` and ``ip route``."""
-        p.text(repr(self) if cycle else display.text_namespace(self))
 
     # -- lifecycle --------------------------------------------------------
 

@@ -30,8 +30,9 @@ import attrs
 import tenacity
 
 from .errors import BackendUnavailable, CommandTimeout, InvalidValue, ResourceBusy, from_command
+from .views import Viewable
 
-__all__ = ["Call", "CompletedCommand", "Process", "Runner", "LocalRunner", "as_argv"]
+__all__ = ["Call", "Commands", "commands", "CompletedCommand", "Process", "Runner", "LocalRunner", "as_argv"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,21 @@ class Call:
             return command
         body = self.input if self.input.endswith("\n") else self.input + "\n"
         return f"{command} <<'EOF'\n{body}EOF"
+
+
+class Commands(Viewable, str):
+    """Shell commands as text (``lab.explain()``, a dry run's history), shown by notebooks as a code block."""
+
+    __slots__ = ()
+
+
+def commands(calls: Iterable[Call]) -> Commands:
+    """Copy-pasteable shell for ``calls``, one per line (a batch as a here-document), ending with a newline.
+
+    >>> print(commands([Call(("ip", "netns", "add", "web"))]), end="")
+    ip netns add web
+    """
+    return Commands("\n".join(str(call) for call in calls) + "\n")
 
 
 @attrs.frozen

@@ -41,13 +41,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from ..errors import BackendUnavailable, NotFound
-from ..runner import Call, LocalRunner, Runner
+from ..firewall.nat import Masquerade, PortMap
+from ..lab.lab import Endpoint, Lab, Network
+from ..links import Bridge, Veth
+from ..namespace import Namespace
+from ..runner import Commands, LocalRunner, Runner, commands
+from ..views import register, register_view
 
 if TYPE_CHECKING:
-    from ..firewall.nat import Masquerade, PortMap
-    from ..lab.lab import Endpoint, Lab, Network
-    from ..links import Bridge, Veth
-    from ..namespace import Namespace
     from ..reports import Interface
     from ..routes import Route
 
@@ -751,31 +752,6 @@ def html_lab(lab: Lab) -> str:
 # -- commands --------------------------------------------------------------------
 
 
-class Commands(str):
-    """Shell commands as text (``lab.explain()``, a dry run's history), shown by notebooks as a code block."""
-
-    __slots__ = ()
-
-    def _repr_html_(self) -> str:
-        return _pre(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(str(self))
-
-
-def commands(calls: Iterable[Call]) -> Commands:
-    """Copy-pasteable shell for ``calls``, one per line (a batch as a here-document), ending with a newline.
-
-    >>> from pynetns import Host, Namespace
-    >>> host = Host(dry_run=True)
-    >>> Namespace("web", host=host).create()
-    >>> print(commands(host.history), end="")
-    ip netns add web
-    ip -n web link set lo alias pynetns:dry-run up
-    """
-    return Commands("\n".join(str(call) for call in calls) + "\n")
-
-
 # -- diagrams --------------------------------------------------------------------
 
 
@@ -911,3 +887,20 @@ def diagram(lab: Lab, *, runner: Runner | None = None) -> Diagram:
         text = f"could not draw {_short_repr(lab)}: {type(error).__name__}: {error}"
         return Diagram(getattr(lab, "name", "lab"), f"graph {{\n  error [label={_q(text)}, shape=plaintext];\n}}\n",
                        _pre(text), runner=runner)
+
+
+# -- the objects' rich displays (pynetns.views) ------------------------------------
+
+for _cls, _html, _text in (
+    (Namespace, html_namespace, text_namespace),
+    (Bridge, html_bridge, text_bridge),
+    (Veth, html_veth, text_veth),
+    (PortMap, html_portmap, text_portmap),
+    (Masquerade, html_masquerade, text_masquerade),
+    (Network, html_network, text_network),
+    (Endpoint, html_endpoint, text_endpoint),
+    (Lab, html_lab, text_lab),
+):
+    register(_cls, html=_html, text=_text)
+register(Commands, html=_pre, text=str)
+register_view("diagram", diagram)

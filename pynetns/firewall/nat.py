@@ -54,7 +54,6 @@ from typing import Any
 
 import attrs
 
-from .. import display
 from ..backends.base import Family, FirewallBackend, FirewallRule, FirewallState, ListedRule, Scope
 from ..backends.iptables import Iptables
 from ..errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
@@ -746,11 +745,6 @@ class PortMap(_Firewalled):
                 raise PortInUse.held(self._what(), f"a process listening on {fields[3]} {users}".strip(),
                                      site.host.exec_argv(site.where, argv), line)
 
-    def _repr_html_(self) -> str:
-        return display.html_portmap(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_portmap(self))
 
     def _what(self) -> str:
         where = "every address" if self.host_ip is None else str(self.host_ip)
@@ -843,11 +837,6 @@ class Masquerade(_Firewalled):
     def __str__(self) -> str:
         return f"masquerade {self.subnet} ! -o {self.bridge}"
 
-    def _repr_html_(self) -> str:
-        return display.html_masquerade(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_masquerade(self))
 
     def _main_rules(self, path: _Path) -> list[FirewallRule]:
         subnet, family = str(self.subnet), self.family

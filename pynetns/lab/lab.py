@@ -28,7 +28,6 @@ from typing import Any
 
 import attrs
 
-from .. import display
 from ..backends import partition
 from ..backends.base import NetnsRef
 from ..errors import (
@@ -58,10 +57,11 @@ from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, Step, attach_undo_errors, undo_errors
 from ..polling import wait_until
-from ..runner import Call, LocalRunner
+from ..runner import Call, Commands, LocalRunner, commands
 from ..validation import IPInterface, IPNetwork, interface_name, namespace_name
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
+from ..views import Viewable, view
 from .ipam import Allocator, pick_subnet, rebase
 from .journal import (
     HOW_TO_PRIVILEGE,
@@ -85,7 +85,7 @@ _CONCURRENCY = 4
 
 
 @attrs.define(eq=False)
-class Endpoint:
+class Endpoint(Viewable):
     """A namespace's attachment to a network: a veth with ``interface`` inside and ``ip`` on it."""
 
     network: Network
@@ -130,15 +130,10 @@ class Endpoint:
         link = self.lab._links.get(self)
         return None if link is None else link.impairment
 
-    def _repr_html_(self) -> str:
-        return display.html_endpoint(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_endpoint(self))
 
 
 @attrs.define(eq=False)
-class Network:
+class Network(Viewable):
     """A bridge with a gateway address, like a ``docker network create`` network."""
 
     lab: Lab = attrs.field(repr=False)
@@ -165,14 +160,9 @@ class Network:
     def endpoints(self) -> list[Endpoint]:
         return [endpoint for endpoint in self.lab.endpoints if endpoint.network is self]
 
-    def _repr_html_(self) -> str:
-        return display.html_network(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_network(self))
 
 
-class Lab:
+class Lab(Viewable):
     """Everything declared in it is created by :meth:`apply` and removed by :meth:`destroy`.
 
     ``isolated=True`` puts the lab's bridges inside a private namespace that
@@ -617,23 +607,18 @@ class Lab:
         """
         return [call for stage in self._stages() for job in stage for call in job.calls()]
 
-    def explain(self) -> display.Commands:
+    def explain(self) -> Commands:
         """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents); a code block in a notebook."""
-        return display.commands(self.plan())
+        return commands(self.plan())
 
-    def diagram(self) -> display.Diagram:
+    def diagram(self) -> Any:
         """The topology as a picture (SVG through Graphviz's ``dot``; without it, DOT source and tables)."""
-        return display.diagram(self)
+        return view("diagram", self)
 
     @property
     def destroyed(self) -> bool:
         return self._destroyed
 
-    def _repr_html_(self) -> str:
-        return display.html_lab(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else display.text_lab(self))
 
     # -- applying ---------------------------------------------------------
 
