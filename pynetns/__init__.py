@@ -48,7 +48,7 @@ from .links import Bridge, Veth
 from .namespace import Namespace
 from .plan import Plan, Step
 from .polling import wait_until
-from .reports import Interface
+from .reports import Interface, RouteEntry
 from .routes import Route
 from .runner import Call, Commands, CompletedCommand, LocalRunner, Process, Runner
 
@@ -63,6 +63,7 @@ __all__ = [
     "Namespace",
     "PortMap",
     "Route",
+    "RouteEntry",
     "Veth",
     # labs
     "Endpoint",

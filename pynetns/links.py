@@ -31,7 +31,8 @@ import attrs
 from .backends.base import NetnsRef
 from .errors import InvalidValue, NotFound
 from .host import Host
-from .namespace import Namespace, resolve_host
+from .namespace import Namespace
+from .placement import Placed, to_namespace
 from .plan import Plan
 from .reports import Interface
 from .validation import (
@@ -43,18 +44,9 @@ from .validation import (
     mac_address,
     mtu,
     optional,
-    owner_tag,
 )
-from .views import Viewable
 
-__all__ = ["Bridge", "Veth", "to_namespace"]
-
-
-def to_namespace(value: Namespace | str | None) -> Namespace | None:
-    """Accept a :class:`Namespace`, a namespace name, or ``None`` (the root namespace)."""
-    if value is None or isinstance(value, Namespace):
-        return value
-    return Namespace(value)
+__all__ = ["Bridge", "Veth"]
 
 
 def _master_name(value: Any) -> str | None:
@@ -63,54 +55,6 @@ def _master_name(value: Any) -> str | None:
     if isinstance(value, Bridge):
         return value.name
     return interface_name("master", value)
-
-
-class Placed(Viewable):
-    """Base of objects living in one namespace (``None``: the root namespace) of one host."""
-
-    namespace: Namespace | None
-    host: Host
-
-    def _place(self) -> None:
-        if getattr(self, "tag", None) is not None:  # it goes into batch lines and rule comments: one safe word
-            owner_tag("tag", self.tag)  # type: ignore[attr-defined]
-        explicit = self.host
-        placed = [getattr(self, field, None) for field in ("namespace", "peer_namespace")]
-        found = next((namespace.host for namespace in placed if namespace is not None), None)
-        self.host = resolve_host(explicit if explicit is not None else found)
-        for field in ("namespace", "peer_namespace"):
-            value = getattr(self, field, None)
-            if value is not None and explicit is not None and value.host is not explicit and value.owned:
-                setattr(self, field, Namespace(value.name, host=explicit))
-
-    @staticmethod
-    def _ref(namespace: Namespace | None) -> NetnsRef:
-        return NetnsRef.root() if namespace is None else namespace.ref
-
-    @property
-    def where(self) -> NetnsRef:
-        """The namespace this object lives in, for backends."""
-        return self._ref(self.namespace)
-
-    def _in(self, namespace: Namespace | None) -> Namespace:
-        return Namespace._root(self.host) if namespace is None else namespace
-
-    def _tag(self, tag: str | None) -> str:
-        return self.host.tag if tag is None else tag
-
-    def create(self) -> None:
-        raise NotImplementedError
-
-    def delete(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        """``with obj:`` creates it and always deletes it."""
-        self.create()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.delete()
 
 
 class _Link(Placed):

@@ -11,28 +11,24 @@
 
 from __future__ import annotations
 
-import builtins
 import functools
 import logging
 import os
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import attrs
 
 from .backends.base import NetnsRef
 from .errors import InvalidName, InvalidValue, NotFound, NotOwned
 from .host import Host, default_host
-from .plan import Plan, Step
-from .reports import Interface
+from .plan import Plan
+from .reports import Interface, RouteEntry
 from .runner import CompletedCommand, Process
 from .validation import IPInterface, converter, interface_name, namespace_name, sysctl_key
 from .validation import argv as valid_argv
 from .views import Viewable
-
-if TYPE_CHECKING:
-    from .routes import Route
 
 __all__ = ["Namespace", "resolve_host", "kill_processes_in"]
 
@@ -54,15 +50,20 @@ def kill_processes_in(host: Host, names: Sequence[str]) -> None:
         return
     links = host.links
     if len(names) == 1:
-        listing = host.run(links.netns_pids(names[0]), check=False)
+        listing = host.run(host.ip_argv(NetnsRef.root(), links.netns_pids(names[0])), check=False)
     else:
         program, *batch = links.batch_command(None)  # ip -batch -, told to go on past a namespace already gone
-        lines = "".join(" ".join(links.netns_pids(name)[1:]) + "\n" for name in names)
+        lines = "".join(" ".join(links.netns_pids(name)) + "\n" for name in names)
         listing = host.run((program, "-force", *batch), input=lines, check=False)
     pids = sorted(set(listing.stdout.split()), key=int)
     if pids:
         log.debug("killing processes left in namespaces %s: %s", ", ".join(names), pids)
         host.run(["kill", "-KILL", *pids], check=False)
+
+
+def _netns_list(host: Host) -> list[dict[str, Any]]:
+    """What ``ip -j netns list`` reports on ``host``: ``[{"name": ..., "id": ...}]``."""
+    return list(host.ip(NetnsRef.root(), host.links.netns_list()).json())
 
 
 class _HostOrRoot:
@@ -95,7 +96,7 @@ class Namespace(Viewable):
     _host: Host = attrs.field(default=None, converter=resolve_host, alias="host")
     _ref: NetnsRef = attrs.field(init=False)
     _owned: bool = attrs.field(init=False, default=True)
-    _processes: builtins.list[Process] = attrs.field(init=False, factory=list)
+    _processes: list[Process] = attrs.field(init=False, factory=list)
 
     host = _HostOrRoot()
 
@@ -136,10 +137,10 @@ class Namespace(Viewable):
         return cls._wrap(name, NetnsRef.path(text), host)
 
     @classmethod
-    def list(cls, host: Host | None = None) -> builtins.list[Namespace]:
+    def all(cls, host: Host | None = None) -> list[Namespace]:
         """Every named namespace (``ip netns list``)."""
         host = resolve_host(host)
-        return [cls(item["name"], host=host) for item in host.run(host.links.netns_list()).json()]
+        return [cls(item["name"], host=host) for item in _netns_list(host)]
 
     # -- identity ---------------------------------------------------------
 
@@ -172,7 +173,7 @@ class Namespace(Viewable):
         self._require_owned("create")
         links = self._host.links
         plan = Plan()
-        plan.add(Step(links.netns_add(self.name), undo=Step(links.netns_delete(self.name))))
+        plan.add(self._host.ip_step(NetnsRef.root(), links.netns_add(self.name), links.netns_delete(self.name)))
         plan.add(self._host.ip_step(self._ref, links.link_set("lo", alias=self._host.tag, up=True)))
         self._host.apply(plan)
 
@@ -188,13 +189,13 @@ class Namespace(Viewable):
             self.stop_processes()
         finally:  # whatever stopping them met, nothing may keep the namespace alive
             kill_processes_in(self._host, [self.name])
-            self._host.run(self._host.links.netns_delete(self.name))
+            self._host.ip(NetnsRef.root(), self._host.links.netns_delete(self.name))
 
     def exists(self) -> bool:
         if self._ref.kind == "root":
             return True
         if self._ref.kind == "named":
-            return any(item["name"] == self.name for item in self._host.run(self._host.links.netns_list()).json())
+            return any(item["name"] == self.name for item in _netns_list(self._host))
         return self.run(["true"], check=False).returncode == 0
 
     def netnsid(self) -> int | None:
@@ -205,7 +206,7 @@ class Namespace(Viewable):
         """
         if self._ref.kind != "named":
             return None
-        for item in self._host.run(self._host.links.netns_list()).json():
+        for item in _netns_list(self._host):
             if item["name"] == self.name and "id" in item:
                 return int(item["id"])
         return None
@@ -248,7 +249,7 @@ class Namespace(Viewable):
         return process
 
     @property
-    def processes(self) -> builtins.list[Process]:
+    def processes(self) -> list[Process]:
         """Programs started with :meth:`popen` that are still tracked."""
         return list(self._processes)
 
@@ -259,11 +260,11 @@ class Namespace(Viewable):
 
     # -- inspection -------------------------------------------------------
 
-    def _links_json(self, **selector: str | None) -> builtins.list[dict[str, Any]]:
+    def _links_json(self, **selector: str | None) -> list[dict[str, Any]]:
         result = self._host.ip(self._ref, self._host.links.show_links(**selector))
         return list(result.json())
 
-    def interfaces(self) -> builtins.list[Interface]:
+    def interfaces(self) -> list[Interface]:
         """Every interface inside, with its addresses (``ip -j -d addr show``)."""
         return [Interface.from_ip_json(item) for item in self._links_json()]
 
@@ -280,18 +281,19 @@ class Namespace(Viewable):
         """The interface with ifindex ``index`` here, if any (to follow a veth to its peer)."""
         return next((item for item in self.interfaces() if item.index == index), None)
 
-    def addresses(self) -> builtins.list[IPInterface]:
+    def addresses(self) -> list[IPInterface]:
         """Every address on every interface inside."""
         return [address for item in self.interfaces() for address in item.addresses]
 
-    def routes(self, family: int = 4) -> builtins.list[Route]:
-        """The main routing table (``ip -j route show``), IPv4 by default."""
-        from .routes import Route
+    def routes(self, family: int = 4) -> list[RouteEntry]:
+        """The main routing table as the kernel reports it (``ip -j route show``), IPv4 by default.
 
+        Each entry is a report; ``Route.from_entry(entry, namespace)`` makes the creatable route.
+        """
         if family not in (4, 6):
             raise InvalidValue("family", family, "must be 4 or 6")
         result = self._host.ip(self._ref, self._host.links.show_routes(family=family))
-        return [Route.from_ip_json(item, namespace=self) for item in result.json()]
+        return [RouteEntry.from_ip_json(item, family=family) for item in result.json()]
 
     def sysctl(self, key: str, value: str | int | None = None) -> str:
         """Read ``key``; with ``value``, write it and return the previous value."""

@@ -48,6 +48,7 @@ from typing import Any
 import attrs
 import pytest
 
+from .backends.base import NetnsRef
 from .errors import BackendUnavailable, PynetnsError
 from .host import Host
 from .lab.lab import Lab, labs
@@ -182,7 +183,7 @@ def _leftovers(state: _RunState, *, whole_run: bool) -> set[str]:
     if state.used:
         host = state.host if state.host is not None and not state.host.dry_run else Host()
         try:
-            found.update(f"namespace {ns.name}" for ns in Namespace.list(host) if mine.match(ns.name))
+            found.update(f"namespace {ns.name}" for ns in Namespace.all(host) if mine.match(ns.name))
         except PynetnsError as error:
             log.warning("pynetns could not list namespaces to look for leftovers: %s", error)
     for record in labs():
@@ -207,13 +208,13 @@ def _privilege_problem(host: Host) -> str | None:
             return HOW_TO_ENABLE
     probe = f"pt-probe-{os.getpid()}-{secrets.token_hex(3)}"
     try:
-        created = host.run(host.links.netns_add(probe), check=False, timeout=60)
+        created = host.run(host.ip_argv(NetnsRef.root(), host.links.netns_add(probe)), check=False, timeout=60)
     except BackendUnavailable as error:
         return f"pynetns fixtures cannot create network namespaces: {error}"
     if created.returncode != 0:
         why = created.stderr.strip() or f"exit status {created.returncode}"
         return f"{HOW_TO_ENABLE} (`{' '.join(created.argv)}` failed: {why})"
-    host.run(host.links.netns_delete(probe), check=False, timeout=60)
+    host.run(host.ip_argv(NetnsRef.root(), host.links.netns_delete(probe)), check=False, timeout=60)
     return None
 
 

@@ -1,4 +1,4 @@
-"""Typed views of what ``ip -j`` reports: interfaces with their addresses.
+"""Typed views of what ``ip -j`` reports: interfaces with their addresses, routes.
 
 >>> data = {"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP"], "mtu": 65536,
 ...         "operstate": "UNKNOWN", "link_type": "loopback", "address": "00:00:00:00:00:00",
@@ -6,6 +6,8 @@
 >>> lo = Interface.from_ip_json(data)
 >>> lo.kind, lo.up, [str(a) for a in lo.addresses]
 ('loopback', True, ['127.0.0.1/8'])
+>>> str(RouteEntry.from_ip_json({"dst": "default", "gateway": "10.0.0.1", "dev": "eth0"}))
+'default via 10.0.0.1 dev eth0'
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 
 import attrs
 
-from .validation import IPInterface
+from .validation import IPAddress, IPInterface
 
-__all__ = ["Interface"]
+__all__ = ["Interface", "RouteEntry"]
 
 
 @attrs.frozen
@@ -73,3 +75,57 @@ class Interface:
         name = self.name if self.peer_index is None else f"{self.name}@if{self.peer_index}"
         addresses = " ".join(str(address) for address in self.addresses)
         return f"{name:<16} {self.state:<8} {self.mac or '':<17} {addresses}".rstrip()
+
+
+@attrs.frozen
+class RouteEntry:
+    """One route of a routing table as the kernel reports it (``ip -j route show``).
+
+    A report, not an object to create: :class:`~pynetns.Route` is the creatable one
+    (``Route.from_entry(entry, namespace)`` makes one from this).
+    """
+
+    #: ``default`` or a network in CIDR notation (``10.0.0.0/24``), as ``ip`` prints it
+    destination: str
+    via: IPAddress | None = None
+    device: str | None = None
+    metric: int | None = None
+    #: 4 or 6
+    family: int = 4
+    #: ``unicast``, ``blackhole``, ``unreachable``, ``local``...
+    type: str = "unicast"
+    #: who made it: ``kernel``, ``boot``, ``static``, ``dhcp``...
+    protocol: str | None = None
+    scope: str | None = None
+    #: the preferred source address (``src``)
+    source: IPAddress | None = None
+    flags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_ip_json(cls, data: Mapping[str, Any], family: int = 4) -> RouteEntry:
+        """Build from one element of ``ip -j route show`` (of that address ``family``)."""
+        hop = (data.get("nexthops") or [{}])[0]  # a multipath route: its first next hop
+        via = data.get("gateway", hop.get("gateway"))
+        source = data.get("prefsrc")
+        metric = data.get("metric")
+        return cls(
+            destination=data["dst"],
+            via=None if via is None else ipaddress.ip_address(via),
+            device=data.get("dev", hop.get("dev")),
+            metric=None if metric is None else int(metric),
+            family=family,
+            type=data.get("type", "unicast"),
+            protocol=data.get("protocol"),
+            scope=data.get("scope"),
+            source=None if source is None else ipaddress.ip_address(source),
+            flags=tuple(data.get("flags", ())),
+        )
+
+    def __str__(self) -> str:
+        """One line, like ``ip route``: ``default via 10.0.0.1 dev eth0``."""
+        parts = [self.destination] if self.type == "unicast" else [self.type, self.destination]
+        if self.via is not None:
+            parts += ["via", str(self.via)]
+        if self.device is not None:
+            parts += ["dev", self.device]
+        return " ".join(parts)

@@ -16,8 +16,9 @@ import attrs
 
 from .errors import InvalidValue
 from .host import Host
-from .links import Placed, to_namespace
 from .namespace import Namespace
+from .placement import Placed, to_namespace
+from .reports import RouteEntry
 from .validation import IPAddress, converter, interface_name, ip_address, optional, route_destination
 
 __all__ = ["Route"]
@@ -60,12 +61,16 @@ class Route(Placed):
         self._place()
 
     @classmethod
+    def from_entry(cls, entry: RouteEntry, namespace: Namespace | None = None) -> Route:
+        """The creatable route matching one the kernel reported (see :meth:`Namespace.routes`)."""
+        placement: dict[str, Any] = {} if namespace is None else {"namespace": namespace, "host": namespace.host}
+        return cls(entry.destination, via=entry.via, device=entry.device, metric=entry.metric, type=entry.type,
+                   **placement)
+
+    @classmethod
     def from_ip_json(cls, data: Mapping[str, Any], namespace: Namespace | None = None) -> Route:
         """Build from one element of ``ip -j route show``."""
-        placement: dict[str, Any] = {} if namespace is None else {"namespace": namespace, "host": namespace.host}
-        hop = (data.get("nexthops") or [{}])[0]  # a multipath route: its first next hop
-        return cls(data["dst"], via=data.get("gateway", hop.get("gateway")), device=data.get("dev", hop.get("dev")),
-                   metric=data.get("metric"), type=data.get("type", "unicast"), **placement)
+        return cls.from_entry(RouteEntry.from_ip_json(data), namespace)
 
     def _args(self) -> dict[str, Any]:
         return {"via": None if self.via is None else str(self.via), "device": self.device, "metric": self.metric}

@@ -60,7 +60,7 @@ def _ruleset(host: Host) -> str:
 
 def _left(lab_id: str, host: Host) -> list[str]:
     """What of lab ``lab_id`` exists: named namespaces, links of the playing namespace, tagged rules, journal files."""
-    found = [f"namespace {item.name}" for item in Namespace.list(host) if f"pn{lab_id}" in item.name]
+    found = [f"namespace {item.name}" for item in Namespace.all(host) if f"pn{lab_id}" in item.name]
     for item in host.run(["ip", "-j", "link", "show"]).json():
         if f"pn{lab_id}" in item["ifname"] or item.get("ifalias") == f"pynetns:{lab_id}":
             found.append(f"link {item['ifname']}")

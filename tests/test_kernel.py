@@ -26,7 +26,7 @@ pytestmark = pytest.mark.root
 
 
 def netns_names():
-    return {namespace.name for namespace in Namespace.list()}
+    return {namespace.name for namespace in Namespace.all()}
 
 
 def test_namespace_lifecycle(names, host):

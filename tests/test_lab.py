@@ -22,7 +22,7 @@ def runtime():
 
 
 def leftovers(lab_id):
-    names = [item.name for item in Namespace.list() if lab_id in item.name]
+    names = [item.name for item in Namespace.all() if lab_id in item.name]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     return names + [line.split(":")[1].strip() for line in links.splitlines() if f"pn{lab_id}" in line]
 

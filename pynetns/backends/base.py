@@ -111,6 +111,9 @@ class LinkBackend(ABC):
     def exec_command(self, netns: str, argv: Sequence[str]) -> Argv:
         """Run any program inside the named namespace ``netns``."""
 
+    # the following return the arguments of a command, for command() or a batch line:
+    # a Host turns them into a command (``host.ip_argv(NetnsRef.root(), links.netns_add("web"))``)
+
     @abstractmethod
     def netns_add(self, name: str) -> Argv: ...
 
@@ -122,8 +125,6 @@ class LinkBackend(ABC):
 
     @abstractmethod
     def netns_pids(self, name: str) -> Argv: ...
-
-    # the following return the arguments of a command, for command() or a batch line
 
     @abstractmethod
     def bridge_add(self, name: str, *, mtu: int | None) -> Argv: ...

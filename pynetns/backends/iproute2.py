@@ -31,16 +31,16 @@ class Iproute2(LinkBackend):
         return ("ip", "netns", "exec", netns, *argv)
 
     def netns_add(self, name: str) -> Argv:
-        return ("ip", "netns", "add", name)
+        return ("netns", "add", name)
 
     def netns_delete(self, name: str) -> Argv:
-        return ("ip", "netns", "delete", name)
+        return ("netns", "delete", name)
 
     def netns_list(self) -> Argv:
-        return ("ip", "-j", "netns", "list")
+        return ("-j", "netns", "list")
 
     def netns_pids(self, name: str) -> Argv:
-        return ("ip", "netns", "pids", name)
+        return ("netns", "pids", name)
 
     def bridge_add(self, name: str, *, mtu: int | None) -> Argv:
         return ("link", "add", name, *_opt("mtu", mtu), "type", "bridge")

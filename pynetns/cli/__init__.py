@@ -468,7 +468,7 @@ def _live(record: LabRecord) -> dict[str, Any]:
     members: dict[str, str] = record.data.get("members", {})
     host_namespace: str | None = record.data.get("host_namespace")
     try:
-        existing: set[str] | None = {namespace.name for namespace in Namespace.list(Host())}
+        existing: set[str] | None = {namespace.name for namespace in Namespace.all(Host())}
     except PynetnsError as error:
         log.debug("cannot list namespaces: %s", error)
         existing = None

@@ -342,7 +342,7 @@ class Walkthrough:
 
     def leftovers(self, timeout: float = 5.0) -> list[str]:
         """What this walkthrough made that still exists; interfaces are given ``timeout`` s to go."""
-        namespaces = {item.name for item in Namespace.list(self.host)}
+        namespaces = {item.name for item in Namespace.all(self.host)}
         left = [f"namespace {thing.name}" for thing in self.made
                 if isinstance(thing, Namespace) and thing.name in namespaces]
         interfaces = [thing.name for thing in self.made if not isinstance(thing, Namespace)]  # all on the host

@@ -49,8 +49,7 @@ from ..runner import Commands, LocalRunner, Runner, commands
 from ..views import register, register_view
 
 if TYPE_CHECKING:
-    from ..reports import Interface
-    from ..routes import Route
+    from ..reports import Interface, RouteEntry
 
 __all__ = [
     "Commands",
@@ -126,7 +125,7 @@ class _Seen:
     """What the kernel showed of one namespace, or (``note``) why it was not looked at."""
 
     interfaces: tuple[Interface, ...] = ()
-    routes: tuple[Route, ...] = ()
+    routes: tuple[RouteEntry, ...] = ()
     note: str | None = None
 
     @property
@@ -155,7 +154,7 @@ def _look(namespace: Namespace, *, routes: bool = True, exists: bool | None = No
         return _Seen(note=NOT_CREATED)
     try:
         interfaces = tuple(namespace.interfaces())
-        found: tuple[Route, ...] = ()
+        found: tuple[RouteEntry, ...] = ()
         if routes:
             found = tuple(namespace.routes(4))
             if any(address.version == 6 and not address.is_link_local and not address.is_loopback
@@ -257,7 +256,7 @@ def _interfaces_html(items: Sequence[Interface]) -> str:
     return _table(["interface", "state", "addresses", "mac", "mtu", "kind", "link"], rows)
 
 
-def _routes_html(routes: Sequence[Route]) -> str:
+def _routes_html(routes: Sequence[RouteEntry]) -> str:
     if not routes:
         return _note("no routes")
     return _table(["route"], [[_code(route)] for route in routes])
@@ -518,7 +517,7 @@ def _inspect_lab(lab: Lab) -> _LabState:
 
     existing: set[str] | None
     try:
-        existing = {item.name for item in Namespace.list(lab.host)}
+        existing = {item.name for item in Namespace.all(lab.host)}
     except Exception:
         log.debug("could not list namespaces", exc_info=True)
         existing = None

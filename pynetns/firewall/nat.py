@@ -58,8 +58,9 @@ from ..backends.base import Family, FirewallBackend, FirewallRule, FirewallState
 from ..backends.iptables import Iptables
 from ..errors import AlreadyExists, BackendUnavailable, CommandError, InvalidValue, NotFound, PortInUse, from_command
 from ..host import Host
-from ..links import Bridge, Placed, to_namespace
+from ..links import Bridge
 from ..namespace import Namespace
+from ..placement import Placed, to_namespace
 from ..plan import attach_undo_errors
 from ..runner import Call
 from ..validation import (

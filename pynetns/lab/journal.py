@@ -344,7 +344,7 @@ def _remove_record(record: LabRecord, host: Host) -> tuple[list[str], list[str]]
             if count:
                 removed.append(f"{count} firewall rules")
     for name in namespaces:
-        host.run(host.links.netns_delete(name), check=False)
+        host.ip(NetnsRef.root(), host.links.netns_delete(name), check=False)
         removed.append(f"namespace {name}")
     for name in _its_links(record, host):
         result = host.ip(NetnsRef.root(), host.links.link_delete(name), check=False)
@@ -367,7 +367,7 @@ def _its_namespaces(record: LabRecord, host: Host) -> list[str]:
     named = record.data.get("namespaces", ())
     if not named:
         return []
-    existing = {namespace.name for namespace in Namespace.list(host)}
+    existing = {namespace.name for namespace in Namespace.all(host)}
     tag = record.data.get("tag")
     return [name for name in named if name in existing and (_ours(record, name) or _tagged_namespace(host, name, tag))]
 

@@ -493,7 +493,7 @@ class Lab(Viewable):
         first = self.host_namespace is not None and self.host_namespace.name not in self._applied_namespaces
         setup = Plan()
         for namespace in self._new_namespaces(include_host=first):
-            setup.add(host.ip_step(root, ("netns", "add", namespace.name), ("netns", "delete", namespace.name)))
+            setup.add(host.ip_step(root, links.netns_add(namespace.name), links.netns_delete(namespace.name)))
         wiring, finish = Plan(), Plan()
         if self.host_namespace is not None and any(not net.applied and net.subnet.version == 6
                                                    for net in self.networks.values()):
@@ -752,7 +752,7 @@ class Lab(Viewable):
         teardown = Plan()
         root = NetnsRef.root()
         for namespace in created:
-            teardown.add(self.host.ip_step(root, ("netns", "delete", namespace.name)))
+            teardown.add(self.host.ip_step(root, self.host.links.netns_delete(namespace.name)))
         if self.host_namespace is None:
             for net in self.networks.values():
                 if net.applied:
