@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .validation import IPAddress, IPInterface
+from .validation import IPAddress, IPInterface, interface_name, ip_address, optional
 
 __all__ = ["Interface", "RouteEntry"]
 
@@ -103,21 +103,26 @@ class RouteEntry:
 
     @classmethod
     def from_ip_json(cls, data: Mapping[str, Any], family: int = 4) -> RouteEntry:
-        """Build from one element of ``ip -j route show`` (of that address ``family``)."""
+        """Build from one element of ``ip -j route show`` (of that address ``family``).
+
+        The gateway and device are checked as :class:`~pynetns.Route` checks them (a device name
+        pynetns could not have made raises :class:`~pynetns.errors.InvalidName`): what it reports
+        can be handed back to commands.
+        """
         hop = (data.get("nexthops") or [{}])[0]  # a multipath route: its first next hop
         via = data.get("gateway", hop.get("gateway"))
         source = data.get("prefsrc")
         metric = data.get("metric")
         return cls(
             destination=data["dst"],
-            via=None if via is None else ipaddress.ip_address(via),
-            device=data.get("dev", hop.get("dev")),
+            via=optional(ip_address)("via", via),
+            device=optional(interface_name)("device", data.get("dev", hop.get("dev"))),
             metric=None if metric is None else int(metric),
             family=family,
             type=data.get("type", "unicast"),
             protocol=data.get("protocol"),
             scope=data.get("scope"),
-            source=None if source is None else ipaddress.ip_address(source),
+            source=optional(ip_address)("source", source),
             flags=tuple(data.get("flags", ())),
         )
 

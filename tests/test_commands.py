@@ -1,9 +1,15 @@
 """The commands each object generates, through the recording backend (no root needed)."""
 
+import ipaddress
+import json
+
 import pytest
 
-from pynetns import Bridge, CommandError, Host, Namespace, NotOwned, Plan, Route, Step, Veth, backends
+from pynetns import Bridge, CommandError, Host, Namespace, NotOwned, Plan, Route, RouteEntry, Step, Veth, backends
+from pynetns.backends.base import NetnsRef
 from pynetns.backends.recording import RecordingRunner
+from pynetns.errors import InvalidAddress, InvalidName, InvalidValue
+from pynetns.namespace import kill_processes_in
 from pynetns.runner import CompletedCommand
 
 
@@ -155,3 +161,75 @@ def test_a_backend_missing_methods_fails_at_construction():
 
     with pytest.raises(TypeError):
         Half()
+
+
+def test_netns_methods_return_ip_arguments_and_the_host_makes_the_command(dry_host):
+    links, root = dry_host.links, NetnsRef.root()
+    assert links.netns_add("web") == ("netns", "add", "web")
+    assert links.netns_delete("web") == ("netns", "delete", "web")
+    assert links.netns_list() == ("-j", "netns", "list")
+    assert links.netns_pids("web") == ("netns", "pids", "web")
+    assert dry_host.ip_argv(root, links.netns_add("web")) == ("ip", "netns", "add", "web")
+    assert dry_host.ip_argv(root, links.netns_list()) == ("ip", "-j", "netns", "list")
+
+
+def test_processes_in_many_namespaces_are_listed_in_one_batch(dry_host):
+    dry_host.runner.respond(("ip", "-force", "-batch", "-"), "41\n42\n")
+    kill_processes_in(dry_host, ["a", "b"])
+    assert [(call.argv, call.input) for call in dry_host.history] == [
+        (("ip", "-force", "-batch", "-"), "netns pids a\nnetns pids b\n"),
+        (("kill", "-KILL", "41", "42"), None),
+    ]
+
+
+def test_namespace_all_lists_the_named_namespaces(dry_host):
+    dry_host.runner.respond(("ip", "-j", "netns", "list"), '[{"name": "web", "id": 3}, {"name": "db"}]')
+    found = Namespace.all(dry_host)
+    assert [namespace.name for namespace in found] == ["web", "db"]
+    assert all(namespace.host is dry_host and namespace.owned for namespace in found)
+    assert Namespace("web", host=dry_host).exists() and not Namespace("cache", host=dry_host).exists()
+    assert Namespace("web", host=dry_host).netnsid() == 3
+    assert not hasattr(Namespace, "list")
+
+
+def test_routes_are_reports_and_a_route_can_be_made_from_one(dry_host):
+    dry_host.runner.respond(("ip", "-n", "web", "-j", "-4", "route", "show"), json.dumps([
+        {"dst": "default", "gateway": "10.0.0.1", "dev": "eth0", "protocol": "static", "flags": []},
+        {"dst": "10.0.0.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link", "prefsrc": "10.0.0.2"},
+        {"dst": "10.9.0.0/16", "metric": 20, "nexthops": [{"gateway": "10.0.0.7", "dev": "eth0"}]},
+        {"type": "blackhole", "dst": "10.66.0.0/16", "flags": []},
+    ]))
+    dry_host.runner.respond(("ip", "-n", "web", "-j", "-6", "route", "show"),
+                            json.dumps([{"dst": "fd00::/64", "dev": "eth0", "metric": 256}]))
+    web = Namespace("web", host=dry_host)
+    routes = web.routes()
+    assert all(isinstance(route, RouteEntry) for route in routes)
+    assert [str(route) for route in routes] == [
+        "default via 10.0.0.1 dev eth0",
+        "10.0.0.0/24 dev eth0",
+        "10.9.0.0/16 via 10.0.0.7 dev eth0",
+        "blackhole 10.66.0.0/16",
+    ]
+    default, subnet, multipath, blackhole = routes
+    assert default.via == ipaddress.ip_address("10.0.0.1") and default.family == 4 and default.protocol == "static"
+    assert subnet.source == ipaddress.ip_address("10.0.0.2") and subnet.scope == "link" and subnet.via is None
+    assert multipath.metric == 20 and blackhole.type == "blackhole" and blackhole.device is None
+    [six] = web.routes(6)
+    assert (six.destination, six.family, six.metric) == ("fd00::/64", 6, 256)
+    with pytest.raises(InvalidValue):
+        web.routes(5)
+    route = Route.from_entry(default, web)
+    assert (route.namespace, route.host, route.via, route.device) == (web, dry_host, default.via, "eth0")
+    dry_host.runner.clear()
+    route.create()
+    assert shell(dry_host) == ["ip -n web route add default via 10.0.0.1 dev eth0"]
+    assert route.exists()
+    with pytest.raises(InvalidValue, match="only unicast"):
+        Route.from_entry(blackhole, web).create()
+
+
+def test_a_route_entry_refuses_what_pynetns_could_not_hand_back():
+    with pytest.raises(InvalidName):
+        RouteEntry.from_ip_json({"dst": "default", "dev": "eth0;reboot"})
+    with pytest.raises(InvalidAddress):
+        RouteEntry.from_ip_json({"dst": "default", "gateway": "10.0.0.256"})
