@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pynetns import Bridge, Host, LocalRunner, Masquerade, Namespace, PortMap, Route, Veth, display, wait_until
+from pynetns.display.diagrams import quote
 from pynetns.lab.lab import Lab
 from pynetns.runner import CompletedCommand, Runner
 
@@ -245,7 +246,7 @@ def test_odd_names_from_the_kernel_are_escaped() -> None:
 
 
 def test_dot_labels_are_quoted() -> None:
-    assert display._q('a "b" \\N', "two\nlines") == '"a \\"b\\" \\\\N\\ntwo lines"'
+    assert quote('a "b" \\N', "two\nlines") == '"a \\"b\\" \\\\N\\ntwo lines"'
 
 
 def test_views_never_raise(dry_host: Host) -> None:
