@@ -24,26 +24,25 @@ its work in :meth:`Command.guard`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from plumbum import cli
 
 from .. import __version__
 from ..errors import InvalidValue, PynetnsError
 from ..lab.journal import find
+from .records import describe, find_member, split_target, summary, table, which_exist
+from .signals import Forwarding, Signals, Terminated
 
 if TYPE_CHECKING:
     from ..host import Host
-    from ..lab.lab import Lab, LabRecord
-    from ..runner import Process
+    from ..lab.lab import Lab
 
 __all__ = ["Command", "Pynetns", "Terminated", "main", "run"]
 
@@ -54,17 +53,6 @@ USAGE = 2
 
 #: ``up`` reports the progress of labs with more namespaces than this (of every lab with ``--verbose``)
 LARGE_LAB = 20
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived: unwind (running every ``finally``), then exit ``128 + signum``.
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 class Pynetns(cli.Application):
@@ -186,7 +174,7 @@ class Up(_TopologyCommand):
             except Exception as error:  # the first error is the one to tell
                 log.warning("while removing lab %s after a failure: %s", lab.name, error)
             raise
-        for line in _describe(record):
+        for line in describe(record):
             print(line)
         name = record.name
         print(f"# next: pynetns show {name} | pynetns exec {name}:NAMESPACE -- CMD | pynetns down {name}")
@@ -225,13 +213,13 @@ class Ls(Command):
 
         records = labs()
         if self.as_json:
-            print(json.dumps([_summary(record) for record in records], indent=2))
+            print(json.dumps([summary(record) for record in records], indent=2))
             return 0
         rows = [[record.name, record.id, record.state, "-" if record.owner_pid is None else str(record.owner_pid),
                  str(len(record.data.get("members", {}))),
                  " ".join(f"{net['name']}={net['subnet']}" for net in record.data.get("networks", ())) or "-"]
                 for record in records]
-        for line in _table(["NAME", "ID", "STATE", "OWNER", "NAMESPACES", "NETWORKS"], rows):
+        for line in table(["NAME", "ID", "STATE", "OWNER", "NAMESPACES", "NETWORKS"], rows):
             print(line)
         return 0
 
@@ -247,13 +235,13 @@ class Show(Command):
 
     def _show(self, name: str) -> int:
         record = find(name)
-        live = _live(record)
+        live = which_exist(record)
         if self.as_json:
             data = {**record.data, "state": record.state, "alive": record.alive, "journal": str(record.path),
                     "live": live}
             print(json.dumps(data, indent=2))
             return 0
-        for line in _describe(record, live):
+        for line in describe(record, live):
             print(line)
         return 0
 
@@ -276,19 +264,19 @@ class Exec(Command):
     def main(self, namespace: str, *command: str) -> int:
         if not command:
             return self.usage_error("give the command to run after the namespace: NAMESPACE -- COMMAND [ARG...]")
-        lab_name, separator, name = _split_target(namespace)
+        lab_name, separator, name = split_target(namespace)
         if separator and self.lab_name is not None and lab_name != self.lab_name:
             return self.usage_error(f"{namespace!r} names lab {lab_name}, but --lab says {self.lab_name}")
         return self.guard(lambda: self._exec(lab_name or self.lab_name, name, command))
 
     def _exec(self, lab_name: str | None, name: str, command: Sequence[str]) -> int:
         self.need_root()
-        record = _find_member(lab_name, name)
+        record = find_member(lab_name, name)
         namespace = record.namespace(name)
         if not namespace.exists():
             raise PynetnsError(f"namespace {name} of lab {record.name} ({namespace.name}) does not exist "
                                f"(the lab is {record.state}; 'pynetns down {record.id}' removes what is left)")
-        with _Forwarding() as forwarding:
+        with Forwarding() as forwarding:
             return forwarding.run(lambda: namespace.popen(list(command), stdin=None, stdout=None, stderr=None))
 
 
@@ -377,196 +365,6 @@ def _wait_for_enter() -> None:
     sys.stdin.readline()
 
 
-def _known(records: Iterable[LabRecord]) -> str:
-    return ", ".join(f"{record.name} ({record.id})" for record in records) or "none"
-
-
-def _split_target(target: str) -> tuple[str | None, str, str]:
-    """``"shop:web"`` or ``"shop/web"`` → ``("shop", ":", "web")``; ``"web"`` → ``(None, "", "web")``."""
-    for separator in (":", "/"):
-        lab, found, name = target.partition(separator)
-        if found:
-            return lab, found, name
-    return None, "", target
-
-
-def _find_member(lab_name: str | None, name: str) -> LabRecord:
-    """The lab that has a namespace called ``name`` (and is ``lab_name``, if given)."""
-    from ..lab.lab import labs
-
-    if lab_name is not None:
-        return find(lab_name)
-    records = labs()
-    found = [record for record in records if name in record.data.get("members", {})]
-    if not found:
-        have = [f"{record.name}:{member}" for record in records for member in record.data.get("members", {})]
-        raise InvalidValue("namespace", name, f"no lab has a namespace of that name (namespaces: "
-                                              f"{', '.join(have) or 'none'})")
-    if len(found) > 1:
-        raise InvalidValue("namespace", name, f"is in {len(found)} labs: {_known(found)}; say which, "
-                                              f"as LAB:{name} or with --lab")
-    return found[0]
-
-
-class _Forwarding:
-    """While a foreground command runs, pass SIGTERM and SIGHUP (and SIGINT, unless a terminal sent it) on to it.
-
-    A Ctrl-C typed in the terminal reaches the command by itself (it is in our process group), so it is
-    not passed on a second time. A signal that arrives before the command started is kept, and the
-    command is not started.
-    """
-
-    NUMBERS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.process: Process | None = None
-        self.early: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Forwarding:
-        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.NUMBERS}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, action in self._previous.items():
-            signal.signal(signum, action)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and _terminal_foreground():
-            return
-        if self.process is None:
-            self.early = self.early or signum
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signum)
-
-    def run(self, start: Callable[[], Process]) -> int:
-        """Start the command with ``start()``, wait for it, and return its status shell-style (128 + N for signal N)."""
-        if self.early is not None:
-            return 128 + self.early
-        process = self.process = start()
-        if self.early is not None:  # it came while the command was starting
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, self.early)
-        status = process.wait()
-        return 128 - status if status < 0 else status
-
-
-def _terminal_foreground() -> bool:
-    """This process group is the foreground of its terminal (so the terminal's Ctrl-C reaches all of it)."""
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _live(record: LabRecord) -> dict[str, Any]:
-    """Which of the lab's namespaces exist now (one ``ip netns list``); ``None`` values if that cannot be told."""
-    from ..host import Host
-    from ..namespace import Namespace
-
-    members: dict[str, str] = record.data.get("members", {})
-    host_namespace: str | None = record.data.get("host_namespace")
-    try:
-        existing: set[str] | None = {namespace.name for namespace in Namespace.list(Host())}
-    except PynetnsError as error:
-        log.debug("cannot list namespaces: %s", error)
-        existing = None
-    return {
-        "namespaces": {name: None if existing is None else kernel in existing for name, kernel in members.items()},
-        "host_namespace": None if existing is None or host_namespace is None else host_namespace in existing,
-    }
-
-
-def _summary(record: LabRecord) -> dict[str, Any]:
-    """One lab in ``ls --json``."""
-    return {
-        "name": record.name,
-        "id": record.id,
-        "state": record.state,
-        "owner_pid": record.owner_pid,
-        "persistent": record.persistent,
-        "alive": record.alive,
-        "isolated": record.data.get("isolated"),
-        "namespaces": sorted(record.data.get("members", {})),
-        "networks": {net["name"]: net["subnet"] for net in record.data.get("networks", ())},
-        "journal": str(record.path),
-    }
-
-
-def _describe(record: LabRecord, live: dict[str, Any] | None = None) -> list[str]:
-    """A lab as ``up`` and ``show`` print it, from its journal (and ``live``: which namespaces exist)."""
-    data = record.data
-    owner = "" if record.owner_pid is None else f", owner pid {record.owner_pid}"
-    where = f"isolated (host namespace {data.get('host_namespace')})" if data.get("isolated") else "on this host"
-    lines = [f"lab {record.name} ({record.id}): {record.state}{owner}, {where}"]
-    if live is not None and live.get("host_namespace") is False:
-        lines[0] += " -- its host namespace is gone"
-    networks = [[net["name"], net["subnet"], f"gateway {net['gateway'].split('/')[0]}", f"bridge {net['bridge']}",
-                 "internal" if net.get("internal") else "nat" if net.get("nat") else "no nat"]
-                for net in data.get("networks", ())]
-    lines += ["networks:", *_table(None, networks, indent="  ")] if networks else ["networks: none"]
-    endpoints: dict[str, list[str]] = {}
-    for endpoint in data.get("endpoints", ()):
-        endpoints.setdefault(endpoint["namespace"], []).append(
-            f"{endpoint['interface']} {endpoint['ip']} ({endpoint['network']})")
-    members: dict[str, str] = data.get("members", {})
-    rows = []
-    for name, kernel in members.items():
-        row = [name, kernel]
-        if live is not None:
-            exists = live.get("namespaces", {}).get(name)
-            row.append("?" if exists is None else "up" if exists else "missing")
-        rows.append([*row, ", ".join(endpoints.get(name, ())) or "no network"])
-    lines += ["namespaces:", *_table(None, rows, indent="  ")] if rows else ["namespaces: none"]
-    published = data.get("published", ())
-    if published:
-        lines += ["published:", *(f"  {item}" for item in published)]
-    return lines
-
-
-def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
-    """Rows as left-aligned columns two spaces apart (with ``header`` first, if given)."""
-    everything = [list(header), *rows] if header is not None else [list(row) for row in rows]
-    if not everything:
-        return []
-    widths = [max(len(row[column]) for row in everything if column < len(row)) for column in
-              range(max(len(row) for row in everything))]
-    return [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-            for row in everything]
-
-
-class _Signals:
-    """SIGINT → KeyboardInterrupt, SIGTERM/SIGHUP → :class:`Terminated`, once; later ones wait for the cleanup."""
-
-    NUMBERS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.NUMBERS}
-
-    def restore(self) -> None:
-        for signum, action in self._previous.items():
-            signal.signal(signum, action)
-
-    def ignore(self) -> None:
-        """The work is done: a signal now would only turn a clean exit into a traceback or a kill."""
-        for signum in self.NUMBERS:
-            signal.signal(signum, signal.SIG_IGN)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is not None:
-            os.write(2, b"pynetns: still cleaning up, please wait\n")
-            return
-        self.received = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(signum)
-
-
 def _dispatch(argv: Sequence[str] | None) -> int:
     args = ["pynetns", *(sys.argv[1:] if argv is None else argv)]
     try:
@@ -582,7 +380,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return its exit status."""
-    signals = _Signals()
+    signals = Signals()
     signals.install()
     try:
         return _dispatch(argv)
@@ -592,7 +390,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> NoReturn:
     """The ``pynetns`` console script."""
-    signals = _Signals()
+    signals = Signals()
     signals.install()
     status = _dispatch(None)
     signals.ignore()
