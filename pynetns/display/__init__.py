@@ -6,6 +6,11 @@ veth end sits where. A view never raises: an object not created yet (or
 deleted) is shown as declared with a note, and on ``Host(dry_run=True)`` no
 command runs to inspect it.
 
+Each view takes a snapshot through the object's Host (:mod:`.snapshot`, the only
+I/O here), then renders it with the pure :mod:`.text` or :mod:`.html`;
+:mod:`.diagrams` draws a lab. Importing this package registers the views with
+:mod:`pynetns.views`.
+
 >>> from pynetns import Host
 >>> from pynetns.lab.lab import Lab
 >>> host = Host(dry_run=True)
