@@ -15,6 +15,7 @@
     │   └── LockTimeout                     another process held the host lock too long
     ├── NotOwned                            refusing to delete what pynetns did not create
     ├── CleanupError                        a teardown ran every part; some failed (listed)
+    ├── DemoFailed                          a step of the demo walkthrough did not show what it should
     ├── AlreadyExists                       the object already exists
     ├── NotFound (+LookupError)             the object does not exist
     ├── PermissionDenied                    not allowed: not root, no CAP_NET_ADMIN, …
@@ -69,6 +70,7 @@ __all__ = [
     "ResourceBusy",
     "CommandTimeout",
     "CleanupError",
+    "DemoFailed",
     "from_command",
     "PACKAGES",
 ]
@@ -304,6 +306,10 @@ class CleanupError(PynetnsError):
     def __str__(self) -> str:
         listed = "; ".join(f"{type(error).__name__}: {error}" for error in self.errors)
         return f"{self.what}: {len(self.errors)} failed: {listed}"
+
+
+class DemoFailed(PynetnsError):
+    """A step of the walkthrough (``pynetns demo``, :mod:`pynetns.cli.demo`) did not show what it should have."""
 
 
 #: Debian package of each tool a backend may run.

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pynetns import cli as cli_module
+from pynetns.cli import app as cli_module
 from pynetns.lab.lab import labs, remove
 
 CLI = [sys.executable, "-m", "pynetns.cli"]

@@ -286,7 +286,7 @@ def test_bad_prefixes_are_refused(prefix):
 
 
 def test_command_errors_are_one_line(capsys):
-    from pynetns.cli import Demo
+    from pynetns.cli.app import Demo
 
     def broken() -> int:
         raise OSError("no space left on device")

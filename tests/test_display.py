@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from pynetns import Bridge, Host, LocalRunner, Masquerade, Namespace, PortMap, Route, Veth, display, wait_until
+from pynetns import Bridge, Host, LocalRunner, Masquerade, Namespace, PortMap, Route, Veth, display, views, wait_until
+from pynetns.display.diagrams import quote
 from pynetns.lab.lab import Lab
 from pynetns.runner import CompletedCommand, Runner
 
@@ -245,7 +246,7 @@ def test_odd_names_from_the_kernel_are_escaped() -> None:
 
 
 def test_dot_labels_are_quoted() -> None:
-    assert display._q('a "b" \\N', "two\nlines") == '"a \\"b\\" \\\\N\\ntwo lines"'
+    assert quote('a "b" \\N', "two\nlines") == '"a \\"b\\" \\\\N\\ntwo lines"'
 
 
 def test_views_never_raise(dry_host: Host) -> None:
@@ -270,6 +271,43 @@ def test_views_never_raise(dry_host: Host) -> None:
     assert display.text_namespace(gone) == "Namespace web (named): not inspected: the machine went away"
     portmap = PortMap(8080, "10.0.0.2", 80, host=Host(runner=Failing(), firewall="nftables"))
     assert display.text_portmap(portmap).endswith(": not inspected: the machine went away")
+
+
+
+def test_views_of_a_dry_run_lab_make_no_runner_and_start_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every view of a dry-run lab (text, HTML, the diagram's source and tables) reads declarations only."""
+    lab = dry_lab(isolated=True)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"display made a runner or started a process: {args[1:]}")
+
+    monkeypatch.setattr(LocalRunner, "__init__", refuse)
+    monkeypatch.setattr(LocalRunner, "_execute", refuse)
+    monkeypatch.setattr(LocalRunner, "_spawn", refuse)
+    bridge = Bridge("br0", host=lab.host)
+    veth = Veth("veth1", "eth0", peer_namespace=lab.namespaces["web"], master=bridge, host=lab.host)
+    objects = [lab, *lab.networks.values(), *lab.endpoints, *lab.namespaces.values(), *lab.published, bridge, veth,
+               Masquerade("10.20.0.0/24", "br0", host=lab.host)]
+    for item in objects:
+        shown = [item._repr_html_(), views.render(item, "text")]
+        assert all(view is not None and "could not display" not in view for view in shown), shown
+    pictured = lab.diagram()
+    assert isinstance(pictured, display.Diagram) and pictured.dot.startswith('graph "shop"') and pictured.table
+    assert lab.host.history == []
+
+
+def test_a_diagram_draws_through_the_default_hosts_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dot`` runs through ``default_host().runner`` (the local machine), not the lab's dry-run Host."""
+    local = Scripted({("dot", "-Tsvg"): (0, '<?xml version="1.0"?><svg>drawn</svg>', "")})
+    monkeypatch.setattr(display.diagrams, "default_host", lambda: Host(runner=local))
+    lab = dry_lab()
+    pictured = display.diagram(lab)
+    assert pictured.svg() == '<?xml version="1.0"?><svg>drawn</svg>'
+    assert pictured._repr_html_() == "<div><svg>drawn</svg></div>"
+    assert local.calls == [("dot", "-Tsvg")] and lab.host.history == []
+    mine = Scripted({})
+    assert display.diagram(lab, runner=mine)._repr_svg_() is None  # dot failed there: no picture
+    assert mine.calls == [("dot", "-Tsvg")]
 
 
 # -- diagrams: with and without Graphviz ------------------------------------------

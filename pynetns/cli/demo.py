@@ -32,7 +32,7 @@ from typing import Protocol, TypeVar
 
 import attrs
 
-from ..errors import InvalidName, NotFound, PynetnsError, WaitTimeout
+from ..errors import DemoFailed, InvalidName, NotFound, PynetnsError, WaitTimeout
 from ..host import Host
 from ..lab.ipam import Allocator, pick_subnet
 from ..lab.lab import taken_networks
@@ -59,10 +59,6 @@ log = logging.getLogger(__name__)
 STEPS = 9
 HTTP_PORT = 8000
 WIDTH = 78
-
-
-class DemoFailed(PynetnsError):
-    """A step of the walkthrough did not show what it should have."""
 
 
 class _KernelObject(Protocol):

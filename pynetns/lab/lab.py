@@ -34,6 +34,7 @@ from ..errors import (
     CleanupError,
     CommandError,
     InvalidValue,
+    NotFound,
     PermissionDenied,
     PynetnsError,
     SubnetOverlap,
@@ -811,6 +812,13 @@ class Lab(Viewable):
 
     def _user_name(self, namespace: Namespace) -> str:
         return next(name for name, candidate in self.namespaces.items() if candidate is namespace)
+
+    def name_of(self, namespace: Namespace) -> str:
+        """The name ``namespace`` has in this lab (its key in :attr:`namespaces`); NotFound if not the lab's."""
+        for name, candidate in self.namespaces.items():
+            if candidate is namespace:
+                return name
+        raise NotFound(f"namespace {namespace.name} is not in lab {self.name}")
 
     def detach(self) -> LabRecord:
         """Leave the lab running after this process ends: its journal names no owner, so :func:`cleanup`

@@ -1,0 +1,398 @@
+"""The ``pynetns`` command line: the plumbum application and its subcommands.
+
+::
+
+    sudo pynetns up shop.toml             # create the lab a topology file declares; it stays up
+    pynetns ls                            # labs: state (persistent, alive, stale), owner, namespaces, networks
+    pynetns show shop [--json]            # one lab: networks, namespaces, addresses, published ports
+    sudo pynetns exec web -- ping -c1 10.30.0.3   # a command in a lab's namespace (``shop:web`` names the lab)
+    pynetns explain shop.toml             # the commands ``up`` would run (no root needed)
+    sudo pynetns down shop                # remove a lab
+    sudo pynetns cleanup [--all]          # remove the labs whose owner died (every lab with --all)
+    sudo pynetns demo [--step]            # the Docker networking walkthrough
+    pynetns --help; pynetns up --help
+
+Exit status: 0 success; 1 failure, told in one line (``--debug`` logs every
+command and shows the traceback); 2 usage error; 130 / 143 / 129 after
+SIGINT / SIGTERM / SIGHUP, once everything created was removed. ``exec``
+exits with the command's status (128 + N if signal N ended it).
+
+A subcommand is a :class:`Command` registered with ``@Pynetns.subcommand(name)``
+(or lazily, ``Pynetns.subcommand(name, "module:Class")``); its ``main`` wraps
+its work in :meth:`Command.guard`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+from plumbum import cli
+
+from .. import __version__
+from ..errors import InvalidValue, PynetnsError
+from ..lab.journal import find
+from .records import describe, find_member, split_target, summary, table, which_exist
+from .signals import Forwarding, Signals, Terminated
+
+if TYPE_CHECKING:
+    from ..host import Host
+    from ..lab.lab import Lab
+
+__all__ = ["Command", "Pynetns", "Terminated", "main", "run"]
+
+log = logging.getLogger(__name__)
+
+#: exit status for a usage error
+USAGE = 2
+
+#: ``up`` reports the progress of labs with more namespaces than this (of every lab with ``--verbose``)
+LARGE_LAB = 20
+
+
+class Pynetns(cli.Application):
+    """Docker-style Linux network topologies, built with plain ip commands."""
+
+    PROGNAME = "pynetns"
+    VERSION = __version__
+
+    debug = cli.Flag("--debug", help="Log every command on stderr and show tracebacks")
+
+    def main(self, *args: str) -> int:
+        if args:
+            print(f"pynetns: unknown command {args[0]!r}", file=sys.stderr)
+            self.help()
+            return USAGE
+        if not self.nested_command:
+            self.help()
+            return USAGE
+        if self.debug:
+            logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
+            logging.getLogger("pynetns").setLevel(logging.DEBUG)
+        return 0
+
+
+class Command(cli.Application):
+    """Base of the subcommands."""
+
+    @property
+    def debug(self) -> bool:
+        """``pynetns --debug`` was given."""
+        return isinstance(self.parent, Pynetns) and bool(self.parent.debug)
+
+    def guard(self, work: Callable[[], int]) -> int:
+        """Run ``work``; an error becomes one line on stderr and status 1 (``--debug``: the traceback)."""
+        try:
+            return work()
+        except Exception as error:
+            if self.debug:
+                raise
+            kind = "" if isinstance(error, PynetnsError) else f"{type(error).__name__}: "
+            message = " ".join(str(error).split())  # one line, whatever the error's text holds
+            print(f"{self.PROGNAME}: error: {kind}{message}", file=sys.stderr)
+            return 1
+
+    def need_root(self) -> None:
+        """Refuse to go on without root: the command enters or changes network namespaces."""
+        if os.geteuid() != 0:
+            raise PynetnsError(f"{self.PROGNAME} needs root, to enter and change network namespaces (try sudo)")
+
+    def usage_error(self, message: str) -> int:
+        """Say what is wrong with the command line and return the usage status (2)."""
+        print(f"{self.PROGNAME}: {message} (see '{self.PROGNAME} --help')", file=sys.stderr)
+        return USAGE
+
+
+class _TopologyCommand(Command):
+    """A command reading a topology file: ``--isolated`` / ``--no-isolated`` / ``--name`` override it."""
+
+    isolated = cli.Flag("--isolated", excludes=["--no-isolated"],
+                        help="Build the lab inside a private namespace that plays the host, whatever the file says")
+    shared = cli.Flag("--no-isolated", excludes=["--isolated"],
+                      help="Build the lab on the machine itself (its bridges, its firewall), whatever the file says")
+    rename = cli.SwitchAttr("--name", argtype=str, argname="NAME", default=None,
+                            help="Call the lab NAME instead of the name the file gives it")
+
+    def lab(self, path: str, host: Host | None = None) -> Lab:
+        """The lab the file at ``path`` declares, with the overrides; nothing is created yet."""
+        from ..lab.topology import Topology
+
+        isolated = True if self.isolated else False if self.shared else None
+        try:
+            topology = Topology.from_file(path)
+        except OSError as error:
+            raise PynetnsError(f"{path}: cannot read it: {error.strerror or error}") from error
+        if self.rename is not None:
+            import attrs
+
+            topology = attrs.evolve(topology, name=self.rename)
+        return topology.lab(host=host, isolated=isolated)
+
+
+@Pynetns.subcommand("up")
+class Up(_TopologyCommand):
+    """Create the lab a topology file (TOML, JSON, YAML) declares and leave it up; needs root"""
+
+    DESCRIPTION_MORE = (
+        "The lab is persistent: owned by no process, so 'pynetns cleanup' leaves it alone until "
+        "'pynetns down NAME' (or 'pynetns cleanup --all') removes it. If creating it fails, "
+        "whatever was made is removed again.\n"
+    )
+
+    verbose = cli.Flag("--verbose", help=f"Report each stage on stderr (always done for labs of over {LARGE_LAB} "
+                                         "namespaces)")
+
+    def main(self, file: str) -> int:
+        return self.guard(lambda: self._up(file))
+
+    def _up(self, file: str) -> int:
+        from ..lab.lab import labs
+
+        lab = self.lab(file)
+        self.need_root()
+        clash = [record for record in labs() if record.name == lab.name]
+        if clash:
+            ids = ", ".join(f"{record.id} ({record.state})" for record in clash)
+            hint = "run 'pynetns cleanup'" if all(record.state == "stale" for record in clash) else "'pynetns down' it"
+            raise InvalidValue("name", lab.name, f"a lab of that name exists: {ids}; {hint} or pass --name")
+        progress = None
+        if self.verbose or len(lab.namespaces) > LARGE_LAB:
+            progress = _progress
+            _progress(f"creating lab {lab.name} ({lab.id}): {len(lab.namespaces)} namespaces, "
+                      f"{len(lab.networks)} networks, {len(lab.endpoints)} endpoints")
+        try:
+            lab.apply(progress=progress)
+            record = lab.detach()
+        except BaseException:
+            try:
+                lab.destroy()  # apply removed what it made; this also removes the journal it wrote
+            except Exception as error:  # the first error is the one to tell
+                log.warning("while removing lab %s after a failure: %s", lab.name, error)
+            raise
+        for line in describe(record):
+            print(line)
+        name = record.name
+        print(f"# next: pynetns show {name} | pynetns exec {name}:NAMESPACE -- CMD | pynetns down {name}")
+        return 0
+
+
+@Pynetns.subcommand("down")
+class Down(Command):
+    """Remove a lab (by name or id), whoever owns it; needs root"""
+
+    def main(self, name: str) -> int:
+        return self.guard(lambda: self._down(name))
+
+    def _down(self, name: str) -> int:
+        from ..lab.lab import remove
+
+        self.need_root()
+        record = find(name)
+        for item in remove(record.id):
+            print(f"removed {item}")
+        print(f"lab {record.name} ({record.id}) is down")
+        return 0
+
+
+@Pynetns.subcommand("ls")
+class Ls(Command):
+    """List the labs on this machine: persistent (made by 'up'), alive (its owner runs) or stale (its owner died)"""
+
+    as_json = cli.Flag("--json", help="Print a JSON list instead of a table")
+
+    def main(self) -> int:
+        return self.guard(self._ls)
+
+    def _ls(self) -> int:
+        from ..lab.lab import labs
+
+        records = labs()
+        if self.as_json:
+            print(json.dumps([summary(record) for record in records], indent=2))
+            return 0
+        rows = [[record.name, record.id, record.state, "-" if record.owner_pid is None else str(record.owner_pid),
+                 str(len(record.data.get("members", {}))),
+                 " ".join(f"{net['name']}={net['subnet']}" for net in record.data.get("networks", ())) or "-"]
+                for record in records]
+        for line in table(["NAME", "ID", "STATE", "OWNER", "NAMESPACES", "NETWORKS"], rows):
+            print(line)
+        return 0
+
+
+@Pynetns.subcommand("show")
+class Show(Command):
+    """Describe a lab (by name or id): networks, namespaces and their addresses, published ports"""
+
+    as_json = cli.Flag("--json", help="Print the lab's journal, its state and which namespaces exist, as JSON")
+
+    def main(self, name: str) -> int:
+        return self.guard(lambda: self._show(name))
+
+    def _show(self, name: str) -> int:
+        record = find(name)
+        live = which_exist(record)
+        if self.as_json:
+            data = {**record.data, "state": record.state, "alive": record.alive, "journal": str(record.path),
+                    "live": live}
+            print(json.dumps(data, indent=2))
+            return 0
+        for line in describe(record, live):
+            print(line)
+        return 0
+
+
+@Pynetns.subcommand("exec")
+class Exec(Command):
+    """Run a command inside a lab's namespace, by the name the topology gives it; needs root"""
+
+    DESCRIPTION_MORE = (
+        "NAMESPACE is a name like 'web'; 'shop:web' (or 'shop/web', or --lab shop) says which lab's, "
+        "when more than one lab has a 'web'. Put '--' before the command. Standard input and output "
+        "are the command's own; the exit status is the command's.\n"
+    )
+
+    USAGE = "    {progname} [SWITCHES] [LAB:]NAMESPACE -- COMMAND [ARG...]\n"
+
+    lab_name = cli.SwitchAttr("--lab", argtype=str, argname="LAB", default=None,
+                              help="The lab (name or id) whose namespace it is")
+
+    def main(self, namespace: str, *command: str) -> int:
+        if not command:
+            return self.usage_error("give the command to run after the namespace: NAMESPACE -- COMMAND [ARG...]")
+        lab_name, separator, name = split_target(namespace)
+        if separator and self.lab_name is not None and lab_name != self.lab_name:
+            return self.usage_error(f"{namespace!r} names lab {lab_name}, but --lab says {self.lab_name}")
+        return self.guard(lambda: self._exec(lab_name or self.lab_name, name, command))
+
+    def _exec(self, lab_name: str | None, name: str, command: Sequence[str]) -> int:
+        self.need_root()
+        record = find_member(lab_name, name)
+        namespace = record.namespace(name)
+        if not namespace.exists():
+            raise PynetnsError(f"namespace {name} of lab {record.name} ({namespace.name}) does not exist "
+                               f"(the lab is {record.state}; 'pynetns down {record.id}' removes what is left)")
+        with Forwarding() as forwarding:
+            return forwarding.run(lambda: namespace.popen(list(command), stdin=None, stdout=None, stderr=None))
+
+
+@Pynetns.subcommand("explain")
+class Explain(_TopologyCommand):
+    """Print the commands 'up' would run for a topology file, as copy-pasteable shell; runs nothing"""
+
+    def main(self, file: str) -> int:
+        return self.guard(lambda: self._explain(file))
+
+    def _explain(self, file: str) -> int:
+        from ..host import Host
+
+        sys.stdout.write(self.lab(file, host=Host(dry_run=True)).explain())
+        return 0
+
+
+@Pynetns.subcommand("cleanup")
+class Cleanup(Command):
+    """Remove the labs whose owner process died (with --all, every lab, persistent ones too); needs root"""
+
+    everything = cli.Flag("--all", help="Remove every lab, also persistent ones and those whose owner still runs")
+
+    def main(self) -> int:
+        return self.guard(self._cleanup)
+
+    def _cleanup(self) -> int:
+        from ..lab.lab import cleanup, labs
+
+        self.need_root()
+        before = labs()
+        removed = cleanup(all=self.everything)
+        left = {record.id for record in labs()}
+        for item in removed:
+            print(f"removed {item}")
+        gone = [record for record in before if record.id not in left]
+        for record in gone:
+            print(f"removed lab {record.name} ({record.id})")
+        names = {record.id: f"{record.name} ({record.id})" for record in before}
+        for lab_id, why in removed.skipped.items():
+            print(f"{self.PROGNAME}: left lab {names.get(lab_id, lab_id)} alone: {why}", file=sys.stderr)
+        for lab_id, remaining in removed.remaining.items():
+            print(f"{self.PROGNAME}: lab {names.get(lab_id, lab_id)}: could not remove {', '.join(remaining)}; "
+                  "its journal stays", file=sys.stderr)
+        if not removed and not gone and not removed.skipped and not removed.remaining:
+            print(f"{self.PROGNAME}: nothing to remove", file=sys.stderr)
+        return 1 if removed.remaining else 0
+
+
+@Pynetns.subcommand("demo")
+class Demo(Command):
+    """Walk through Docker's networking (none, host, the default bridge), printing every command; needs root"""
+
+    prefix = cli.SwitchAttr("--prefix", argtype=str, argname="PREFIX", default=None,
+                            help="Start every name created with PREFIX (at most 12 characters; default pn-XXXX)")
+    no_commands = cli.Flag(["-q", "--no-commands"], help="Show the explanations and results, not the commands")
+    step = cli.Flag("--step", help="Pause before each step until Enter is pressed")
+
+    def main(self) -> int:
+        from .demo import check_prefix, walkthrough
+
+        if self.prefix is not None:
+            try:
+                check_prefix(self.prefix)
+            except PynetnsError as error:
+                print(f"{self.PROGNAME}: {error}", file=sys.stderr)
+                return USAGE
+        return self.guard(lambda: walkthrough(
+            out=_print, prefix=self.prefix, commands=not self.no_commands, pause=_wait_for_enter if self.step else None
+        ))
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _progress(line: str) -> None:
+    print(f"pynetns: {line}", file=sys.stderr, flush=True)
+
+
+def _wait_for_enter() -> None:
+    print("# -- press Enter for the next step; Ctrl-C stops and cleans up --", flush=True)
+    sys.stdin.readline()
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    args = ["pynetns", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        _, status = Pynetns.run(args, exit=False)
+        return int(status)
+    except KeyboardInterrupt:
+        print("pynetns: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Terminated as stop:
+        print(f"pynetns: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return its exit status."""
+    signals = Signals()
+    signals.install()
+    try:
+        return _dispatch(argv)
+    finally:
+        signals.restore()
+
+
+def main() -> NoReturn:
+    """The ``pynetns`` console script."""
+    signals = Signals()
+    signals.install()
+    status = _dispatch(None)
+    signals.ignore()
+    sys.exit(status)
+
