@@ -19,6 +19,7 @@
     ├── NotFound (+LookupError)             the object does not exist
     ├── PermissionDenied                    not allowed: not root, no CAP_NET_ADMIN, …
     ├── PortInUse                           a host port is already mapped or listened on
+    ├── NfqueueError (+OSError)             the userspace impairment engine: a queue refused, a failed start
     └── CommandError                        a command failed: argv, returncode, stderr
         ├── AlreadyExistsCommandError (+AlreadyExists)        "File exists"
         ├── NotFoundCommandError (+NotFound)                  "Cannot find device", "does not exist", …
@@ -69,6 +70,7 @@ __all__ = [
     "ResourceBusy",
     "CommandTimeout",
     "CleanupError",
+    "NfqueueError",
     "from_command",
     "PACKAGES",
 ]
@@ -218,6 +220,10 @@ class PortInUse(_Condition):
         error = PortInUse(f"{what} is already in use by {holder}", argv=argv, evidence=evidence)
         error.holder = holder
         return error
+
+
+class NfqueueError(PynetnsError, OSError):
+    """The kernel refused a queue request (``errno`` set), or the userspace impairment engine could not start."""
 
 
 class CommandError(PynetnsError):
