@@ -518,7 +518,8 @@ _ENGINE_MODULES = {
 _IMPORTS = """
 import json, os, runpy, sys, types
 import pynetns.impair as probe  # only to find the folders; then forgotten
-folders = {"pynetns": os.path.dirname(os.path.dirname(probe.__file__)), "pynetns.impair": os.path.dirname(probe.__file__)}
+impair = os.path.dirname(probe.__file__)
+folders = {"pynetns": os.path.dirname(impair), "pynetns.impair": impair}
 for name in [name for name in sys.modules if name == "pynetns" or name.startswith("pynetns.")]:
     del sys.modules[name]
 for name, folder in folders.items():  # empty parents: only what the engine itself imports gets loaded
