@@ -85,6 +85,10 @@ def test_delay_loss_direction_and_clear():
         base = rtt(a, "10.63.0.3")
         assert base is not None and base < 20
         endpoint.impair(delay="50ms")
+        if endpoint.impairment is not None and lab._links[endpoint].mode == "nfqueue":  # no netem here
+            program = lab.host.firewall.queue_rule(4, "ingress", "eth0", 1, "pynetns probe")[0]
+            listing = a.run([program, "-w", "-t", "mangle", "-S"]).stdout
+            assert f'"{lab.tag} impair eth0"' in listing and "NFQUEUE" in listing, listing
         both = rtt(a, "10.63.0.3"), rtt(b, "10.63.0.2")
         assert all(value is not None and 90 <= value < 400 for value in both), both
         endpoint.impair(delay="50ms", direction="egress")

@@ -49,7 +49,7 @@ from ..impairment import Direction, Impairment, parse_direction, plan_impairment
 from ..namespace import Namespace
 from ..plan import Plan, Step
 from ..runner import Process
-from ..validation import interface_name
+from ..validation import interface_name, owner_tag
 from .engine_client import engine_argv, wait_ready
 
 __all__ = ["ImpairedLink", "netem_available"]
@@ -100,7 +100,8 @@ class ImpairedLink:
     """The impairment of one veth pair: ``inside`` (a namespace and its interface) and ``outside`` (the host's end).
 
     ``outside_namespace`` is ``None`` for the root namespace. ``queue`` is the first of the two NFQUEUE
-    numbers the fallback may use in ``inside`` (queues are per namespace).
+    numbers the fallback may use in ``inside`` (queues are per namespace). ``tag``: the owner tag its
+    queue rules carry (default: the Host's; a Lab passes its own).
     """
 
     def __init__(
@@ -113,8 +114,10 @@ class ImpairedLink:
         *,
         queue: int = 100,
         bridge_port: bool = False,
+        tag: str | None = None,
     ) -> None:
         self.host = host
+        self.tag = host.tag if tag is None else owner_tag("tag", tag)
         self.inside = inside
         self.interface = interface_name("interface", interface)
         self.outside_namespace = outside_namespace
@@ -196,7 +199,7 @@ class ImpairedLink:
         firewall = self.host.firewall
         steps = []
         for namespace, hook, device, queue in self._feeds(direction):
-            comment = f"{self.host.tag} impair {device}"
+            comment = f"{self.tag} impair {device}"
             add = firewall.queue_rule(4, hook, device, queue, comment)
             delete = firewall.queue_rule(4, hook, device, queue, comment, delete=True)
             undo = Step(self.host.exec_argv(namespace.ref, delete))
