@@ -20,6 +20,7 @@
     ├── NotFound (+LookupError)             the object does not exist
     ├── PermissionDenied                    not allowed: not root, no CAP_NET_ADMIN, …
     ├── PortInUse                           a host port is already mapped or listened on
+    ├── NfqueueError (+OSError)             the userspace impairment engine: a queue refused, a failed start
     └── CommandError                        a command failed: argv, returncode, stderr
         ├── AlreadyExistsCommandError (+AlreadyExists)        "File exists"
         ├── NotFoundCommandError (+NotFound)                  "Cannot find device", "does not exist", …
@@ -71,6 +72,7 @@ __all__ = [
     "CommandTimeout",
     "CleanupError",
     "DemoFailed",
+    "NfqueueError",
     "from_command",
     "PACKAGES",
 ]
@@ -220,6 +222,10 @@ class PortInUse(_Condition):
         error = PortInUse(f"{what} is already in use by {holder}", argv=argv, evidence=evidence)
         error.holder = holder
         return error
+
+
+class NfqueueError(PynetnsError, OSError):
+    """The kernel refused a queue request (``errno`` set), or the userspace impairment engine could not start."""
 
 
 class CommandError(PynetnsError):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends import available, get_backend
-from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef
+from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef, ShapingBackend
 from .backends.recording import RecordingRunner
 from .errors import BackendUnavailable, InvalidValue, PynetnsError, UnknownBackend
 from .locking import host_lock
@@ -40,7 +40,8 @@ class Host:
     ``Host()`` runs commands locally; ``Host(sudo=True)`` through ``sudo -n``;
     ``Host(machine=plumbum_machine)`` on another plumbum machine;
     ``Host(dry_run=True)`` records the commands in :attr:`history` instead of
-    running them. Backends are chosen by registry name or passed as objects.
+    running them. Backends are chosen by registry name or passed as objects,
+    one per role: ``links``, ``enter``, ``firewall``, ``shaping``.
 
     Every kernel object created through this host is tagged with :attr:`tag`
     (``pynetns:<id>``), so cleanup can find exactly what is ours.
@@ -57,6 +58,7 @@ class Host:
         enter: str | EnterBackend = "nsenter",
         tag: str | None = None,
         firewall: str | FirewallBackend | None = None,
+        shaping: str | ShapingBackend = "tc",
     ) -> None:
         # every choice checked here, before anything runs: a wrong one fails now, naming what fits
         if runner is None:
@@ -67,6 +69,8 @@ class Host:
         self.dry_run = isinstance(runner, RecordingRunner)
         self.links: LinkBackend = _backend("links", links, LinkBackend)()
         self.enter: EnterBackend = _backend("enter", enter, EnterBackend)()
+        #: the queueing disciplines that impair links (``tc``)
+        self.shaping: ShapingBackend = _backend("shaping", shaping, ShapingBackend)()
         if tag is None:
             tag = TAG_PREFIX + ("dry-run" if self.dry_run else f"{os.getpid()}-{secrets.token_hex(2)}")
         self.tag = owner_tag("tag", tag)

@@ -234,6 +234,9 @@ def test_good_tags_are_kept() -> None:
         ("firewall", Iproute2(), "FirewallBackend"),
         ("links", Iproute2, "LinkBackend"),  # a class, not a backend object
         ("links", 42, "LinkBackend"),
+        ("shaping", "iproute2", "ShapingBackend"),
+        ("shaping", "nftables", "ShapingBackend"),
+        ("shaping", Iproute2(), "ShapingBackend"),
     ],
     ids=lambda value: value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__),
 )
@@ -242,7 +245,7 @@ def test_a_backend_in_the_wrong_role_is_refused_when_the_host_is_made(role: str,
         Host(dry_run=True, **{role: choice})  # type: ignore[arg-type]
     message = str(caught.value)
     assert caught.value.field == role and named in message
-    expected = {"links": "iproute2", "enter": "nsenter", "firewall": "iptables, nftables"}[role]
+    expected = {"links": "iproute2", "enter": "nsenter", "firewall": "iptables, nftables", "shaping": "tc"}[role]
     assert f"registered: {expected}" in message  # the choices that fit the role
 
 

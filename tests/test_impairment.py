@@ -644,3 +644,100 @@ def test_netem_reads_back(tc: Tc, pair: Pair, host: Host, impairment: Impairment
     qdiscs = shown(host, tc, pair.a, pair.a_dev)
     assert Impairment.from_tc_json(qdiscs) == impairment, qdiscs
     clear(host, tc, pair)
+
+
+# -- the shaping role and the impaired link's plans ------------------------------------------
+
+
+def test_shaping_is_a_host_role_checked_when_the_host_is_made() -> None:
+    from pynetns import UnknownBackend
+    from pynetns.backends import get_backend
+    from pynetns.backends.base import ShapingBackend
+
+    assert get_backend("tc") is Tc and isinstance(Host(dry_run=True).shaping, Tc)
+    assert Host(dry_run=True, shaping=Tc()).shaping.name == "tc"
+    with pytest.raises(InvalidValue, match="not a ShapingBackend; the ShapingBackends registered: tc"):
+        Host(dry_run=True, shaping="iproute2")
+    with pytest.raises(UnknownBackend, match="shaping='netem'"):
+        Host(dry_run=True, shaping="netem")
+    with pytest.raises(InvalidValue, match="ShapingBackend object"):
+        Host(dry_run=True, shaping=object())  # type: ignore[arg-type]
+
+    class Half(ShapingBackend):  # no impair_args, clear_args, …
+        name = "half"
+
+        def command(self, args: Sequence[str], *, netns: str | None = None) -> tuple[str, ...]:
+            return tuple(args)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()  # type: ignore[abstract]
+
+
+def _link(host: Host, **options: Any) -> Any:
+    from pynetns.impair import ImpairedLink
+
+    return ImpairedLink(host, Namespace("c1", host=host), "eth0", Namespace("h1", host=host), "veth-c1", **options)
+
+
+def test_a_dry_run_shows_the_tc_commands_as_one_plan_one_batch_per_namespace() -> None:
+    host = Host(dry_run=True)
+    link = _link(host)
+    link.apply(Impairment(delay="50ms", rate="1mbit"), "both", netem=True)
+    assert [call.argv for call in host.history] == [
+        ("tc", "-n", "c1", "-batch", "-"),
+        ("tc", "-n", "h1", "-batch", "-"),
+    ]
+    assert host.history[0].input == (
+        "qdisc replace dev eth0 root handle 7fff: pfifo\n"
+        "qdisc replace dev eth0 root handle 1: netem delay 50ms\n"
+        "qdisc add dev eth0 parent 1:1 handle 2: tbf rate 1mbit burst 16384 latency 50ms\n"
+    )
+    assert link.mode == "netem"
+    with host.capture() as calls:
+        link.clear()  # the plan's undo: one qdisc del per device, last applied first
+    assert [str(call) for call in calls] == ["tc -n h1 qdisc del dev veth-c1 root", "tc -n c1 qdisc del dev eth0 root"]
+    assert link.impairment is None
+
+
+def test_the_userspace_plan_has_tagged_queue_rules_from_the_firewall_backend() -> None:
+    host = Host(dry_run=True, tag="pynetns:plan1", firewall="iptables")
+    plan = _link(host).plan(Impairment(delay="50ms", rate="1mbit"), "both", netem=False)
+    lines = [str(step) for step in plan]
+    # rate through tbf, on both ends (no netem), then the queue rules inside c1, each with its undo
+    assert [step.line for step in plan][:2] == [
+        "qdisc replace dev eth0 root handle 7fff: pfifo",
+        "qdisc replace dev eth0 root handle 1: tbf rate 1mbit burst 16384 latency 50ms",
+    ]
+    assert lines[-2:] == [
+        "ip netns exec c1 iptables -w -t mangle -A POSTROUTING -o eth0 -m comment --comment "
+        "'pynetns:plan1 impair eth0' -j NFQUEUE --queue-num 100 --queue-bypass",
+        "ip netns exec c1 iptables -w -t mangle -A PREROUTING -i eth0 -m comment --comment "
+        "'pynetns:plan1 impair eth0' -j NFQUEUE --queue-num 101 --queue-bypass",
+    ]
+    assert all(step.undo is not None and "-D" in step.undo.argv for step in list(plan)[-2:])
+
+
+def test_duplicate_without_netem_is_refused_before_any_command() -> None:
+    from pynetns import BackendUnavailable
+
+    host = Host(dry_run=True)
+    with pytest.raises(BackendUnavailable, match="duplicate and corrupt"):
+        _link(host).apply(Impairment(duplicate="1%"), netem=False)
+    assert host.history == []
+
+
+@pytest.mark.root
+def test_a_plan_that_fails_half_way_leaves_the_device_as_it_was(pair: Pair, host: Host) -> None:
+    """On a kernel without netem the netem line of the batch fails; the placeholder before it is undone."""
+    from pynetns import CommandError
+    from pynetns.impair import ImpairedLink, netem_available
+
+    link = ImpairedLink(host, pair.a, pair.a_dev, pair.b, pair.b_dev)
+    if netem_available(host, pair.a):
+        link.apply(Impairment(delay="10ms"), "egress", netem=True)
+        assert shown(host, Tc(), pair.a, pair.a_dev)[0]["kind"] == "netem"
+        link.clear()
+    else:
+        with pytest.raises(CommandError, match="batch line 2"):
+            link.apply(Impairment(delay="10ms"), "egress", netem=True)
+    assert shown(host, Tc(), pair.a, pair.a_dev)[0]["kind"] == "noqueue" and link.impairment is None

@@ -28,15 +28,24 @@ def test_the_netem_path_puts_netem_and_tbf_on_the_right_ends():
         endpoint = lab.endpoints[0]
         with lab.host.capture() as calls:
             endpoint.impair(delay="100ms", jitter="10ms", loss="10%", rate="1mbit", direction="both")
-        text = "\n".join(str(call) for call in calls)
         inside, outside = endpoint.namespace.name, lab.host_namespace.name
-        assert f"tc -n {inside} qdisc replace dev eth0 root handle 1: netem delay 100ms 10ms loss 10%" in text
-        assert f"tc -n {outside} qdisc replace dev {endpoint.host_interface} root handle 1: netem" in text
-        assert "tbf rate 1mbit" in text and "nfqueue" not in text
+        # one plan: one tc -batch per namespace, every qdisc of that side in it
+        batches = {call.argv: call.input or "" for call in calls if call.argv[-2:] == ("-batch", "-")}
+        assert set(batches) == {("tc", "-n", inside, "-batch", "-"), ("tc", "-n", outside, "-batch", "-")}
+        inside_lines = batches[("tc", "-n", inside, "-batch", "-")]
+        assert "qdisc replace dev eth0 root handle 1: netem delay 100ms 10ms loss 10%" in inside_lines
+        outside_lines = batches[("tc", "-n", outside, "-batch", "-")]
+        assert f"qdisc replace dev {endpoint.host_interface} root handle 1: netem" in outside_lines
+        assert all("tbf rate 1mbit" in lines for lines in batches.values())
+        assert not any("nfqueue" in str(call) for call in calls)
         assert endpoint.impairment is not None and lab._links[endpoint].mode == "netem"
         with lab.host.capture() as calls:
             endpoint.impair(delay="5ms", direction="egress")
-        assert not any(str(call).startswith(f"tc -n {outside} qdisc replace") for call in calls[-2:])
+        # the old plan undone (both sides), the new one on the inside only
+        assert [str(call) for call in calls[-3:-1]] == [
+            f"tc -n {outside} qdisc del dev {endpoint.host_interface} root", f"tc -n {inside} qdisc del dev eth0 root"
+        ]
+        assert calls[-1].argv == ("tc", "-n", inside, "-batch", "-")
         endpoint.clear_impairment()
         assert endpoint.impairment is None
 
@@ -76,6 +85,10 @@ def test_delay_loss_direction_and_clear():
         base = rtt(a, "10.63.0.3")
         assert base is not None and base < 20
         endpoint.impair(delay="50ms")
+        if endpoint.impairment is not None and lab._links[endpoint].mode == "nfqueue":  # no netem here
+            program = lab.host.firewall.queue_rule(4, "ingress", "eth0", 1, "pynetns probe")[0]
+            listing = a.run([program, "-w", "-t", "mangle", "-S"]).stdout
+            assert f'"{lab.tag} impair eth0"' in listing and "NFQUEUE" in listing, listing
         both = rtt(a, "10.63.0.3"), rtt(b, "10.63.0.2")
         assert all(value is not None and 90 <= value < 400 for value in both), both
         endpoint.impair(delay="50ms", direction="egress")

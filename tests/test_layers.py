@@ -63,9 +63,7 @@ NFQUEUE_CLIENTS = {"client", "launcher", "rules"}
 PENDING = {
     ("cycle", "lab"): "lab helper: lab/lab.py <-> lab/topology.py (Lab.from_file)",
     ("concrete", "firewall"): "firewall helper: firewall/nat.py builds Iptables(...) directly",
-    ("concrete", "impair"): "impair helper: impair/link.py imports backends.tc (shaping as a Host role)",
     ("concrete", "lab"): "firewall/lab helpers: lab/lab.py imports backends.partition",
-    ("nfqueue", "engine"): "impair helper: splitting impair/nfqueue/ (engine imports validation, runner)",
 }
 
 

@@ -1,4 +1,5 @@
-"""The userspace impairment engine (pynetns.impair.nfqueue): wire format, scheduling, argv, and the real kernel."""
+"""The userspace impairment engine (pynetns.impair.nfqueue): wire format, scheduling, argv, the queue rules
+the firewall backends make, the engine's import isolation, and the real kernel."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pynetns import Host, InvalidName, InvalidValue, Namespace, Process, Veth, WaitTimeout, wait_until
+from pynetns.backends.iptables import Iptables
+from pynetns.backends.nftables import Nftables
+from pynetns.impair.engine_client import engine_argv, wait_ready
 from pynetns.impair.nfqueue import (
     NF_DROP,
     NFQNL_CFG_CMD_BIND,
@@ -26,16 +30,12 @@ from pynetns.impair.nfqueue import (
     NfqueueError,
     Packet,
     Scheduler,
-    egress_rule,
-    engine_argv,
-    ingress_rule,
     main,
     pack_config,
     pack_verdict,
     parse_messages,
     parse_packet,
     queue_number,
-    wait_ready,
 )
 
 little_endian = pytest.mark.skipif(sys.byteorder != "little", reason="hand-computed bytes are little-endian")
@@ -198,7 +198,7 @@ def test_queue_numbers_are_checked(value):
     with pytest.raises(InvalidValue, match="queue number"):
         queue_number("queue", value)
     with pytest.raises(InvalidValue):
-        egress_rule("eth0", value)
+        Iptables().queue_rule(4, "egress", "eth0", value, "pynetns:t impair eth0")
 
 
 @pytest.mark.parametrize(
@@ -227,40 +227,59 @@ def test_engine_values_are_checked_before_anything_opens(kwargs, match):
         engine_argv(queues, **options)
 
 
-def test_rules_are_argv_lists_that_feed_one_interface():
-    assert egress_rule("eth0", 100) == [
-        "iptables", "-w", "-t", "mangle", "-A", "POSTROUTING", "-o", "eth0",
-        "-m", "comment", "--comment", "pynetns impair eth0",
+@pytest.mark.parametrize(
+    ("backend", "program"),
+    [(Iptables("nft"), "iptables-nft"), (Iptables("legacy"), "iptables-legacy"), (Iptables(), "iptables"),
+     (Nftables(), "iptables-nft")],
+)  # fmt: skip
+def test_queue_rules_honour_the_variant_and_carry_the_owner_tag(backend, program):
+    assert backend.queue_rule(4, "egress", "eth0", 100, "pynetns:t1 impair eth0") == (
+        program, "-w", "-t", "mangle", "-A", "POSTROUTING", "-o", "eth0",
+        "-m", "comment", "--comment", "pynetns:t1 impair eth0",
         "-j", "NFQUEUE", "--queue-num", "100", "--queue-bypass",
-    ]  # fmt: skip
-    assert ingress_rule("veth-1.a", 0) == [
-        "iptables", "-w", "-t", "mangle", "-A", "PREROUTING", "-i", "veth-1.a",
-        "-m", "comment", "--comment", "pynetns impair veth-1.a",
-        "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass",
-    ]  # fmt: skip
-    removal = egress_rule("eth0", 100, delete=True)
-    assert removal[4] == "-D" and removal[:4] + removal[5:] == egress_rule("eth0", 100)[:4] + removal[5:]
-    assert ingress_rule("eth0", 65535, delete=True, family=6)[:6] == [
-        "ip6tables",
-        "-w",
-        "-t",
-        "mangle",
-        "-D",
-        "PREROUTING",
-    ]
+    )  # fmt: skip
+    assert backend.queue_rule(4, "ingress", "veth-1.a", 0, "pynetns:t1 impair veth-1.a")[5:8] == (
+        "PREROUTING", "-i", "veth-1.a",
+    )  # fmt: skip
+    assert backend.queue_rule(4, "port", "vh1", 7, "pynetns:t1 impair vh1")[5:10] == (
+        "PREROUTING", "-m", "physdev", "--physdev-in", "vh1",
+    )  # fmt: skip
+    removal = backend.queue_rule(4, "egress", "eth0", 100, "pynetns:t1 impair eth0", delete=True)
+    added = backend.queue_rule(4, "egress", "eth0", 100, "pynetns:t1 impair eth0")
+    assert removal[4] == "-D" and removal[:4] + removal[5:] == added[:4] + added[5:]
+    six = backend.queue_rule(6, "ingress", "eth0", 65535, "pynetns:t1 impair eth0", delete=True)
+    assert six[0] == program.replace("iptables", "ip6tables") and six[4:6] == ("-D", "PREROUTING")
+
+
+def test_a_firewall_backend_without_queue_rules_says_so():
+    from pynetns import BackendUnavailable
+    from pynetns.backends.base import FirewallBackend
+
+    class Bare(FirewallBackend):
+        name = "bare"
+        list_commands = parse = batch_command = script = lambda *args, **kwargs: None  # type: ignore[assignment]
+
+    with pytest.raises(BackendUnavailable, match="NFQUEUE"):
+        Bare().queue_rule(4, "egress", "eth0", 1, "pynetns:t impair eth0")
+
+
+def test_queue_rules_refuse_a_comment_without_the_prefix_or_with_quotes():
+    for comment in ("impair eth0", 'pynetns:x "a"', "pynetns:x\nflush"):
+        with pytest.raises(InvalidValue):
+            Iptables().queue_rule(4, "egress", "eth0", 1, comment)
 
 
 @pytest.mark.parametrize("interface", ["a;b", "eth0 -j ACCEPT", "", "x" * 16, "-o", "eth\n0"])
 def test_rules_refuse_bad_interface_names(interface):
     with pytest.raises(InvalidName):
-        egress_rule(interface, 1)
+        Iptables().queue_rule(4, "egress", interface, 1, "pynetns:t impair x")
     with pytest.raises(InvalidName):
-        ingress_rule(interface, 1, delete=True)
+        Nftables().queue_rule(4, "ingress", interface, 1, "pynetns:t impair x", delete=True)
 
 
 def test_rules_refuse_unknown_families():
     with pytest.raises(InvalidValue, match="4 or 6"):
-        egress_rule("eth0", 1, family=5)
+        Iptables().queue_rule(5, "egress", "eth0", 1, "pynetns:t impair eth0")  # type: ignore[arg-type]
 
 
 def test_engine_argv_names_every_option():
@@ -328,6 +347,18 @@ def _engine(namespace: Namespace, queues: list[int], **options: object) -> Itera
             assert status == 0, text
 
 
+def _rule(host: Host, hook: str, interface: str, queue: int, delete: bool = False) -> tuple[str, ...]:
+    """The queue rule the Host's firewall backend makes, tagged as ImpairedLink tags it."""
+    comment = f"{host.tag} impair {interface}"
+    return host.firewall.queue_rule(4, hook, interface, queue, comment, delete=delete)  # type: ignore[arg-type]
+
+
+def _mangle(host: Host, namespace: Namespace) -> str:
+    """The mangle table of ``namespace``, listed by the program that writes the queue rules."""
+    program = _rule(host, "egress", "lo", 1)[0]
+    return namespace.run([program, "-w", "-t", "mangle", "-S"]).stdout
+
+
 def _rtt(namespace: Namespace, address: str, count: int = 5) -> float:
     """Average ping RTT in ms; ``-U`` measures user to user, so a delay on ingress counts too."""
     result = namespace.run(["ping", "-U", "-c", str(count), "-i", "0.05", "-W", "2", "-q", address])
@@ -348,24 +379,24 @@ def test_delay_both_ways_then_bypass_then_gone(names, host):
     with _pair(names, host) as (a, b, interface):
         assert _rtt(a, B_ADDR, count=3) < 20
         with _engine(a, [100, 101], delay=0.05) as (_, stats):
-            a.run(egress_rule(interface, 100))
-            a.run(ingress_rule(interface, 101))
+            a.run(_rule(host, "egress", interface, 100))
+            a.run(_rule(host, "ingress", interface, 101))
             assert 90 <= _rtt(a, B_ADDR) <= 300
             assert 90 <= _rtt(b, A_ADDR) <= 300
         assert "received=" in stats[0] and "dropped=0" in stats[0]
         # engine gone, rules still there: --queue-bypass lets traffic through undelayed
-        assert "pynetns impair" in a.run(["iptables", "-t", "mangle", "-S"]).stdout
+        assert f"{host.tag} impair" in _mangle(host, a)
         assert _rtt(a, B_ADDR, count=3) < 20
-        a.run(egress_rule(interface, 100, delete=True))
-        a.run(ingress_rule(interface, 101, delete=True))
-        assert "pynetns impair" not in a.run(["iptables", "-t", "mangle", "-S"]).stdout
+        a.run(_rule(host, "egress", interface, 100, delete=True))
+        a.run(_rule(host, "ingress", interface, 101, delete=True))
+        assert f"{host.tag} impair" not in _mangle(host, a)
         assert _rtt(a, B_ADDR, count=3) < 20
 
 
 @pytest.mark.root
 def test_loss_drops_about_that_fraction(names, host):
     with _pair(names, host) as (a, _, interface), _engine(a, [100], loss=0.3, seed=1) as (_, stats):
-        a.run(egress_rule(interface, 100))
+        a.run(_rule(host, "egress", interface, 100))
         assert 10 <= _loss(a, B_ADDR) <= 55
     dropped = int(re.search(r"dropped=(\d+)", stats[0]).group(1))  # type: ignore[union-attr]
     assert 10 <= dropped <= 55
@@ -405,8 +436,8 @@ def _transfer(sender: Namespace, receiver: Namespace, address: str, size: int) -
 def test_tcp_transfer_completes_under_delay_jitter_and_loss(names, host):
     with _pair(names, host) as (a, b, interface):
         with _engine(a, [100, 101], delay=0.025, jitter=0.005, loss=0.005, seed=2) as (_, stats):
-            a.run(egress_rule(interface, 100))
-            a.run(ingress_rule(interface, 101))
+            a.run(_rule(host, "egress", interface, 100))
+            a.run(_rule(host, "ingress", interface, 101))
             # data held on A's ingress: the sender's TCP never sees it queued
             inbound = _transfer(b, a, A_ADDR, 1024 * 1024)
             # data held on A's egress: TCP Small Queues keep only ~2 packets of the sender below TCP, so this is slow
@@ -420,7 +451,7 @@ def test_tcp_transfer_completes_under_delay_jitter_and_loss(names, host):
 def test_stopping_lets_held_packets_go(names, host):
     with _pair(names, host) as (a, _, interface):
         with _engine(a, [100], delay=2.0) as (engine, _):
-            a.run(egress_rule(interface, 100))
+            a.run(_rule(host, "egress", interface, 100))
             ping = a.popen(["ping", "-c1", "-W5", B_ADDR])
             wait_until(lambda: _held(a, 100), timeout=5, what="the echo request to be held")
             started = time.monotonic()
@@ -438,7 +469,7 @@ def test_an_overrun_socket_is_reported_and_survived(names, host):
     )
     with _pair(names, host) as (a, b, interface):
         with _engine(a, [101], delay=0.01, rcvbuf=4096) as (_, stats):
-            a.run(ingress_rule(interface, 101))
+            a.run(_rule(host, "ingress", interface, 101))
             b.run([sys.executable, "-c", blast])
             assert _rtt(a, B_ADDR, count=3) < 100  # still working after the overrun
         overruns = int(re.search(r"overruns=(\d+)", stats[0]).group(1))  # type: ignore[union-attr]
@@ -469,3 +500,48 @@ def test_wait_ready_times_out_on_a_silent_process(names, host):
         silent = namespace.popen(["sleep", "5"], stdout=subprocess.PIPE)
         with pytest.raises(WaitTimeout):
             wait_ready(silent, timeout=0.2)
+
+
+# -- the engine's imports ---------------------------------------------------------------
+
+_ENGINE_MODULES = {
+    "pynetns.errors",
+    "pynetns.impair.nfqueue",
+    "pynetns.impair.nfqueue.__main__",
+    "pynetns.impair.nfqueue.cli",
+    "pynetns.impair.nfqueue.engine",
+    "pynetns.impair.nfqueue.options",
+    "pynetns.impair.nfqueue.schedule",
+    "pynetns.impair.nfqueue.wire",
+}
+
+_IMPORTS = """
+import json, os, runpy, sys, types
+import pynetns.impair as probe  # only to find the folders; then forgotten
+impair = os.path.dirname(probe.__file__)
+folders = {"pynetns": os.path.dirname(impair), "pynetns.impair": impair}
+for name in [name for name in sys.modules if name == "pynetns" or name.startswith("pynetns.")]:
+    del sys.modules[name]
+for name, folder in folders.items():  # empty parents: only what the engine itself imports gets loaded
+    stub = types.ModuleType(name)
+    stub.__path__ = [folder]
+    sys.modules[name] = stub
+sys.argv = ["nfqueue", "--help"]
+try:
+    runpy.run_module("pynetns.impair.nfqueue", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+loaded = sorted(name for name in sys.modules if name.startswith("pynetns.") and name not in folders)
+print(json.dumps(loaded), file=sys.stderr)
+"""
+
+
+def test_the_engine_imports_only_the_standard_library_and_errors():
+    """``python -m pynetns.impair.nfqueue``, its parent packages left empty: what the engine pulls in itself."""
+    result = subprocess.run([sys.executable, "-c", _IMPORTS], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--queue" in result.stdout  # the help really ran
+    loaded = set(__import__("json").loads(result.stderr.strip().splitlines()[-1]))
+    assert loaded <= _ENGINE_MODULES, loaded - _ENGINE_MODULES
+    assert "pynetns.impair.nfqueue.engine" in loaded
+

@@ -26,6 +26,7 @@ _registry: dict[str, Any] = {
     "recording": "pynetns.backends.recording:RecordingRunner",
     "nftables": "pynetns.backends.nftables:Nftables",
     "iptables": "pynetns.backends.iptables:Iptables",
+    "tc": "pynetns.backends.tc:Tc",
 }
 _scanned = False
 

@@ -6,7 +6,9 @@ composes them and hands the commands to its runner.
 - :class:`LinkBackend` — links, addresses, routes, named namespaces (iproute2).
 - :class:`EnterBackend` — run a command inside a namespace given by pid or path (nsenter).
 - :class:`FirewallBackend` — NAT and forwarding rules in pynetns' own table or chains
-  (nftables, iptables), described tool-independently by :class:`FirewallRule`.
+  (nftables, iptables), described tool-independently by :class:`FirewallRule`; the
+  NFQUEUE rules feeding the userspace impairment engine (:meth:`FirewallBackend.queue_rule`).
+- :class:`ShapingBackend` — queueing disciplines that impair an interface (tc).
 
 A backend missing a method fails when it is instantiated (``TypeError``), not
 half-way through building a network.
@@ -22,9 +24,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
 
-from ..errors import InvalidValue
+from ..errors import BackendUnavailable, InvalidValue
 
 if TYPE_CHECKING:
+    from ..impairment import Impairment
     from ..runner import CompletedCommand
 
 __all__ = [
@@ -34,6 +37,8 @@ __all__ = [
     "LinkBackend",
     "EnterBackend",
     "FirewallBackend",
+    "ShapingBackend",
+    "QueueHook",
     "FirewallRule",
     "ListedRule",
     "FirewallState",
@@ -41,6 +46,8 @@ __all__ = [
 ]
 
 Argv = tuple[str, ...]
+#: where an NFQUEUE rule takes packets: leaving an interface, arriving on it, or arriving on a bridge port
+QueueHook = Literal["egress", "ingress", "port"]
 
 
 @attrs.frozen
@@ -368,3 +375,50 @@ class FirewallBackend(ABC):
         """Whether the listing of :meth:`table_commands` shows a table holding only empty base
         chains with policy accept (so removing it changes nothing but the ruleset's text)."""
         return False
+
+    def queue_rule(
+        self, family: Family, hook: QueueHook, interface: str, queue: int, comment: str, *, delete: bool = False
+    ) -> Argv:
+        """The command sending what passes ``interface`` at ``hook`` to NFQUEUE ``queue`` (``--queue-bypass``:
+        undelayed while no engine binds it), its rule commented ``comment`` (the owner tag first);
+        ``delete``: the command removing that rule. Run it in the interface's namespace.
+
+        :class:`~pynetns.errors.BackendUnavailable` where the backend has no queue rules (the default).
+        """
+        raise BackendUnavailable(
+            self.name, detail=f"the {type(self).__name__} firewall backend makes no NFQUEUE rules, "
+            "which the userspace impairment engine needs",
+        )  # fmt: skip
+
+
+class ShapingBackend(ABC):
+    """Builds the commands that put an :class:`~pynetns.impairment.Impairment` on an interface's queue
+    (what the interface *sends*), take it off, and show it; a Host's ``shaping`` role."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def command(self, args: Sequence[str], *, netns: str | None = None) -> Argv:
+        """The tool with ``args``, run in the named namespace ``netns`` or the caller's."""
+
+    @abstractmethod
+    def batch_command(self, *, netns: str | None = None) -> Argv:
+        """The process reading the tool's commands (``args``, one a line) on stdin, in ``netns``."""
+
+    @abstractmethod
+    def impair_args(self, device: str, impairment: Impairment) -> tuple[Argv, ...]:
+        """The tool's arguments, in order, making ``device`` carry exactly ``impairment`` whatever it
+        carried before (:meth:`clear_args` if the impairment is empty)."""
+
+    @abstractmethod
+    def clear_args(self, device: str) -> tuple[Argv, ...]:
+        """The tool's arguments, in order, giving ``device`` back its default, whether or not it was impaired."""
+
+    @abstractmethod
+    def probe_args(self, device: str) -> tuple[Argv, Argv]:
+        """Arguments that try the kernel's full impairment support on ``device`` (``lo`` of a namespace
+        of ours), and the ones removing what the try left."""
+
+    @abstractmethod
+    def show_args(self, device: str) -> Argv:
+        """Arguments listing what ``device`` carries (JSON)."""

@@ -56,6 +56,7 @@ from .base import (
     FirewallRule,
     FirewallState,
     ListedRule,
+    QueueHook,
     Run,
     Scope,
     canonical_address,
@@ -206,6 +207,33 @@ class Iptables(FirewallBackend):
         return True
 
     # -- writing -------------------------------------------------------------
+
+    # -- queue rules (the userspace impairment engine) ---------------------------
+
+    def queue_rule(
+        self, family: Family, hook: QueueHook, interface: str, queue: int, comment: str, *, delete: bool = False
+    ) -> Argv:
+        """``iptables -t mangle -A|-D`` a rule to NFQUEUE ``queue``, with this backend's program (its variant).
+
+        >>> " ".join(Iptables("legacy").queue_rule(4, "egress", "eth0", 100, "pynetns:doc impair eth0"))
+        'iptables-legacy -w -t mangle -A POSTROUTING -o eth0 -m comment --comment pynetns:doc impair eth0 \
+-j NFQUEUE --queue-num 100 --queue-bypass'
+        """
+        if family not in (4, 6):
+            raise InvalidValue("family", family, "must be 4 or 6")
+        interface_name("interface", interface)
+        if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue <= 65535:
+            raise InvalidValue("queue", queue, "must be an integer queue number from 0 to 65535")
+        chain, match = {
+            "egress": ("POSTROUTING", ("-o", interface)),
+            "ingress": ("PREROUTING", ("-i", interface)),
+            "port": ("PREROUTING", ("-m", "physdev", "--physdev-in", interface)),
+        }[hook]
+        return (
+            self.program(family), "-w", "-t", "mangle", "-D" if delete else "-A", chain, *match,
+            "-m", "comment", "--comment", check_comment(comment), "-j", "NFQUEUE", "--queue-num", str(queue),
+            "--queue-bypass",
+        )  # fmt: skip
 
     def batch_command(self, family: Family) -> Argv:
         return (self.program(family, "-restore"), "--noflush", "-w")

@@ -36,11 +36,13 @@ from .base import (
     FirewallRule,
     FirewallState,
     ListedRule,
+    QueueHook,
     Scope,
     canonical_address,
     check_comment,
     port_range,
 )
+from .iptables import Iptables
 
 __all__ = ["Nftables", "TABLE"]
 
@@ -224,6 +226,17 @@ class Nftables(FirewallBackend):
         pairs = ", ".join(f"{first + offset} : {address} . {low + offset}" for offset in range(high - low + 1))
         assert rule.protocol is not None
         return f"{rule.protocol} dport map {{ {pairs} }}"
+
+    def queue_rule(
+        self, family: Family, hook: QueueHook, interface: str, queue: int, comment: str, *, delete: bool = False
+    ) -> Argv:
+        """The rule written with ``iptables-nft``: the xtables ``NFQUEUE`` target through nf_tables' compat layer.
+
+        nft's own ``queue`` statement has no match for a bridge port in the ``ip`` family (the ``port``
+        hook needs xtables' ``physdev``), so every queue rule takes the xtables path, into the
+        ``mangle`` table iptables-nft keeps in the same nf_tables ruleset (never in :data:`TABLE`).
+        """
+        return Iptables("nft").queue_rule(family, hook, interface, queue, comment, delete=delete)
 
     @staticmethod
     def _nat_only(scope: Scope) -> None:

@@ -2,7 +2,9 @@
 
 Stateless: every method returns argv tuples; nothing here runs a process. Run
 them in order, each checked — every command succeeds whatever the device
-carried before (see :meth:`Tc.impair`).
+carried before (see :meth:`Tc.impair`) — or as lines of one ``tc -batch -``
+(:meth:`Tc.batch_command`, with :meth:`Tc.impair_args`). It is the Host's
+``shaping`` role (``Host(shaping="tc")``, the default).
 
 >>> from pynetns.impairment import Impairment
 >>> for argv in Tc().impair("eth0", Impairment(delay="50ms", loss="1%", rate="1mbit"), netns="c1"):
@@ -31,11 +33,12 @@ bandwidth-delay product when both are set.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 from ..impairment import Impairment, format_rate
 from ..validation import interface_name, namespace_name
-from .base import Argv
+from .base import Argv, ShapingBackend
 
 __all__ = ["Tc", "ROOT_HANDLE", "CHILD_HANDLE", "PLACEHOLDER_HANDLE"]
 
@@ -57,20 +60,28 @@ NETEM_LIMIT = 1000
 _FULL_FRAME = 1514
 
 
-class Tc:
+class Tc(ShapingBackend):
     """Commands for iproute2's ``tc``: install, remove and show an impairment on one device."""
 
     name: ClassVar[str] = "tc"
     program: ClassVar[str] = "tc"
 
-    def command(self, args: Argv, *, netns: str | None = None) -> Argv:
+    def command(self, args: Sequence[str], *, netns: str | None = None) -> Argv:
         """``tc`` with ``args``, run in the named namespace ``netns`` (``tc -n``) or the caller's."""
-        if netns is not None:
-            namespace_name("netns", netns)
-        return ("tc", *(("-n", netns) if netns is not None else ()), *args)
+        return ("tc", *self._where(netns), *args)
 
-    def impair(self, device: str, impairment: Impairment, *, netns: str | None = None) -> tuple[Argv, ...]:
-        """The commands that make ``device`` carry exactly ``impairment`` (:meth:`clear` if it is empty).
+    def batch_command(self, *, netns: str | None = None) -> Argv:
+        """``tc [-n NETNS] -batch -``: the commands' arguments, one a line, on stdin (stops at the first failure)."""
+        return ("tc", *self._where(netns), "-batch", "-")
+
+    @staticmethod
+    def _where(netns: str | None) -> Argv:
+        if netns is None:
+            return ()
+        return ("-n", namespace_name("netns", netns))
+
+    def impair_args(self, device: str, impairment: Impairment) -> tuple[Argv, ...]:
+        """The arguments of :meth:`impair`'s commands.
 
         The tree is rebuilt rather than edited: a placeholder ``pfifo`` replaces
         whatever root is there (dropping its children), then the new root
@@ -81,51 +92,58 @@ class Tc:
         """
         interface_name("device", device)
         if not impairment:
-            return self.clear(device, netns=netns)
-        commands = [self._placeholder(device, netns)]
+            return self.clear_args(device)
+        commands = [self._placeholder(device)]
         rate = () if impairment.rate is None else self._tbf_args(impairment.rate)
         if impairment.needs_netem:
             netem = ("netem", *impairment.netem_args(), *self._netem_limit(impairment))
-            commands.append(
-                self.command(("qdisc", "replace", "dev", device, "root", "handle", ROOT_HANDLE, *netem), netns=netns)
-            )
+            commands.append(("qdisc", "replace", "dev", device, "root", "handle", ROOT_HANDLE, *netem))
             if rate:
                 parent = f"{ROOT_HANDLE.rstrip(':')}:1"
-                commands.append(
-                    self.command(
-                        ("qdisc", "add", "dev", device, "parent", parent, "handle", CHILD_HANDLE, *rate), netns=netns
-                    )
-                )
+                commands.append(("qdisc", "add", "dev", device, "parent", parent, "handle", CHILD_HANDLE, *rate))
         else:
-            commands.append(
-                self.command(("qdisc", "replace", "dev", device, "root", "handle", ROOT_HANDLE, *rate), netns=netns)
-            )
+            commands.append(("qdisc", "replace", "dev", device, "root", "handle", ROOT_HANDLE, *rate))
         return tuple(commands)
 
-    def clear(self, device: str, *, netns: str | None = None) -> tuple[Argv, ...]:
-        """The commands that give ``device`` back its default qdisc, whether or not it was impaired.
+    def clear_args(self, device: str) -> tuple[Argv, ...]:
+        """The arguments of :meth:`clear`'s commands.
 
         ``tc qdisc del … root`` alone fails on a device that has only its default
         qdisc ("Cannot delete qdisc with handle of zero"), so a placeholder is put
         there first.
         """
         interface_name("device", device)
-        return (self._placeholder(device, netns), self.qdisc_delete(device, netns=netns))
+        return (self._placeholder(device), ("qdisc", "del", "dev", device, "root"))
+
+    def probe_args(self, device: str) -> tuple[Argv, Argv]:
+        """A netem root on ``device`` (refused by a kernel without ``sch_netem``), and its removal."""
+        interface_name("device", device)
+        return (("qdisc", "replace", "dev", device, "root", "handle", "7ffe:", "netem"),
+                ("qdisc", "del", "dev", device, "root"))  # fmt: skip
+
+    def show_args(self, device: str) -> Argv:
+        interface_name("device", device)
+        return ("-j", "qdisc", "show", "dev", device)
+
+    def impair(self, device: str, impairment: Impairment, *, netns: str | None = None) -> tuple[Argv, ...]:
+        """The commands that make ``device`` carry exactly ``impairment`` (:meth:`clear` if it is empty)."""
+        return tuple(self.command(args, netns=netns) for args in self.impair_args(device, impairment))
+
+    def clear(self, device: str, *, netns: str | None = None) -> tuple[Argv, ...]:
+        """The commands that give ``device`` back its default qdisc, whether or not it was impaired."""
+        return tuple(self.command(args, netns=netns) for args in self.clear_args(device))
 
     def qdisc_delete(self, device: str, *, netns: str | None = None) -> Argv:
         """``tc qdisc del dev DEVICE root``: fails if the device has only its default qdisc."""
-        interface_name("device", device)
-        return self.command(("qdisc", "del", "dev", device, "root"), netns=netns)
+        return self.command(self.clear_args(device)[-1], netns=netns)
 
     def qdisc_show(self, device: str, *, netns: str | None = None) -> Argv:
         """``tc -j qdisc show dev DEVICE``; parse its output with :meth:`Impairment.from_tc_json`."""
-        interface_name("device", device)
-        return self.command(("-j", "qdisc", "show", "dev", device), netns=netns)
+        return self.command(self.show_args(device), netns=netns)
 
-    def _placeholder(self, device: str, netns: str | None) -> Argv:
-        return self.command(
-            ("qdisc", "replace", "dev", device, "root", "handle", PLACEHOLDER_HANDLE, "pfifo"), netns=netns
-        )
+    @staticmethod
+    def _placeholder(device: str) -> Argv:
+        return ("qdisc", "replace", "dev", device, "root", "handle", PLACEHOLDER_HANDLE, "pfifo")
 
     @staticmethod
     def _tbf_args(rate: int) -> Argv:

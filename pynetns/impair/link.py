@@ -7,31 +7,50 @@ leaves the namespace, ``"ingress"``: what enters it, ``"both"``):
 - with ``sch_netem`` (most distribution kernels): netem, with a ``tbf`` child
   for ``rate``, on the namespace's end and/or the host's end;
 - without it (minimal VM kernels): ``rate`` still through ``tbf``, and delay,
-  jitter and loss through :mod:`pynetns.impair.nfqueue` — iptables ``NFQUEUE`` rules
-  send the packets to a small engine that holds their verdicts. What the
+  jitter and loss through :mod:`pynetns.impair.nfqueue` — ``NFQUEUE`` rules (made
+  by the Host's firewall backend, tagged with its owner tag) send the packets to
+  a small engine that holds their verdicts. What the
   namespace receives is held inside it; what it sends is held on the host's
   end of the veth when the host sees bridged packets (``br_netfilter``), since
   held inside the sender they would throttle its TCP (TCP Small Queues).
   ``duplicate`` and ``corrupt`` need netem and are refused.
 
-Lab endpoints use it through :meth:`pynetns.Endpoint.impair`.
+The qdiscs and the queue rules are one :class:`~pynetns.Plan` (the Host's
+``shaping`` backend makes the qdisc commands, one ``tc -batch -`` per
+namespace), applied through the Host with rollback; :meth:`ImpairedLink.plan`
+shows it without running it. Lab endpoints use it through
+:meth:`pynetns.Endpoint.impair`.
+
+>>> from pynetns import Host, Impairment, Namespace
+>>> host = Host(dry_run=True)
+>>> link = ImpairedLink(host, Namespace("c1", host=host), "eth0", None, "veth-c1")
+>>> for call in link.plan(Impairment(delay="50ms"), "both", netem=True).calls():
+...     print(call)
+tc -n c1 -batch - <<'EOF'
+qdisc replace dev eth0 root handle 7fff: pfifo
+qdisc replace dev eth0 root handle 1: netem delay 50ms
+EOF
+tc -batch - <<'EOF'
+qdisc replace dev veth-c1 root handle 7fff: pfifo
+qdisc replace dev veth-c1 root handle 1: netem delay 50ms
+EOF
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
 from typing import Literal
 
-from ..backends.tc import Tc
+from ..backends.base import QueueHook
 from ..errors import BackendUnavailable, CommandError
 from ..host import Host
 from ..impairment import Direction, Impairment, parse_direction, plan_impairment
 from ..namespace import Namespace
+from ..plan import Plan, Step
 from ..runner import Process
-from ..validation import interface_name
-from .nfqueue import bridge_port_rule, egress_rule, engine_argv, ingress_rule, wait_ready
+from ..validation import interface_name, owner_tag
+from .engine_client import engine_argv, wait_ready
 
 __all__ = ["ImpairedLink", "netem_available"]
 
@@ -42,24 +61,47 @@ _NO_NETEM = ("qdisc kind is unknown", 'unknown qdisc "netem"', "unknown qdisc")
 
 def netem_available(host: Host, namespace: Namespace) -> bool:
     """Whether the kernel has ``sch_netem``: tried on ``lo`` of ``namespace`` (one of ours), then removed."""
-    tc = Tc()
-    probe = tc.command(("qdisc", "replace", "dev", "lo", "root", "handle", "7ffe:", "netem"), netns=namespace.name)
+    try_args, undo_args = host.shaping.probe_args("lo")
     try:
-        host.run(probe)
+        host.run(_shaping_argv(host, namespace, try_args))
     except CommandError as error:
         if any(text in error.stderr.lower() for text in _NO_NETEM):
             log.info("the kernel has no sch_netem: delay, jitter and loss go through the nfqueue engine")
             return False
         raise
-    host.run(tc.qdisc_delete("lo", netns=namespace.name), check=False)
+    host.run(_shaping_argv(host, namespace, undo_args), check=False)
     return True
+
+
+def _shaping_argv(host: Host, where: Namespace | None, args: tuple[str, ...]) -> tuple[str, ...]:
+    """The shaping tool with ``args`` in ``where`` (``None``: the Host's namespace)."""
+    if where is None or where.ref.kind in ("root", "named"):
+        return host.shaping.command(args, netns=None if where is None else where.ref.name)
+    return host.exec_argv(where.ref, host.shaping.command(args))
+
+
+def _shaping_steps(host: Host, where: Namespace | None, device: str, impairment: Impairment) -> list[Step]:
+    """The steps putting ``impairment`` on ``device``, one batch in ``where``; the first one's undo
+    (``qdisc del root``) takes whatever of the tree was made."""
+    shaping = host.shaping
+    batch = None
+    if where is None or where.ref.kind in ("root", "named"):
+        batch = shaping.batch_command(netns=None if where is None else where.ref.name)
+    steps = []
+    undo_args = shaping.clear_args(device)[-1]
+    for number, args in enumerate(shaping.impair_args(device, impairment)):
+        undo = Step(_shaping_argv(host, where, undo_args), batch=batch, line=" ".join(undo_args))
+        steps.append(Step(_shaping_argv(host, where, args), undo=undo if number == 0 else None,
+                          batch=batch, line=" ".join(args)))  # fmt: skip
+    return steps
 
 
 class ImpairedLink:
     """The impairment of one veth pair: ``inside`` (a namespace and its interface) and ``outside`` (the host's end).
 
     ``outside_namespace`` is ``None`` for the root namespace. ``queue`` is the first of the two NFQUEUE
-    numbers the fallback may use in ``inside`` (queues are per namespace).
+    numbers the fallback may use in ``inside`` (queues are per namespace). ``tag``: the owner tag its
+    queue rules carry (default: the Host's; a Lab passes its own).
     """
 
     def __init__(
@@ -72,8 +114,10 @@ class ImpairedLink:
         *,
         queue: int = 100,
         bridge_port: bool = False,
+        tag: str | None = None,
     ) -> None:
         self.host = host
+        self.tag = host.tag if tag is None else owner_tag("tag", tag)
         self.inside = inside
         self.interface = interface_name("interface", interface)
         self.outside_namespace = outside_namespace
@@ -86,78 +130,93 @@ class ImpairedLink:
         #: how it is done: "netem", "tbf" (rate alone, without netem) or "nfqueue" (the userspace engine)
         self.mode: Literal["netem", "tbf", "nfqueue"] | None = None
         self._engines: list[Process] = []
-        self._rules: list[tuple[Namespace, list[str]]] = []
-        self._shaped: list[tuple[str | None, str]] = []
+        #: what :meth:`apply` applied: its undo is :meth:`clear`
+        self._applied = Plan()
 
     def __repr__(self) -> str:
         now = "none" if self.impairment is None else f"{self.impairment} {self.direction} via {self.mode}"
         return f"<ImpairedLink {self.inside.name}:{self.interface} {now}>"
 
-    def apply(self, impairment: Impairment, direction: Direction | str = "both", *, netem: bool) -> None:
-        """Replace whatever impairment the link had with ``impairment`` (an empty one clears it)."""
+    def plan(self, impairment: Impairment, direction: Direction | str = "both", *, netem: bool) -> Plan:
+        """The plan :meth:`apply` applies for ``impairment`` (runs nothing; the engines it needs are
+        started by :meth:`apply`, before the plan). Bad input is refused here."""
         chosen = parse_direction("direction", direction)
         if not netem and (impairment.duplicate or impairment.corrupt):
             raise BackendUnavailable(
                 "sch_netem", detail="this kernel lacks CONFIG_NET_SCH_NETEM, which duplicate and corrupt need; "
                 "delay, jitter, loss and rate work without it",
             )
+        plan = Plan()
+        if not impairment:
+            return plan
+        sides = plan_impairment(chosen, inside=(self.inside, self.interface),
+                                outside=(self.outside_namespace, self.outside_interface))  # fmt: skip
+        shaped = impairment if netem else Impairment(rate=impairment.rate)  # without netem: rate alone, by tbf
+        for where, device in sides if shaped else ():
+            plan.extend(_shaping_steps(self.host, where, device, shaped))
+        if not netem and (impairment.delay or impairment.loss):
+            plan.extend(self._queue_steps(chosen))
+        return plan
+
+    def apply(self, impairment: Impairment, direction: Direction | str = "both", *, netem: bool) -> None:
+        """Replace whatever impairment the link had with ``impairment`` (an empty one clears it)."""
+        plan = self.plan(impairment, direction, netem=netem)
+        chosen = parse_direction("direction", direction)
         self.clear()
         if not impairment:
             return
-        outside = None if self.outside_namespace is None else self.outside_namespace.name
-        sides = plan_impairment(chosen, inside=(self.inside.name, self.interface),
-                                outside=(outside, self.outside_interface))
         try:
-            if netem:
-                self._shape(sides, impairment)
-            else:
-                if impairment.rate is not None:
-                    self._shape(sides, Impairment(rate=impairment.rate))
-                if impairment.delay or impairment.loss:
-                    self._start_engines(impairment, chosen)
+            if not netem and (impairment.delay or impairment.loss):
+                self._start_engines(impairment, chosen)
+            self.host.apply(plan)
         except BaseException:
-            self.clear()
+            self.stop_engines()
             raise
+        self._applied = plan
         self.impairment, self.direction = impairment, chosen
         self.mode = "netem" if netem else "nfqueue" if self._engines else "tbf"
 
-    def _shape(self, sides: tuple[tuple[str | None, str], ...], impairment: Impairment) -> None:
-        tc = Tc()
-        for where, device in sides:
-            self._shaped.append((where, device))
-            for argv in tc.impair(device, impairment, netns=where):
-                self.host.run(argv)
-
-    def _start_engines(self, impairment: Impairment, direction: Direction) -> None:
-        """One engine per namespace holding queues, then the rules feeding them.
+    def _feeds(self, direction: Direction) -> list[tuple[Namespace, QueueHook, str, int]]:
+        """Where the engines' queues are fed: (namespace, hook, interface, queue).
 
         What the namespace receives is held inside it (``PREROUTING -i``). What it sends is held on the
         host's end when the host sees bridged packets (br_netfilter): held inside, the packets would
         still count against the sender's socket and throttle a bulk transfer (TCP Small Queues).
         """
-        outside = self.outside_namespace or Namespace.host(self.host)
-        queues: dict[str, tuple[Namespace, list[tuple[int, list[str], list[str]]]]] = {}
-
-        def feed(namespace: Namespace, queue: int, rule: Callable[..., list[str]], device: str) -> None:
-            entry = queues.setdefault(namespace.name, (namespace, []))
-            entry[1].append((queue, rule(device, queue), rule(device, queue, delete=True)))
-
+        feeds: list[tuple[Namespace, QueueHook, str, int]] = []
         if direction in ("both", "egress"):
+            outside = self.outside_namespace or Namespace.host(self.host)
             if self.bridge_port and self._sees_bridged(outside):
-                feed(outside, self.outside_queue, bridge_port_rule, self.outside_interface)
+                feeds.append((outside, "port", self.outside_interface, self.outside_queue))
             else:
-                feed(self.inside, self.queue, egress_rule, self.interface)
+                feeds.append((self.inside, "egress", self.interface, self.queue))
         if direction in ("both", "ingress"):
-            feed(self.inside, self.queue + 1, ingress_rule, self.interface)
-        for namespace, feeds in queues.values():
-            argv = engine_argv([queue for queue, _, _ in feeds], delay=impairment.delay or 0.0,
-                               jitter=impairment.jitter or 0.0, loss=impairment.loss or 0.0)
+            feeds.append((self.inside, "ingress", self.interface, self.queue + 1))
+        return feeds
+
+    def _queue_steps(self, direction: Direction) -> list[Step]:
+        """The NFQUEUE rules, made by the Host's firewall backend (its variant), tagged with the owner tag."""
+        firewall = self.host.firewall
+        steps = []
+        for namespace, hook, device, queue in self._feeds(direction):
+            comment = f"{self.tag} impair {device}"
+            add = firewall.queue_rule(4, hook, device, queue, comment)
+            delete = firewall.queue_rule(4, hook, device, queue, comment, delete=True)
+            undo = Step(self.host.exec_argv(namespace.ref, delete))
+            steps.append(Step(self.host.exec_argv(namespace.ref, add), undo=undo))
+        return steps
+
+    def _start_engines(self, impairment: Impairment, direction: Direction) -> None:
+        """One engine per namespace holding queues, each bound before the rules feeding it exist."""
+        queues: dict[str, tuple[Namespace, list[int]]] = {}
+        for namespace, _, _, queue in self._feeds(direction):
+            queues.setdefault(namespace.name, (namespace, []))[1].append(queue)
+        for namespace, numbers in queues.values():
+            argv = engine_argv(numbers, delay=impairment.delay or 0.0, jitter=impairment.jitter or 0.0,
+                               loss=impairment.loss or 0.0)  # fmt: skip
             engine = namespace.popen(argv)
             self._engines.append(engine)
             wait_ready(engine)
-            for _, add, delete in feeds:
-                namespace.run(add)
-                self._rules.append((namespace, delete))
 
     @property
     def outside_queue(self) -> int:
@@ -176,14 +235,12 @@ class ImpairedLink:
             self._engines.pop().stop()
 
     def clear(self) -> None:
-        """Remove the impairment (nothing happens if there is none); the link is as it was made."""
-        for namespace, rule in self._rules:
-            namespace.run(rule, check=False)
-        self._rules.clear()
+        """Remove the impairment (nothing happens if there is none); the link is as it was made.
+
+        The applied plan's undo, carrying on past failures: a device or namespace may be gone already.
+        """
+        for failure in self._applied.undo_plan().rollback(self.host.runner):
+            log.debug("while clearing %r: %s", self, failure)
+        self._applied = Plan()
         self.stop_engines()
-        tc = Tc()
-        for where, device in self._shaped:
-            for argv in tc.clear(device, netns=where):
-                self.host.run(argv, check=False)  # the device may be gone with its namespace
-        self._shaped.clear()
         self.impairment = self.direction = self.mode = None

@@ -381,7 +381,7 @@ class Lab(Viewable):
             link = ImpairedLink(self.host, endpoint.namespace, endpoint.interface, self.host_namespace,
                                 endpoint.host_interface, queue=100 + 2 * mine.index(endpoint),
                                 # on an isolated lab's own host side only: nothing of it may outlive the lab
-                                bridge_port=self.isolated)
+                                bridge_port=self.isolated, tag=self.tag)
         if self._netem is None and impairment:
             self._netem = netem_available(self.host, endpoint.namespace)
         link.apply(impairment, direction, netem=bool(self._netem))
