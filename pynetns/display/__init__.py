@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from ..errors import BackendUnavailable, NotFound
-from ..firewall.nat import Masquerade, PortMap
+from ..firewall import Masquerade, PortMap
 from ..lab.lab import Endpoint, Lab, Network
 from ..links import Bridge, Veth
 from ..namespace import Namespace
