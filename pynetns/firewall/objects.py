@@ -81,8 +81,6 @@ class Counters:
         return Counters(self.packets + other.packets, self.bytes + other.bytes)
 
 
-
-
 def check_tag(tag: str) -> str:
     """An owner tag as firewall comments carry it: ``pynetns:`` and 1-40 of ``[A-Za-z0-9_.-]``."""
     if not _TAG.fullmatch(tag):
@@ -178,7 +176,6 @@ class Firewalled(Placed):
         return any(self._mine(site.state(backend, self.family, scope)) for scope in backend.scopes)
 
 
-
 def _range(low: int, high: int) -> str:
     return f"{low}-{high}"
 
@@ -214,8 +211,9 @@ class PortMap(Firewalled):
             raise InvalidValue("host_ip", str(self.host_ip), rule)
         if self.host_ip is not None and self.host_ip.is_unspecified:
             self.host_ip = None  # 0.0.0.0 / "::": every address of the address's family, as Docker reads it
-        if self.host_ip is not None and (self.host_ip.is_multicast or (self.host_ip.version == 4
-                                                                       and self.host_ip.is_reserved)):
+        if self.host_ip is not None and (
+            self.host_ip.is_multicast or (self.host_ip.version == 4 and self.host_ip.is_reserved)
+        ):
             rule = "must be a unicast address of the host (or 0.0.0.0 / :: / None: every address)"
             raise InvalidValue("host_ip", str(self.host_ip), rule)
         if self.address.is_loopback or self.address.is_unspecified or self.address.is_multicast:
@@ -259,27 +257,71 @@ class PortMap(Firewalled):
         if family == 4 and (path.localnet is not None or (self.host_ip is not None and self.host_ip.is_loopback)):
             rules.append(_loopback_guard(self._comment()))  # first: no moment with DNAT but without the guard
         rules += [
-            FirewallRule("dnat", self._comment(), family, proto,  # type: ignore[arg-type]
-                         daddr=None if self.host_ip is None else str(self.host_ip), dport=self.host_ports,
-                         action="dnat", to_address=address, to_port=self.ports, counter=True),
+            FirewallRule(
+                "dnat",
+                self._comment(),
+                family,
+                proto,  # type: ignore[arg-type]
+                daddr=None if self.host_ip is None else str(self.host_ip),
+                dport=self.host_ports,
+                action="dnat",
+                to_address=address,
+                to_port=self.ports,
+                counter=True,
+            ),
             # hairpin: the container reaching its own published port through a host address
-            FirewallRule("postrouting", self._comment(hairpin), family, proto,  # type: ignore[arg-type]
-                         saddr=address, daddr=address, dport=self.ports, ct_dnat=True, action="masquerade"),
+            FirewallRule(
+                "postrouting",
+                self._comment(hairpin),
+                family,
+                proto,  # type: ignore[arg-type]
+                saddr=address,
+                daddr=address,
+                dport=self.ports,
+                ct_dnat=True,
+                action="masquerade",
+            ),
         ]
         if path.localnet is not None:
             # 127.0.0.1 → container: the source must not stay loopback (route_localnet lets it leave).
-            rules.append(FirewallRule("postrouting", self._comment(f" lnet={path.localnet}"), family,
-                                      proto, saddr="127.0.0.0/8", daddr=address,  # type: ignore[arg-type]
-                                      dport=self.ports, ct_dnat=True, action="masquerade"))
+            rules.append(
+                FirewallRule(
+                    "postrouting",
+                    self._comment(f" lnet={path.localnet}"),
+                    family,
+                    proto,  # type: ignore[arg-type]
+                    saddr="127.0.0.0/8",
+                    daddr=address,
+                    dport=self.ports,
+                    ct_dnat=True,
+                    action="masquerade",
+                )
+            )
         return rules
 
     def _forward_rules(self) -> list[FirewallRule]:
         family, proto, address = self.family, self.protocol, str(self.address)
         return [
-            FirewallRule("forward", self._comment(), family, proto,  # type: ignore[arg-type]
-                         daddr=address, dport=self.ports, ct_dnat=True, action="accept"),
-            FirewallRule("forward", self._comment(), family, proto,  # type: ignore[arg-type]
-                         saddr=address, sport=self.ports, ct_dnat=True, action="accept"),
+            FirewallRule(
+                "forward",
+                self._comment(),
+                family,
+                proto,  # type: ignore[arg-type]
+                daddr=address,
+                dport=self.ports,
+                ct_dnat=True,
+                action="accept",
+            ),
+            FirewallRule(
+                "forward",
+                self._comment(),
+                family,
+                proto,  # type: ignore[arg-type]
+                saddr=address,
+                sport=self.ports,
+                ct_dnat=True,
+                action="accept",
+            ),
         ]
 
     def _path(self, site: Site) -> HostPath:
@@ -324,9 +366,12 @@ class PortMap(Firewalled):
                 continue
             if self._overlaps(int(number), int(number), address):
                 users = next((field for field in fields[5:] if field.startswith("users:")), fields[3])
-                raise PortInUse.held(self._what(), f"a process listening on {fields[3]} {users}".strip(),
-                                     site.host.exec_argv(site.where, argv), line)
-
+                raise PortInUse.held(
+                    self._what(),
+                    f"a process listening on {fields[3]} {users}".strip(),
+                    site.host.exec_argv(site.where, argv),
+                    line,
+                )
 
     def _what(self) -> str:
         where = "every address" if self.host_ip is None else str(self.host_ip)
@@ -350,12 +395,21 @@ class PortMap(Firewalled):
             return
         low, high = self.host_ports
         if high - low >= CONNTRACK_FLUSH_LIMIT:
-            log.warning("not flushing conntrack for %d UDP ports of %s; old entries expire on their own",
-                        high - low + 1, self)
+            log.warning(
+                "not flushing conntrack for %d UDP ports of %s; old entries expire on their own", high - low + 1, self
+            )
             return
         for number in range(low, high + 1):
-            argv = ["conntrack", "-D", "-f", "ipv4" if self.family == 4 else "ipv6", "-p", "udp",
-                    "--orig-port-dst", str(number)]
+            argv = [
+                "conntrack",
+                "-D",
+                "-f",
+                "ipv4" if self.family == 4 else "ipv6",
+                "-p",
+                "udp",
+                "--orig-port-dst",
+                str(number),
+            ]
             if self.host_ip is not None:
                 argv += ["--orig-dst", str(self.host_ip)]
             site.run(argv, check=False)  # exit 1 when nothing matched
@@ -370,8 +424,7 @@ def _loopback_guard(comment: str) -> FirewallRule:
     to 127.0.0.1 through its gateway. The host's own replies are not caught:
     before NAT they are still addressed to the device's address.
     """
-    return FirewallRule("guard", comment, 4, daddr="127.0.0.0/8", not_iif="lo", action="drop",
-                        counter=True)
+    return FirewallRule("guard", comment, 4, daddr="127.0.0.0/8", not_iif="lo", action="drop", counter=True)
 
 
 def _bridge_name(value: Any) -> str:
@@ -419,14 +472,15 @@ class Masquerade(Firewalled):
     def __str__(self) -> str:
         return f"masquerade {self.subnet} ! -o {self.bridge}"
 
-
     def _main_rules(self, path: HostPath) -> list[FirewallRule]:
         subnet, family = str(self.subnet), self.family
         return [
-            FirewallRule("postrouting", self._comment(), family, saddr=subnet, not_oif=self.bridge,
-                         action="masquerade"),
-            FirewallRule("postrouting", self._comment(), family, saddr=subnet, daddr=subnet, ct_dnat=True,
-                         action="masquerade"),
+            FirewallRule(
+                "postrouting", self._comment(), family, saddr=subnet, not_oif=self.bridge, action="masquerade"
+            ),
+            FirewallRule(
+                "postrouting", self._comment(), family, saddr=subnet, daddr=subnet, ct_dnat=True, action="masquerade"
+            ),
         ]
 
     def _forward_rules(self) -> list[FirewallRule]:
@@ -435,7 +489,6 @@ class Masquerade(Firewalled):
             FirewallRule("forward", self._comment(), family, iif=self.bridge, action="accept"),
             FirewallRule("forward", self._comment(), family, oif=self.bridge, ct_established=True, action="accept"),
         ]
-
 
 
 def _family(value: Any) -> Family:
@@ -498,8 +551,11 @@ class Isolation(_Drops):
         return self._id("isolate", self.bridge)
 
     def __str__(self) -> str:
-        return (f"isolate {self.bridge} from {', '.join(self.others) or 'nothing'}" + (" (internal)" * self.internal)
-                + (" (IPv6)" * (self.family == 6)))
+        return (
+            f"isolate {self.bridge} from {', '.join(self.others) or 'nothing'}"
+            + (" (internal)" * self.internal)
+            + (" (IPv6)" * (self.family == 6))
+        )
 
     def _main_rules(self, path: HostPath) -> list[FirewallRule]:
         comment, family = self._comment(), self.family
@@ -518,8 +574,10 @@ class Isolation(_Drops):
 
 
 def _address_pairs(pairs: Iterable[tuple[Any, Any]]) -> tuple[tuple[str, str], ...]:
-    return tuple((str(ip_address("source", source)), str(ip_address("destination", destination)))
-                 for source, destination in pairs)
+    return tuple(
+        (str(ip_address("source", source)), str(ip_address("destination", destination)))
+        for source, destination in pairs
+    )
 
 
 @attrs.define(eq=False)
@@ -536,8 +594,11 @@ class ForwardDrops(_Drops):
     def __attrs_post_init__(self) -> None:
         versions = {ipaddress.ip_address(address).version for pair in self.pairs for address in pair}
         if len(versions) > 1:
-            raise InvalidValue("pairs", [list(pair) for pair in self.pairs],
-                               "must be all IPv4 or all IPv6 (make one ForwardDrops per version)")
+            raise InvalidValue(
+                "pairs",
+                [list(pair) for pair in self.pairs],
+                "must be all IPv4 or all IPv6 (make one ForwardDrops per version)",
+            )
         super().__attrs_post_init__()
 
     @property
@@ -551,5 +612,7 @@ class ForwardDrops(_Drops):
 
     def _main_rules(self, path: HostPath) -> list[FirewallRule]:
         comment = self._comment()
-        return [FirewallRule("isolate", comment, self.family, saddr=source, daddr=destination, action="drop")
-                for source, destination in self.pairs]
+        return [
+            FirewallRule("isolate", comment, self.family, saddr=source, daddr=destination, action="drop")
+            for source, destination in self.pairs
+        ]

@@ -169,6 +169,7 @@ class Site:
             log.debug("no neighbour entry for %s on %s; hairpin mode not set", address, device)
             return None
         fdb = self.run(links.fdb_show(device)).json()
-        port = next((item.get("ifname") for item in fdb if item.get("mac") == mac and item.get("ifname") != device),
-                    None)
+        port = next(
+            (item.get("ifname") for item in fdb if item.get("mac") == mac and item.get("ifname") != device), None
+        )
         return None if port is None else interface_name("port", port)

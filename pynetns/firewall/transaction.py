@@ -72,7 +72,6 @@ def _needed_keys(rules: Iterable[ListedRule]) -> set[str]:
     return keys
 
 
-
 def _one_site(objects: Sequence[Firewalled]) -> tuple[Site, FirewallBackend]:
     """The site all ``objects`` share (one host, one namespace), and its firewall backend."""
     site = objects[0]._site()
@@ -145,17 +144,22 @@ def _prepare(
         for key, value in current.items()
         if key not in records and _VALUE.fullmatch(value)
     ]
-    states = {scope: state if scope == "nat" else site.state(backend, family, scope)
-              for scope in _by_scope(backend, rules)}
+    states = {
+        scope: state if scope == "nat" else site.state(backend, family, scope) for scope in _by_scope(backend, rules)
+    }
     # Tables the backend's tool makes on first use (iptables-nft's): recorded, so the last one out removes them.
-    made = [scope for scope in states if _table_key(scope) not in records and not _table_exists(site, backend,
-                                                                                                  family, scope)]
+    made = [
+        scope
+        for scope in states
+        if _table_key(scope) not in records and not _table_exists(site, backend, family, scope)
+    ]
     if made and "nat" not in states:  # the record itself goes into the nat table
         states["nat"] = state
         if _table_key("nat") not in records and not _table_exists(site, backend, family, "nat"):
             made.append("nat")
-    rules += [FirewallRule("records", f"{RECORD_PREFIX}{_table_key(scope)}=0", family, action="record")
-              for scope in made]
+    rules += [
+        FirewallRule("records", f"{RECORD_PREFIX}{_table_key(scope)}=0", family, action="record") for scope in made
+    ]
     scopes = _by_scope(backend, rules)
     forward = [rule for obj in group for rule in obj._forward_rules()]
 
@@ -173,7 +177,11 @@ def _prepare(
 
 
 def _write(
-    site: Site, backend: FirewallBackend, family: Family, scope: Scope, state: FirewallState,
+    site: Site,
+    backend: FirewallBackend,
+    family: Family,
+    scope: Scope,
+    state: FirewallState,
     add: Sequence[FirewallRule],
 ) -> None:
     """Add ``add`` to what ``state`` shows; once more from a fresh read if a chain or jump appeared meanwhile
@@ -246,8 +254,9 @@ def remove_tagged(namespace: Namespace, tag: str) -> int:
     count = 0
     with site.lock():
         for family in (4, 6):
-            found = _delete_rules(site, site.host.firewall, family,
-                                  lambda rule: (owner_of(rule.comment) or ("", ""))[0] == tag)
+            found = _delete_rules(
+                site, site.host.firewall, family, lambda rule: (owner_of(rule.comment) or ("", ""))[0] == tag
+            )
             count += len(found)
     return count
 
@@ -288,8 +297,11 @@ def _delete_rules(
         if scope == "nat":
             mine += [records[key][1] for key in restore]
             kept = len(restore) < len(records)
-        lines = backend.script(family, scope, state, remove=mine) if others or kept else backend.script(
-            family, scope, state, teardown=True)
+        lines = (
+            backend.script(family, scope, state, remove=mine)
+            if others or kept
+            else backend.script(family, scope, state, teardown=True)
+        )
         site.apply(backend, family, lines)
     for target in site.forward_backends(family):
         filter_state = site.state(target, family, "filter")
