@@ -150,3 +150,17 @@ def test_lab_plan_and_explain_run_no_command():
     text = lab.explain()
     assert "dnat to 10.20.0.2:80" in text and "hairpin on" in text
     assert lab.plan()
+
+
+def test_listeners_and_conntrack_commands_come_from_backends():
+    assert Iproute2().listeners("udp") == ("ss", "-H", "-l", "-n", "-p", "-u")
+    assert Nftables().conntrack_delete(4, "udp", 53, "10.0.0.1") == (
+        "conntrack", "-D", "-f", "ipv4", "-p", "udp", "--orig-port-dst", "53", "--orig-dst", "10.0.0.1",
+    )  # fmt: skip
+    assert Iptables("legacy").conntrack_delete(6, "udp", 53, None)[3] == "ipv6"
+    with pytest.raises(InvalidValue):
+        Nftables().conntrack_delete(4, "udp", 53, "10.0.0.1 -D")
+    host = Host(dry_run=True, firewall=Nftables())
+    create_all([PortMap(5353, "10.0.0.2", 53, "udp", host_ip="192.0.2.1", host_port_end=5354, host=host)])
+    flushed = [call.argv for call in host.history if call.argv[0] == "conntrack"]
+    assert [argv[7] for argv in flushed] == ["5353", "5354"] and all("192.0.2.1" in argv for argv in flushed)

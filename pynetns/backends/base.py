@@ -190,6 +190,11 @@ class LinkBackend(ABC):
         """The whole command listing ``bridge``'s forwarding database as ``bridge -j fdb show`` JSON."""
 
     @abstractmethod
+    def listeners(self, protocol: str) -> Argv:
+        """The whole command listing the listening sockets of ``protocol`` with their processes, as
+        ``ss -H -l -n -p`` prints them (the firewall refuses to publish a port a process holds)."""
+
+    @abstractmethod
     def ping(self, address: str, family: int) -> Argv:
         """The whole command sending one echo request to ``address`` (to fill the neighbour and fdb tables)."""
 
@@ -394,6 +399,17 @@ class FirewallBackend(ABC):
     def forward_found(self, family: Family, output: str) -> bool:
         """Whether the output of :meth:`forward_probe` (exit 0) shows the ``filter`` table."""
         return False
+
+    def conntrack_delete(self, family: Family, protocol: str, port: int, destination: str | None) -> Argv:
+        """The command dropping the connection-tracking entries of ``protocol`` to ``port`` (and ``destination``),
+        so a new NAT rule applies to a flow already seen. The same ``conntrack`` for every backend."""
+        if protocol not in ("tcp", "udp"):
+            raise InvalidValue("protocol", protocol, "must be 'tcp' or 'udp'")
+        argv = ["conntrack", "-D", "-f", "ipv4" if family == 4 else "ipv6", "-p", protocol,
+                "--orig-port-dst", port_range((port, port), "-")]
+        if destination is not None:
+            argv += ["--orig-dst", canonical_address(family, destination)]
+        return tuple(argv)
 
     # -- partitions: a namespace's own input drops, outside pynetns' NAT table or chains --
 

@@ -103,6 +103,9 @@ class Iproute2(LinkBackend):
     def fdb_show(self, bridge: str) -> Argv:
         return ("bridge", "-j", "fdb", "show", "br", bridge)
 
+    def listeners(self, protocol: str) -> Argv:
+        return ("ss", "-H", "-l", "-n", "-p", "-t" if protocol == "tcp" else "-u")
+
     def ping(self, address: str, family: int) -> Argv:
         return ("ping", *(("-6",) if family == 6 else ()), "-c1", "-W1", address)
 

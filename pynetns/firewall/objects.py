@@ -132,8 +132,9 @@ class Firewalled(Placed):
     def _path(self, site: Site) -> HostPath:
         return HostPath()
 
-    def _changed(self, site: Site) -> None:
-        """Called after create and delete, in the transaction (flush conntrack entries)."""
+    def _stale_ports(self) -> list[tuple[int, str | None]]:
+        """The UDP host ports (and addresses) whose conntrack entries the transaction drops after a change."""
+        return []
 
     # -- shared -------------------------------------------------------------
 
@@ -389,30 +390,18 @@ class PortMap(Firewalled):
                 total += Counters(rule.packets, rule.bytes)
         return total
 
-    def _changed(self, site: Site) -> None:
-        """UDP: drop conntrack entries of the host ports, so a new mapping applies at once."""
+    def _stale_ports(self) -> list[tuple[int, str | None]]:
+        """UDP: the host ports whose conntrack entries go after a change, so a new mapping applies at once."""
         if self.protocol != "udp":
-            return
+            return []
         low, high = self.host_ports
         if high - low >= CONNTRACK_FLUSH_LIMIT:
             log.warning(
                 "not flushing conntrack for %d UDP ports of %s; old entries expire on their own", high - low + 1, self
             )
-            return
-        for number in range(low, high + 1):
-            argv = [
-                "conntrack",
-                "-D",
-                "-f",
-                "ipv4" if self.family == 4 else "ipv6",
-                "-p",
-                "udp",
-                "--orig-port-dst",
-                str(number),
-            ]
-            if self.host_ip is not None:
-                argv += ["--orig-dst", str(self.host_ip)]
-            site.run(argv, check=False)  # exit 1 when nothing matched
+            return []
+        address = None if self.host_ip is None else str(self.host_ip)
+        return [(number, address) for number in range(low, high + 1)]
 
 
 def _loopback_guard(comment: str) -> FirewallRule:

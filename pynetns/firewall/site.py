@@ -71,7 +71,7 @@ class Site:
     def listeners(self, protocol: str) -> tuple[Sequence[str], str]:
         """``ss``'s listening sockets of ``protocol`` here (argv and output), read once per transaction."""
         if protocol not in self._listeners:
-            argv = ["ss", "-H", "-l", "-n", "-p", "-t" if protocol == "tcp" else "-u"]
+            argv = self.host.links.listeners(protocol)
             try:  # a failed ss must not pass for "no process listens"
                 listing = self.run(argv).stdout
             except CommandError as error:

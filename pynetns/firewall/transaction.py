@@ -109,8 +109,7 @@ def create_all(objects: Sequence[Firewalled]) -> None:
         try:
             for step in steps:
                 step()
-            for obj in objects:
-                obj._changed(site)
+            _forget_connections(site, backend, objects)
         except BaseException as error:
             log.debug("create of %s failed; removing what was added", [obj.object_id for obj in objects])
             try:
@@ -235,8 +234,16 @@ def delete_all(objects: Sequence[Firewalled], *, missing_ok: bool = False) -> No
             missing = sorted(ids - found)
             if missing and not missing_ok:
                 raise NotFound(f"{' '.join(missing[0])} does not exist")
-        for obj in objects:
-            obj._changed(site)
+        _forget_connections(site, backend, objects)
+
+
+def _forget_connections(site: Site, backend: FirewallBackend, objects: Sequence[Firewalled]) -> None:
+    """Drop the conntrack entries of the objects' UDP host ports (an old flow would bypass a new mapping)."""
+    for obj in objects:
+        for port, destination in obj._stale_ports():
+            site.run(
+                backend.conntrack_delete(obj.family, "udp", port, destination), check=False
+            )  # exit 1 when nothing matched
 
 
 def _owned_by(ids: set[tuple[str, str]]) -> Callable[[ListedRule], bool]:
