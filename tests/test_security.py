@@ -394,7 +394,7 @@ def test_isolation_and_internal_networks_hold_for_ipv6_as_for_ipv4(
                 assert not connects(inner, world_ip, 80), f"IPv{family}: an internal network connects outside"
                 assert published[family].exists()
                 if family == 6 and backend != "nftables":
-                    continue  # the namespaces' own side of a partition is IPv4 only with iptables (partition.py)
+                    continue  # the namespaces' own side of a partition is IPv4 only with iptables (Iptables.partition_block)
                 # a partition cuts the way round through the published port too (host-side drops per version)
                 lab.partition(a, b)
                 assert not connects(a, gateway, 8080 + family), f"IPv{family}: a partition lets a port through"
