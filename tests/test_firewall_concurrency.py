@@ -25,7 +25,7 @@ from pynetns import Host, Isolation, Masquerade, PortMap
 from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
-from pynetns.firewall.nat import remove_tagged
+from pynetns.firewall import remove_tagged
 from pynetns.locking import held
 from pynetns.namespace import Namespace
 from pynetns.runner import LocalRunner
@@ -91,7 +91,7 @@ print(json.dumps(problems))
 CLEANUP = (
     PRELUDE
     + """
-from pynetns.firewall.nat import remove_tagged
+from pynetns.firewall import remove_tagged
 from pynetns.namespace import Namespace
 try:
     print(json.dumps([remove_tagged(Namespace.host(host), tag)]))

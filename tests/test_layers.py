@@ -62,8 +62,6 @@ NFQUEUE_CLIENTS = {"client", "launcher", "rules"}
 #: rules other helpers of the redesign are fixing right now; the lead removes a mark when merging
 PENDING = {
     ("cycle", "lab"): "lab helper: lab/lab.py <-> lab/topology.py (Lab.from_file)",
-    ("concrete", "firewall"): "firewall helper: firewall/nat.py builds Iptables(...) directly",
-    ("concrete", "lab"): "firewall/lab helpers: lab/lab.py imports backends.partition",
 }
 
 

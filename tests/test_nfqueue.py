@@ -258,6 +258,7 @@ def test_a_firewall_backend_without_queue_rules_says_so():
     class Bare(FirewallBackend):
         name = "bare"
         list_commands = parse = batch_command = script = lambda *args, **kwargs: None  # type: ignore[assignment]
+        partition_block = partition_unblock = lambda *args, **kwargs: None  # type: ignore[assignment]
 
     with pytest.raises(BackendUnavailable, match="NFQUEUE"):
         Bare().queue_rule(4, "egress", "eth0", 1, "pynetns:t impair eth0")

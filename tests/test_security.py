@@ -20,7 +20,7 @@ from pynetns.backends.base import NetnsRef
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.errors import InvalidValue
-from pynetns.firewall.nat import ForwardDrops, Isolation
+from pynetns.firewall import ForwardDrops, Isolation
 from pynetns.lab.lab import Endpoint, Lab
 from tests.helpers import fetch, serve
 
@@ -394,7 +394,7 @@ def test_isolation_and_internal_networks_hold_for_ipv6_as_for_ipv4(
                 assert not connects(inner, world_ip, 80), f"IPv{family}: an internal network connects outside"
                 assert published[family].exists()
                 if family == 6 and backend != "nftables":
-                    continue  # the namespaces' own side of a partition is IPv4 only with iptables (partition.py)
+                    continue  # iptables partitions a namespace's own side for IPv4 only
                 # a partition cuts the way round through the published port too (host-side drops per version)
                 lab.partition(a, b)
                 assert not connects(a, gateway, 8080 + family), f"IPv{family}: a partition lets a port through"

@@ -183,6 +183,29 @@ class LinkBackend(ABC):
     def show_routes(self, *, family: int = 4, destination: str | None = None) -> Argv:
         """Arguments listing routes as ``ip -j route show`` JSON."""
 
+    # the probes the firewall reads the host's path to a container with
+
+    @abstractmethod
+    def route_get(self, address: str) -> Argv:
+        """Arguments showing the route the kernel picks toward ``address``, as ``ip -j route get`` JSON."""
+
+    @abstractmethod
+    def neigh_show(self, address: str, device: str) -> Argv:
+        """Arguments listing the neighbour entries of ``address`` on ``device``, as ``ip -j neigh show`` JSON."""
+
+    @abstractmethod
+    def fdb_show(self, bridge: str) -> Argv:
+        """The whole command listing ``bridge``'s forwarding database as ``bridge -j fdb show`` JSON."""
+
+    @abstractmethod
+    def listeners(self, protocol: str) -> Argv:
+        """The whole command listing the listening sockets of ``protocol`` with their processes, as
+        ``ss -H -l -n -p`` prints them (the firewall refuses to publish a port a process holds)."""
+
+    @abstractmethod
+    def ping(self, address: str, family: int) -> Argv:
+        """The whole command sending one echo request to ``address`` (to fill the neighbour and fdb tables)."""
+
 
 class EnterBackend(ABC):
     """Runs commands inside a namespace given by a process id or a file."""
@@ -389,6 +412,60 @@ class FirewallBackend(ABC):
             self.name, detail=f"the {type(self).__name__} firewall backend makes no NFQUEUE rules, "
             "which the userspace impairment engine needs",
         )  # fmt: skip
+
+    def forward_probe(self, family: Family) -> Argv | None:
+        """For an xtables flavour: the command whose output shows whether its ``filter`` table (whose
+        FORWARD chain may drop) exists; ``None`` (the default): this backend has no such table."""
+        return None
+
+    def forward_found(self, family: Family, output: str) -> bool:
+        """Whether the output of :meth:`forward_probe` (exit 0) shows the ``filter`` table."""
+        return False
+
+    def conntrack_delete(self, family: Family, protocol: str, port: int, destination: str | None) -> Argv:
+        """The command dropping the connection-tracking entries of ``protocol`` to ``port`` (and ``destination``),
+        so a new NAT rule applies to a flow already seen. The same ``conntrack`` for every backend."""
+        if protocol not in ("tcp", "udp"):
+            raise InvalidValue("protocol", protocol, "must be 'tcp' or 'udp'")
+        argv = ["conntrack", "-D", "-f", "ipv4" if family == 4 else "ipv6", "-p", protocol,
+                "--orig-port-dst", port_range((port, port), "-")]
+        if destination is not None:
+            argv += ["--orig-dst", canonical_address(family, destination)]
+        return tuple(argv)
+
+    # -- partitions: a namespace's own input drops, outside pynetns' NAT table or chains --
+
+    @abstractmethod
+    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
+        """The command (argv, stdin) that makes the namespace it runs in drop everything arriving from
+        ``addresses`` (canonical IP addresses), its rules commented with the owner ``tag``. The whole rule
+        set is replaced, so calling it again is how a partition changes; ``first=False`` says the namespace
+        has it already (iptables: the jump from INPUT is there)."""
+
+    @abstractmethod
+    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
+        """The command (argv, stdin) that removes the partition rules ``partition_block`` wrote."""
+
+
+def partition_addresses(addresses: Sequence[str]) -> dict[int, list[str]]:
+    """``addresses`` re-parsed (only canonical text reaches a script), per IP version; at least one."""
+    if not addresses:
+        raise InvalidValue("addresses", [], "a partition needs at least one address to drop")
+    by_version: dict[int, list[str]] = {}
+    for address in addresses:
+        try:
+            parsed = ipaddress.ip_address(str(address))
+        except ValueError:
+            raise InvalidValue("address", str(address), "must be an IP address") from None
+        found = by_version.setdefault(parsed.version, [])
+        if str(parsed) not in found:
+            found.append(str(parsed))
+    return by_version
+
+
+def partition_comment(tag: str) -> str:
+    """The comment of a partition rule: the owner's tag, then ``partition``."""
+    return check_comment(f"{tag} partition")
 
 
 class ShapingBackend(ABC):

@@ -94,6 +94,21 @@ class Iproute2(LinkBackend):
     def show_routes(self, *, family: int = 4, destination: str | None = None) -> Argv:
         return ("-j", f"-{family}", "route", "show", *_opt("exact", destination))
 
+    def route_get(self, address: str) -> Argv:
+        return ("-j", "route", "get", address)
+
+    def neigh_show(self, address: str, device: str) -> Argv:
+        return ("-j", "neigh", "show", "to", address, "dev", device)
+
+    def fdb_show(self, bridge: str) -> Argv:
+        return ("bridge", "-j", "fdb", "show", "br", bridge)
+
+    def listeners(self, protocol: str) -> Argv:
+        return ("ss", "-H", "-l", "-n", "-p", "-t" if protocol == "tcp" else "-u")
+
+    def ping(self, address: str, family: int) -> Argv:
+        return ("ping", *(("-6",) if family == 6 else ()), "-c1", "-W1", address)
+
 
 def _opt(keyword: str, value: object) -> tuple[str, ...]:
     return () if value is None else (keyword, str(value))

@@ -61,10 +61,12 @@ from .base import (
     Scope,
     canonical_address,
     check_comment,
+    partition_addresses,
+    partition_comment,
     port_range,
 )
 
-__all__ = ["Iptables", "CHAINS"]
+__all__ = ["Iptables", "CHAINS", "PARTITION_CHAIN"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ _JUMPS = {
     # first, before anything else of the raw table can accept (NOTRACK, …)
     "raw": (("PREROUTING", "", "PYNETNS-GUARD", True),),
 }
+#: the chain of a namespace's partition drops, jumped to first from INPUT
+PARTITION_CHAIN = "PYNETNS-PARTITION"
 _REVERSE = {name: chain for chain, name in CHAINS.items()}
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s+")
 _VERSION = re.compile(r"\((nf_tables|legacy)\)")
@@ -205,6 +209,40 @@ class Iptables(FirewallBackend):
             if chain is None or "hook" not in chain or chain.get("policy", "accept") != "accept":
                 return False  # a rule, set, map, object, regular chain, or a base chain that drops
         return True
+
+    def forward_probe(self, family: Family) -> Argv | None:
+        if self.variant == "nft":
+            return ("nft", "-j", "list", "chain", "ip" if family == 4 else "ip6", "filter", "FORWARD")
+        if self.variant == "legacy":
+            return ("cat", "/proc/net/ip_tables_names" if family == 4 else "/proc/net/ip6_tables_names")
+        return None
+
+    def forward_found(self, family: Family, output: str) -> bool:
+        if self.variant == "nft":
+            return '"chain"' in output
+        return self.variant == "legacy" and "filter" in output.split()
+
+    # -- partitions ------------------------------------------------------------
+
+    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
+        by_version = partition_addresses(addresses)
+        if set(by_version) != {4}:
+            raise InvalidValue("addresses", [str(a) for a in addresses], "iptables partitions are IPv4 only")
+        comment = partition_comment(tag)
+        lines = ["*filter", f":{PARTITION_CHAIN} - [0:0]"]  # with --noflush: created, or emptied if it exists
+        lines += [f"-I {self._partition_jump(tag)}"] if first else []
+        lines += [f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP'
+                  for address in by_version[4]]
+        return self.batch_command(4), "\n".join([*lines, "COMMIT"]) + "\n"
+
+    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
+        lines = ["*filter", f"-D {self._partition_jump(tag)}", f"-F {PARTITION_CHAIN}", f"-X {PARTITION_CHAIN}",
+                 "COMMIT"]
+        return self.batch_command(4), "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _partition_jump(tag: str) -> str:
+        return f'INPUT -m comment --comment "{partition_comment(tag)}" -j {PARTITION_CHAIN}'
 
     # -- writing -------------------------------------------------------------
 

@@ -40,13 +40,17 @@ from .base import (
     Scope,
     canonical_address,
     check_comment,
+    partition_addresses,
+    partition_comment,
     port_range,
 )
 from .iptables import Iptables
 
-__all__ = ["Nftables", "TABLE"]
+__all__ = ["Nftables", "TABLE", "PARTITION_TABLE"]
 
 TABLE = "pynetns"
+#: the table of a namespace's partition drops (``inet``: both IP versions)
+PARTITION_TABLE = "pynetns_partition"
 
 # pynetns' chain name for each rule chain, and the base chains with their hooks.
 _CHAINS = {
@@ -119,6 +123,25 @@ class Nftables(FirewallBackend):
                 )
             )
         return FirewallState(frozenset(chains), tuple(rules))
+
+    # -- partitions ------------------------------------------------------------
+
+    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
+        by_version = partition_addresses(addresses)
+        comment = partition_comment(tag)
+        lines = [
+            f"add table inet {PARTITION_TABLE}",
+            f"flush table inet {PARTITION_TABLE}",
+            f"add chain inet {PARTITION_TABLE} input {{ type filter hook input priority -10; policy accept; }}",
+        ]
+        for version, found in sorted(by_version.items()):
+            family = "ip" if version == 4 else "ip6"
+            lines.append(f"add rule inet {PARTITION_TABLE} input {family} saddr {{ {', '.join(found)} }} counter drop "
+                         f'comment "{comment}"')
+        return ("nft", "-f", "-"), "\n".join(lines) + "\n"
+
+    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
+        return ("nft", "delete", "table", "inet", PARTITION_TABLE), None
 
     # -- writing -------------------------------------------------------------
 

@@ -42,7 +42,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..firewall.nat import Masquerade, PortMap
+from ..firewall import Masquerade, PortMap
 from ..lab.lab import Endpoint, Lab, Network
 from ..links import Bridge, Veth
 from ..namespace import Namespace

@@ -33,7 +33,7 @@ from .text import (
 )
 
 if TYPE_CHECKING:
-    from ..firewall.nat import Masquerade, PortMap
+    from ..firewall import Masquerade, PortMap
     from ..lab.lab import Endpoint, Lab, Network
     from ..links import Bridge, Veth
     from ..namespace import Namespace

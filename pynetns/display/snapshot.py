@@ -20,7 +20,7 @@ from ..errors import NotFound
 from ..namespace import Namespace
 
 if TYPE_CHECKING:
-    from ..firewall.nat import Masquerade, PortMap
+    from ..firewall import Masquerade, PortMap
     from ..host import Host
     from ..lab.lab import Endpoint, Lab, Network
     from ..links import Bridge, Veth

@@ -27,7 +27,7 @@ from .snapshot import (
 )
 
 if TYPE_CHECKING:
-    from ..firewall.nat import Masquerade, PortMap
+    from ..firewall import Masquerade, PortMap
     from ..lab.lab import Endpoint, Lab, Network
     from ..links import Bridge, Veth
     from ..namespace import Namespace

@@ -28,7 +28,7 @@ import attrs
 
 from ..backends.base import NetnsRef
 from ..errors import CommandError, InvalidValue, NotOwned, PermissionDenied, PynetnsError
-from ..firewall.nat import remove_tagged
+from ..firewall import remove_tagged
 from ..host import Host
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..validation import IPNetwork

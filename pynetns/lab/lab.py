@@ -28,7 +28,6 @@ from typing import Any
 
 import attrs
 
-from ..backends import partition
 from ..backends.base import NetnsRef
 from ..errors import (
     CleanupError,
@@ -40,18 +39,18 @@ from ..errors import (
     SubnetOverlap,
     WaitTimeout,
 )
-from ..firewall.nat import (
+from ..firewall import Firewalled as _Firewalled
+from ..firewall import (
     ForwardDrops,
     Isolation,
     Masquerade,
     PortMap,
-    _Firewalled,
-    _Path,
-    _Site,
     create_all,
     delete_all,
     preview,
 )
+from ..firewall import HostPath as _Path
+from ..firewall import Site as _Site
 from ..host import Host
 from ..impair.link import ImpairedLink, netem_available
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
@@ -450,14 +449,15 @@ class Lab(Viewable):
             drops = blocked.setdefault(namespace.name, [])
             drops += [ip for ip in self._addresses(other) if ip not in drops]
         self._write_forward_drops()
-        firewall = self.host.firewall.name
+        firewall = self.host.firewall
         for name in sorted(self._blocked - set(blocked)):
-            argv, script = partition.unblock_commands(firewall)
+            argv, script = firewall.partition_unblock(self.tag)
             Namespace(name, host=self.host).run(argv, input=script, check=False)  # it may be gone already
             self._blocked.discard(name)
         for name, drops in blocked.items():
             if drops:
-                argv, script = partition.block_commands(firewall, drops, first=name not in self._blocked)
+                argv, script = firewall.partition_block([str(ip) for ip in drops], self.tag,
+                                                        first=name not in self._blocked)
                 Namespace(name, host=self.host).run(argv, input=script)
                 self._blocked.add(name)
 
