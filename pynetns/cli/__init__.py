@@ -42,7 +42,8 @@ from ..lab.journal import find
 
 if TYPE_CHECKING:
     from ..host import Host
-    from ..lab.lab import Lab, LabRecord
+    from ..lab.journal import LabRecord
+    from ..lab.lab import Lab
     from ..runner import Process
 
 __all__ = ["Command", "Pynetns", "Terminated", "main", "run"]
@@ -163,7 +164,7 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
-        from ..lab.lab import labs
+        from ..lab.journal import labs
 
         lab = self.lab(file)
         self.need_root()
@@ -201,7 +202,7 @@ class Down(Command):
         return self.guard(lambda: self._down(name))
 
     def _down(self, name: str) -> int:
-        from ..lab.lab import remove
+        from ..lab.cleanup import remove
 
         self.need_root()
         record = find(name)
@@ -221,7 +222,7 @@ class Ls(Command):
         return self.guard(self._ls)
 
     def _ls(self) -> int:
-        from ..lab.lab import labs
+        from ..lab.journal import labs
 
         records = labs()
         if self.as_json:
@@ -316,7 +317,8 @@ class Cleanup(Command):
         return self.guard(self._cleanup)
 
     def _cleanup(self) -> int:
-        from ..lab.lab import cleanup, labs
+        from ..lab.cleanup import cleanup
+        from ..lab.journal import labs
 
         self.need_root()
         before = labs()
@@ -392,7 +394,7 @@ def _split_target(target: str) -> tuple[str | None, str, str]:
 
 def _find_member(lab_name: str | None, name: str) -> LabRecord:
     """The lab that has a namespace called ``name`` (and is ``lab_name``, if given)."""
-    from ..lab.lab import labs
+    from ..lab.journal import labs
 
     if lab_name is not None:
         return find(lab_name)

@@ -42,7 +42,8 @@ import attrs
 
 from ..errors import BackendUnavailable, NotFound
 from ..firewall.nat import Masquerade, PortMap
-from ..lab.lab import Endpoint, Lab, Network
+from ..lab.lab import Lab
+from ..lab.model import Endpoint, Network
 from ..links import Bridge, Veth
 from ..namespace import Namespace
 from ..runner import Commands, LocalRunner, Runner, commands
@@ -488,7 +489,7 @@ def _side_name(lab: Lab) -> str:
 
 
 def _user_name(lab: Lab, namespace: Namespace) -> str:
-    return next((name for name, item in lab.namespaces.items() if item is namespace), namespace.name)
+    return lab.name_of(namespace)
 
 
 def _network_details(net: Network) -> list[str]:
@@ -543,7 +544,7 @@ def _inspect_lab(lab: Lab) -> _LabState:
 
 
 def _destroyed(lab: Lab) -> bool:
-    return bool(getattr(lab, "destroyed", getattr(lab, "_destroyed", False)))
+    return lab.destroyed
 
 
 def _pending(lab: Lab) -> str | None:

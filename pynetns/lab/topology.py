@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import attrs
 
-from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue
+from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue, TopologyError
 from ..validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
 from ..validation import mtu as valid_mtu
 from ..validation import port as valid_port
@@ -85,26 +85,6 @@ log = logging.getLogger(__name__)
 FORMATS = {"toml": "toml", "json": "json", "yaml": "yaml", "yml": "yaml"}
 
 T = TypeVar("T")
-
-
-class TopologyError(InvalidInput):
-    """A topology file (or dict) breaks a rule: ``"<source>: <field>: <rule>"``.
-
-    :attr:`source` is the file (or ``"<dict>"``), :attr:`field` the dotted path
-    inside it (``namespaces.db.networks[0].ip``), :attr:`rule` what is wrong,
-    :attr:`value` the offending value (None when a key is missing). A syntax
-    error names its :attr:`line` (and :attr:`column`, when the parser says).
-    """
-
-    def __init__(
-        self, source: str, field: str, value: object, rule: str, *, line: int | None = None, column: int | None = None
-    ) -> None:
-        super().__init__(field, value, rule)
-        self.source = source
-        self.line = line
-        self.column = column
-        self.args = (f"{source}: {field}: {rule}",)
-
 
 
 def _same_addresses(one: IPAddress | None, other: IPAddress | None) -> bool:
