@@ -571,7 +571,7 @@ def test_a_batch_killed_half_way_on_the_kernel(playhost):
 def test_ctrl_c_during_the_concurrent_stage_on_the_kernel(playhost, monkeypatch):
     """Ctrl-C once the namespaces' insides and the firewall are done, before the stage returns: the rules go,
     ip_forward is restored, the namespaces and links go, and so does the journal."""
-    from pynetns.lab import lab as lab_module
+    from pynetns.lab import compile as lab_module
 
     before = state_of(playhost)
     lab = kernel_lab(playhost, LocalRunner(wrap=playhost.runner.wrap))

@@ -133,6 +133,7 @@ class _TopologyCommand(Command):
 
     def lab(self, path: str, host: Host | None = None) -> Lab:
         """The lab the file at ``path`` declares, with the overrides; nothing is created yet."""
+        from ..lab.lab import Lab
         from ..lab.topology import Topology
 
         isolated = True if self.isolated else False if self.shared else None
@@ -144,7 +145,7 @@ class _TopologyCommand(Command):
             import attrs
 
             topology = attrs.evolve(topology, name=self.rename)
-        return topology.lab(host=host, isolated=isolated)
+        return Lab.from_topology(topology, host=host, isolated=isolated)
 
 
 @Pynetns.subcommand("up")

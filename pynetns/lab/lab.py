@@ -44,6 +44,7 @@ from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet, taken_networks
 from .journal import HOW_TO_PRIVILEGE, JournalFile, LabRecord, find, journal_of, labs, runtime_dir
 from .model import Endpoint, LabPortMap, Network, claim_subnets, refuse_overlap, taken_subnets
+from .topology import Topology, flag
 
 __all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "find", "remove", "runtime_dir",
            "taken_networks"]
@@ -92,9 +93,15 @@ class Lab(Viewable):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, host: Host | None = None, isolated: bool | None = None) -> Lab:
         """A lab with everything a topology file (TOML, JSON, YAML) declares; see :mod:`pynetns.lab.topology`."""
-        from .topology import Topology
+        return cls.from_topology(Topology.from_file(path), host=host, isolated=isolated)
 
-        return Topology.from_file(path).lab(host=host, isolated=isolated)
+    @classmethod
+    def from_topology(cls, topology: Topology, *, host: Host | None = None, isolated: bool | None = None) -> Lab:
+        """A new lab named as ``topology`` says, isolated as it says (unless ``isolated`` is given), with everything
+        it declares declared. Nothing is created until :meth:`apply`."""
+        isolated = topology.isolated if isolated is None else flag("isolated", isolated)
+        lab = cls(topology.name, host=host, isolated=isolated)
+        return topology.declare(lab)
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} id={self.id} networks={list(self.networks)} namespaces={list(self.namespaces)}>"

@@ -22,17 +22,17 @@
     host_port = 8080
     port = 80
 
-``Topology.from_file("shop.toml").lab()`` returns a :class:`~pynetns.Lab` with
-all of it declared; ``lab.apply()`` creates it. JSON and YAML files have the
-same structure (YAML needs PyYAML). The whole file is checked before anything
-is declared, and every error names the file, the field and the rule:
+``Lab.from_file("shop.toml")`` (or :meth:`Lab.from_topology <pynetns.Lab.from_topology>`) returns a
+:class:`~pynetns.Lab` with all of it declared (:meth:`Topology.declare` declares it into a lab it is
+given); ``lab.apply()`` creates it. JSON and YAML files have the same structure (YAML needs PyYAML).
+The whole file is checked before anything is declared, and every error names the file, the field and the rule:
 
->>> from pynetns import Host
+>>> from pynetns import Host, Lab
 >>> topology = Topology.from_dict({
 ...     "networks": {"back": {"subnet": "10.31.0.0/24"}},
 ...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.31.0.2"}]}, "web": {"networks": ["back"]}},
 ... })
->>> lab = topology.lab(host=Host(dry_run=True))
+>>> lab = Lab.from_topology(topology, host=Host(dry_run=True))
 >>> [(endpoint.interface, str(endpoint.ip)) for endpoint in lab.endpoints]
 [('eth0', '10.31.0.2/24'), ('eth0', '10.31.0.3/24')]
 >>> Topology.from_dict({
@@ -74,8 +74,8 @@ from ..validation import subnet as valid_subnet
 from .ipam import Allocator
 
 if TYPE_CHECKING:
-    from ..host import Host
-    from .lab import Endpoint, Lab
+    from .lab import Lab  # for the types only: a topology declares into a lab it is given
+    from .model import Endpoint
 
 __all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS"]
 
@@ -96,7 +96,7 @@ def _same_addresses(one: IPAddress | None, other: IPAddress | None) -> bool:
     return one.is_unspecified or other.is_unspecified or one == other
 
 
-def _flag(field: str, value: object) -> bool:
+def flag(field: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidValue(field, value, "must be true or false")
     return value
@@ -120,8 +120,8 @@ class NetworkSpec:
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     subnet: IPNetwork | None = attrs.field(default=None, converter=converter(optional(valid_subnet)))  # type: ignore[misc]
     gateway: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
-    nat: bool = attrs.field(default=True, converter=converter(_flag))  # type: ignore[misc]
-    internal: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
+    nat: bool = attrs.field(default=True, converter=converter(flag))  # type: ignore[misc]
+    internal: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
     mtu: int | None = attrs.field(default=None, converter=converter(optional(valid_mtu)))  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
@@ -218,7 +218,7 @@ class Topology:
     """
 
     name: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
-    isolated: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
+    isolated: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
     networks: tuple[NetworkSpec, ...] = attrs.field(default=(), converter=tuple)
     namespaces: tuple[NamespaceSpec, ...] = attrs.field(default=(), converter=tuple)
     links: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
@@ -434,14 +434,6 @@ class Topology:
             published.append((path, spec))
 
     # -- declaring --------------------------------------------------------
-
-    def lab(self, host: Host | None = None, isolated: bool | None = None) -> Lab:
-        """A new :class:`~pynetns.Lab` named :attr:`name`, isolated as the file says (unless ``isolated`` is given),
-        with everything declared. Nothing is created until ``lab.apply()``."""
-        from .lab import Lab
-
-        lab = Lab(self.name, host=host, isolated=self.isolated if isolated is None else _flag("isolated", isolated))
-        return self.declare(lab)
 
     def declare(self, lab: Lab) -> Lab:
         """Declare everything on ``lab`` (an existing one: names must be new to it) and return it.
