@@ -107,10 +107,9 @@ def find(name: str, host: Host | None = None) -> LabRecord:
     return found[0]
 
 
-def journal_of(lab: Lab) -> dict[str, Any]:
-    """What a lab's journal says: what it is and will make, and who owns it."""
-    from .compile import firewall_objects  # compiling reads journals (other labs' bridges): imported at use
-
+def journal_of(lab: Lab, *, persistent: bool, firewall: bool) -> dict[str, Any]:
+    """What ``lab``'s journal says: what it is and will make, and who owns it (no process, if ``persistent``);
+    ``firewall``: it has, or will have, firewall rules on its host (cleanup removes those tagged)."""
     namespaces = [namespace.name for namespace in lab.namespaces.values()]
     if lab.host_namespace is not None:
         namespaces.append(lab.host_namespace.name)
@@ -118,8 +117,8 @@ def journal_of(lab: Lab) -> dict[str, Any]:
         "id": lab.id,
         "name": lab.name,
         "tag": lab.tag,
-        "owner_pid": None if lab._persistent else os.getpid(),  # information: liveness is the journal's flock
-        "persistent": lab._persistent,
+        "owner_pid": None if persistent else os.getpid(),  # information: liveness is the journal's flock
+        "persistent": persistent,
         "host_netns": lab.host.netns_key,
         "isolated": lab.isolated,
         "namespaces": namespaces,
@@ -131,8 +130,7 @@ def journal_of(lab: Lab) -> dict[str, Any]:
         "published": [str(portmap) for portmap in lab.published],
         "links": [] if lab.isolated else [net.bridge for net in lab.networks.values()],
         "veths": [] if lab.isolated else [endpoint.host_interface for endpoint in lab.endpoints],
-        "firewall": not lab.isolated
-        and bool(lab._firewall or lab._partitions or lab._drops or firewall_objects(lab)),
+        "firewall": not lab.isolated and firewall,
         "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge,
                       "gateway": str(net.gateway), "nat": net.nat, "internal": net.internal}
                      for net in lab.networks.values()],

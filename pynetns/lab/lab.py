@@ -39,7 +39,7 @@ from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
 from . import partitions
 from .cleanup import cleanup, remove
-from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo
+from .compile import FirewallJob, Job, describe, firewall_objects, new_namespaces, run_stage, undo
 from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet, taken_networks
 from .journal import HOW_TO_PRIVILEGE, JournalFile, LabRecord, find, journal_of, labs, runtime_dir
@@ -431,7 +431,9 @@ class Lab(Viewable):
             if self._journal_file is None:
                 self._journal_file = self.host.runtime.journal(self.id)
             try:
-                self._journal_file.write(journal_of(self), owned=not self._persistent)
+                firewall = bool(self._firewall or self._partitions or self._drops or firewall_objects(self))
+                data = journal_of(self, persistent=self._persistent, firewall=firewall)
+                self._journal_file.write(data, owned=not self._persistent)
             except PermissionError as error:
                 raise PermissionDenied(f"cannot write the journal of lab {self.name} in {self.journal_path.parent} "
                                    f"({error.strerror}): {HOW_TO_PRIVILEGE}") from error

@@ -40,7 +40,7 @@ The whole file is checked before anything is declared, and every error names the
 ...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.99.0.1"}]}},
 ... }, source="shop.toml")
 Traceback (most recent call last):
-pynetns.lab.topology.TopologyError: shop.toml: namespaces.db.networks[0].ip:
+pynetns.errors.TopologyError: shop.toml: namespaces.db.networks[0].ip:
     10.99.0.1 is not in subnet 10.31.0.0/24 of network back
 
 Fixed addresses (``ip``) are reserved first, so the addresses handed out in
