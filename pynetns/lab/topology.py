@@ -61,7 +61,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import attrs
 
@@ -74,10 +74,35 @@ from ..validation import subnet as valid_subnet
 from .ipam import Allocator
 
 if TYPE_CHECKING:
-    from .lab import Lab  # for the types only: a topology declares into a lab it is given
-    from .model import Endpoint
+    from .model import Endpoint, Network
 
-__all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS"]
+__all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS",
+           "Declarable"]
+
+
+class Declarable(Protocol):
+    """What :meth:`Topology.declare` declares into: a :class:`~pynetns.Lab` (topology does not import it)."""
+
+    name: str
+
+    @property
+    def networks(self) -> Mapping[str, Network]: ...
+
+    @property
+    def namespaces(self) -> Mapping[str, Any]: ...
+
+    def network(self, name: str, subnet: str | None = ..., gateway: str | None = ..., nat: bool = ...,
+                mtu: int | None = ..., internal: bool = ...) -> Any: ...
+
+    def namespace(self, name: str) -> Any: ...
+
+    def connect(self, net: str, namespace: str, ip: str | None = ..., ifname: str | None = ...) -> Endpoint: ...
+
+    def publish(self, target: Endpoint | str, host_port: int, port: int, protocol: str = ...,
+                host_ip: str | None = ..., host_port_end: int | None = ...) -> Any: ...
+
+
+_Lab = TypeVar("_Lab", bound=Declarable)
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +460,7 @@ class Topology:
 
     # -- declaring --------------------------------------------------------
 
-    def declare(self, lab: Lab) -> Lab:
+    def declare(self, lab: _Lab) -> _Lab:
         """Declare everything on ``lab`` (an existing one: names must be new to it) and return it.
 
         Clashes with what ``lab`` already holds are :class:`TopologyError` raised before anything is declared.
@@ -473,7 +498,7 @@ class Topology:
                             host_port_end=port.host_port_end)
         return lab
 
-    def _check_lab(self, lab: Lab) -> None:
+    def _check_lab(self, lab: Declarable) -> None:
         for spec in self.networks:
             path = f"networks.{_key(spec.name)}"
             if spec.name in lab.networks:
