@@ -11,7 +11,7 @@ import pytest
 
 from pynetns import CommandError, Host, InvalidAddress, InvalidValue, Namespace, SubnetOverlap, wait_until
 from pynetns.backends.recording import RecordingRunner
-from pynetns.lab.lab import Lab, cleanup, labs, runtime_dir
+from pynetns.lab import Lab, cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 

@@ -4,7 +4,8 @@ journaled, and removed without a trace (also after their owner died: :func:`clea
 from .cleanup import Cleaned, cleanup, remove
 from .ipam import taken_networks
 from .journal import LabRecord, find, labs, runtime_dir
-from .lab import Endpoint, Lab, Network
+from .lab import Lab
+from .model import Endpoint, Network
 from .topology import Topology
 
 __all__ = [

@@ -38,16 +38,14 @@ from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
 from . import partitions
-from .cleanup import cleanup, remove
 from .compile import FirewallJob, Job, describe, firewall_objects, new_namespaces, run_stage, undo
 from .compile import stages as compile_stages
-from .ipam import Allocator, pick_subnet, taken_networks
-from .journal import HOW_TO_PRIVILEGE, JournalFile, LabRecord, find, journal_of, labs, runtime_dir
+from .ipam import Allocator, pick_subnet
+from .journal import HOW_TO_PRIVILEGE, JournalFile, LabRecord, journal_of, labs
 from .model import Endpoint, LabPortMap, Network, claim_subnets, refuse_overlap, taken_subnets
 from .topology import Topology, flag
 
-__all__ = ["Lab", "Network", "Endpoint", "LabRecord", "labs", "cleanup", "find", "remove", "runtime_dir",
-           "taken_networks"]
+__all__ = ["Lab"]
 
 log = logging.getLogger(__name__)
 
