@@ -26,13 +26,23 @@ from .model import LabPortMap
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["Job", "PlanJob", "BridgesUp", "FirewallJob", "stages", "run_stage", "undo", "describe", "firewall_objects",
-           "new_namespaces", "site_ref"]
+__all__ = [
+    "Job",
+    "PlanJob",
+    "BridgesUp",
+    "FirewallJob",
+    "stages",
+    "run_stage",
+    "undo",
+    "describe",
+    "firewall_objects",
+    "new_namespaces",
+    "site_ref",
+]
 
 log = logging.getLogger(__name__)
 
 _CONCURRENCY = 4
-
 
 
 def site_ref(lab: Lab) -> NetnsRef:
@@ -55,8 +65,9 @@ def stages(lab: Lab) -> list[list[Job]]:
     for namespace in new_namespaces(lab, include_host=first):
         setup.add(host.ip_step(root, ("netns", "add", namespace.name), ("netns", "delete", namespace.name)))
     wiring, finish = Plan(), Plan()
-    if lab.host_namespace is not None and any(not net.applied and net.subnet.version == 6
-                                               for net in lab.networks.values()):
+    if lab.host_namespace is not None and any(
+        not net.applied and net.subnet.version == 6 for net in lab.networks.values()
+    ):
         # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
         keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
         wiring.add(Step(host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
@@ -75,28 +86,40 @@ def stages(lab: Lab) -> list[list[Job]]:
             finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
     for endpoint in lab.endpoints:
         if not endpoint.applied:
-            add = links.veth_add(endpoint.host_interface, endpoint.interface, peer_netns=endpoint.namespace.name,
-                                 mtu=endpoint.network.mtu, mac=None, peer_mac=None, master=endpoint.network.bridge)
+            add = links.veth_add(
+                endpoint.host_interface,
+                endpoint.interface,
+                peer_netns=endpoint.namespace.name,
+                mtu=endpoint.network.mtu,
+                mac=None,
+                peer_mac=None,
+                master=endpoint.network.bridge,
+            )
             wiring.add(host.ip_step(where, add, links.link_delete(endpoint.host_interface)))
             wiring.add(host.ip_step(where, links.link_set(endpoint.host_interface, alias=tag)))
     if where.kind == "root":
         setup.extend(wiring)
         wiring = Plan()
-    inside: list[Job] = [PlanJob(host, plan) for namespace in lab.namespaces.values()
-                          if len(plan := inside_plan(lab, namespace))]
+    inside: list[Job] = [
+        PlanJob(host, plan) for namespace in lab.namespaces.values() if len(plan := inside_plan(lab, namespace))
+    ]
     firewall = firewall_job(lab)
     if firewall is not None:
         inside.append(firewall)  # independent of the namespaces' insides: run alongside them
-    stages: list[list[Job]] = [[PlanJob(host, setup)] if len(setup) else [],
-                                [PlanJob(host, wiring)] if len(wiring) else [], inside,
-                                [BridgesUp(host, finish, where, fresh_bridges6(lab))] if len(finish) else []]
+    stages: list[list[Job]] = [
+        [PlanJob(host, setup)] if len(setup) else [],
+        [PlanJob(host, wiring)] if len(wiring) else [],
+        inside,
+        [BridgesUp(host, finish, where, fresh_bridges6(lab))] if len(finish) else [],
+    ]
     return [stage for stage in stages if stage]
 
 
 def fresh_bridges6(lab: Lab) -> list[str]:
     """The new IPv6 networks' bridges that will have a port (a bridge without one never gets a carrier)."""
-    return [net.bridge for net in lab.networks.values()
-            if not net.applied and net.subnet.version == 6 and net.endpoints]
+    return [
+        net.bridge for net in lab.networks.values() if not net.applied and net.subnet.version == 6 and net.endpoints
+    ]
 
 
 def firewall_job(lab: Lab) -> FirewallJob | None:
@@ -128,8 +151,12 @@ def foreign_bridges(lab: Lab) -> list[str]:
     from every other, not only those of one project (an isolated lab has its host to itself)."""
     if lab.isolated or lab.host.dry_run:
         return []
-    return [bridge for record in labs(lab.host) if record.id != lab.id and (record.alive or record.persistent)
-            and not record.data.get("isolated") for bridge in record.data.get("links", ())]
+    return [
+        bridge
+        for record in labs(lab.host)
+        if record.id != lab.id and (record.alive or record.persistent) and not record.data.get("isolated")
+        for bridge in record.data.get("links", ())
+    ]
 
 
 def new_namespaces(lab: Lab, include_host: bool) -> Iterator[Namespace]:
@@ -200,6 +227,7 @@ def run_stage(stage: list[Job], done: list[Job]) -> None:
             if add_note is not None:
                 add_note(f"another job of the stage failed too: {type(other).__name__}: {other}")
         raise first
+
 
 def undo(jobs: Sequence[Job]) -> list[Exception]:
     """Undo ``jobs``, last first, carrying on past failures; return them."""

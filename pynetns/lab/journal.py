@@ -124,14 +124,29 @@ def journal_of(lab: Lab, *, persistent: bool, firewall: bool) -> dict[str, Any]:
         "namespaces": namespaces,
         "members": {name: namespace.name for name, namespace in lab.namespaces.items()},
         "host_namespace": None if lab.host_namespace is None else lab.host_namespace.name,
-        "endpoints": [{"namespace": lab.name_of(endpoint.namespace), "interface": endpoint.interface,
-                       "ip": str(endpoint.ip), "network": endpoint.network.name,
-                       "host_interface": endpoint.host_interface} for endpoint in lab.endpoints],
+        "endpoints": [
+            {
+                "namespace": lab.name_of(endpoint.namespace),
+                "interface": endpoint.interface,
+                "ip": str(endpoint.ip),
+                "network": endpoint.network.name,
+                "host_interface": endpoint.host_interface,
+            }
+            for endpoint in lab.endpoints
+        ],
         "published": [str(portmap) for portmap in lab.published],
         "links": [] if lab.isolated else [net.bridge for net in lab.networks.values()],
         "veths": [] if lab.isolated else [endpoint.host_interface for endpoint in lab.endpoints],
         "firewall": not lab.isolated and firewall,
-        "networks": [{"name": net.name, "subnet": str(net.subnet), "bridge": net.bridge,
-                      "gateway": str(net.gateway), "nat": net.nat, "internal": net.internal}
-                     for net in lab.networks.values()],
+        "networks": [
+            {
+                "name": net.name,
+                "subnet": str(net.subnet),
+                "bridge": net.bridge,
+                "gateway": str(net.gateway),
+                "nat": net.nat,
+                "internal": net.internal,
+            }
+            for net in lab.networks.values()
+        ],
     }

@@ -61,8 +61,7 @@ class Endpoint(Viewable):
         ``direction``: ``"egress"`` (what the namespace sends), ``"ingress"`` (what it receives) or ``"both"``
         (each way: a round trip gets the delay twice). Replaces any impairment the link had.
         """
-        impairment = Impairment(delay=delay, jitter=jitter, loss=loss, rate=rate, duplicate=duplicate,
-                                corrupt=corrupt)
+        impairment = Impairment(delay=delay, jitter=jitter, loss=loss, rate=rate, duplicate=duplicate, corrupt=corrupt)
         self.lab._impair(self, impairment, direction)
         return impairment
 
@@ -75,7 +74,6 @@ class Endpoint(Viewable):
         """What :meth:`impair` put on this link (``None``: nothing)."""
         link = self.lab._links.get(self)
         return None if link is None else link.impairment
-
 
 
 @attrs.define(eq=False)
@@ -117,6 +115,7 @@ class LabPortMap(PortMap):
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
         return _Path(localnet, self.endpoint.host_interface, managed=True)
+
 
 def taken_subnets(lab: Lab) -> list[IPNetwork]:
     taken: list[IPNetwork] = [net.subnet for net in lab.networks.values()]
@@ -164,6 +163,7 @@ def _move(lab: Lab, net: Network, subnet: IPNetwork) -> None:
             lab.published[index] = moved
             for mappings in lab._ports.values():
                 mappings[:] = [moved if item is portmap else item for item in mappings]
+
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:
     clash = next((other for other in taken if other.overlaps(subnet)), None)

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 __all__ = ["partition", "heal", "cut", "addresses", "write_partitions"]
 
 
-
-def partition(lab: Lab, group_a: Iterable[Namespace | str] | Namespace | str,
-              group_b: Iterable[Namespace | str] | Namespace | str) -> None:
+def partition(
+    lab: Lab, group_a: Iterable[Namespace | str] | Namespace | str, group_b: Iterable[Namespace | str] | Namespace | str
+) -> None:
     """Make the namespaces of ``group_a`` and ``group_b`` unable to reach each other (both ways, all IP
     traffic, silently dropped: clients time out), while each group still works inside. :meth:`heal` ends it.
 
@@ -95,13 +95,20 @@ def write_partitions(lab: Lab) -> None:
 
 def _write_forward_drops(lab: Lab) -> None:
     """The host side of the partitions: routed traffic, and the way round through published ports."""
-    pairs = [(source, destination) for namespace, other in cut(lab)
-             for source in addresses(lab, namespace) for destination in addresses(lab, other)
-             if source.version == destination.version]
+    pairs = [
+        (source, destination)
+        for namespace, other in cut(lab)
+        for source in addresses(lab, namespace)
+        for destination in addresses(lab, other)
+        if source.version == destination.version
+    ]
     old, lab._drops = lab._drops, []
     delete_all(old, missing_ok=True)
     where = dict(namespace=lab.host_namespace, host=lab.host, tag=lab.tag)
-    drops = [ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
-             for version in (4, 6) if (mine := [pair for pair in pairs if pair[0].version == version])]
+    drops = [
+        ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
+        for version in (4, 6)
+        if (mine := [pair for pair in pairs if pair[0].version == version])
+    ]
     create_all(drops)  # one object per IP version
     lab._drops = drops
