@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from pynetns import CommandError, Host, InvalidAddress, InvalidValue, Namespace, SubnetOverlap, wait_until
-from pynetns.errors import LabDestroyed
 from pynetns.backends.recording import RecordingRunner
+from pynetns.errors import LabDestroyed
 from pynetns.lab import Lab, cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
