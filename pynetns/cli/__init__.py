@@ -169,7 +169,7 @@ class Up(_TopologyCommand):
 
         lab = self.lab(file)
         self.need_root()
-        clash = [record for record in labs() if record.name == lab.name]
+        clash = [record for record in labs(lab.host) if record.name == lab.name]
         if clash:
             ids = ", ".join(f"{record.id} ({record.state})" for record in clash)
             hint = "run 'pynetns cleanup'" if all(record.state == "stale" for record in clash) else "'pynetns down' it"
