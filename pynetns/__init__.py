@@ -36,6 +36,7 @@ from .errors import (
     PynetnsError,
     ResourceBusy,
     SubnetOverlap,
+    TopologyError,
     UnknownBackend,
     WaitTimeout,
 )
@@ -43,7 +44,6 @@ from .firewall import Counters, Isolation, Masquerade, PortMap
 from .host import Host, default_host
 from .impairment import Impairment
 from .lab import Endpoint, Lab, LabRecord, Network, Topology, cleanup, find, labs, remove
-from .lab.topology import TopologyError
 from .links import Bridge, Veth
 from .namespace import Namespace
 from .plan import Plan, Step

@@ -16,6 +16,7 @@
     ├── NotOwned                            refusing to delete what pynetns did not create
     ├── CleanupError                        a teardown ran every part; some failed (listed)
     ├── DemoFailed                          a step of the demo walkthrough did not show what it should
+    ├── LabDestroyed                        a destroyed lab was used again
     ├── AlreadyExists                       the object already exists
     ├── NotFound (+LookupError)             the object does not exist
     ├── PermissionDenied                    not allowed: not root, no CAP_NET_ADMIN, …
@@ -48,6 +49,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
 __all__ = [
+    "TopologyError",
+    "LabDestroyed",
     "PynetnsError",
     "InvalidInput",
     "InvalidName",
@@ -118,6 +121,25 @@ class SubnetOverlap(InvalidAddress):
 
 class InvalidValue(InvalidInput):
     """Any other refused value: an MTU, a port, an argv, a backend, a sysctl key."""
+
+
+class TopologyError(InvalidInput):
+    """A topology file (or dict) breaks a rule: ``"<source>: <field>: <rule>"``.
+
+    :attr:`source` is the file (or ``"<dict>"``), :attr:`field` the dotted path
+    inside it (``namespaces.db.networks[0].ip``), :attr:`rule` what is wrong,
+    :attr:`value` the offending value (None when a key is missing). A syntax
+    error names its :attr:`line` (and :attr:`column`, when the parser says).
+    """
+
+    def __init__(
+        self, source: str, field: str, value: object, rule: str, *, line: int | None = None, column: int | None = None
+    ) -> None:
+        super().__init__(field, value, rule)
+        self.source = source
+        self.line = line
+        self.column = column
+        self.args = (f"{source}: {field}: {rule}",)
 
 
 class UnknownBackend(PynetnsError, LookupError):
@@ -295,6 +317,10 @@ class ResourceBusy(CommandError):
 
 class CommandTimeout(CommandError, TimeoutError):
     """The command did not finish within its timeout."""
+
+
+class LabDestroyed(PynetnsError):
+    """The lab was destroyed: it cannot be applied or detached again (declare a new one)."""
 
 
 class CleanupError(PynetnsError):

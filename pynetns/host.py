@@ -25,6 +25,7 @@ from .errors import BackendUnavailable, InvalidValue, PynetnsError, UnknownBacke
 from .locking import host_lock
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
+from .runtime import LocalRuntime
 from .validation import owner_tag
 
 __all__ = ["Host", "default_host"]
@@ -59,6 +60,7 @@ class Host:
         tag: str | None = None,
         firewall: str | FirewallBackend | None = None,
         shaping: str | ShapingBackend = "tc",
+        runtime: LocalRuntime | None = None,
     ) -> None:
         # every choice checked here, before anything runs: a wrong one fails now, naming what fits
         if runner is None:
@@ -77,6 +79,8 @@ class Host:
         if firewall is not None:
             _backend("firewall", firewall, FirewallBackend)  # which flavour is detected on first use
         self._firewall_choice = firewall
+        #: where this Host's runtime files (lab journals) live, and how they are written, locked and listed
+        self.runtime = LocalRuntime() if runtime is None else runtime
         self._firewall: FirewallBackend | None = firewall if isinstance(firewall, FirewallBackend) else None
         self._firewall_lock = threading.Lock()
         self._netns_key: str | None = None

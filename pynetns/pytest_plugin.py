@@ -51,7 +51,8 @@ import pytest
 from .backends.base import NetnsRef
 from .errors import BackendUnavailable, PynetnsError
 from .host import Host
-from .lab.lab import Lab, labs
+from .lab.journal import labs
+from .lab.lab import Lab
 from .namespace import Namespace
 from .runner import LocalRunner
 from .validation import namespace_name

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pynetns.cli import app as cli_module
-from pynetns.lab.lab import labs, remove
+from pynetns.lab import labs, remove
 
 CLI = [sys.executable, "-m", "pynetns.cli"]
 SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "explain", "cleanup", "demo"]

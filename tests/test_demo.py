@@ -16,8 +16,7 @@ from pynetns import Host
 from pynetns.backends.recording import RecordingRunner
 from pynetns.cli.demo import Walkthrough, check_prefix, format_calls, walkthrough
 from pynetns.errors import InvalidName
-from pynetns.lab.ipam import pick_subnet
-from pynetns.lab.lab import taken_networks
+from pynetns.lab.ipam import pick_subnet, taken_networks
 from pynetns.runner import Call
 
 root = pytest.mark.root

@@ -20,6 +20,7 @@ from pynetns import Host
 from pynetns.lab.journal import JournalFile, labs, owner_alive
 from pynetns.lab.lab import Lab
 from pynetns.runner import CompletedCommand, Runner
+from pynetns.runtime import LocalRuntime
 
 WORKTREE = str(Path(__file__).resolve().parent.parent)
 
@@ -162,6 +163,29 @@ def test_the_journal_names_everything_before_the_first_command(runtime):
     assert [record.state for record in labs()] == ["alive"]
     lab.destroy()
     assert not runtime.exists()
+
+
+class Elsewhere(LocalRuntime):
+    """A runtime whose journals live in a folder of its own (as a remote or sandboxed Host's would)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+
+def test_the_journal_goes_through_the_hosts_runtime(runtime, tmp_path):
+    folder = tmp_path / "elsewhere" / "labs"
+    host = Host(runner=Fake(folder), runtime=Elsewhere(folder))
+    lab = Lab("there", host=host)
+    lab.namespace("a", networks=[lab.network("net", subnet="10.81.0.0/24", nat=False)])
+    lab.apply()
+    assert lab.journal_path == folder / f"{lab.id}.json" and lab.journal_path.exists()
+    assert [record.state for record in labs(host)] == ["alive"] and labs() == []  # not in the default runtime
+    lab.destroy()
+    assert not (tmp_path / "elsewhere").exists() and not runtime.exists()
 
 
 def test_a_default_subnet_taken_meanwhile_moves_to_the_next_free_one(runtime):

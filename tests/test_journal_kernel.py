@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pynetns import Host, Namespace, wait_until
-from pynetns.lab.lab import cleanup, labs, runtime_dir
+from pynetns.lab import cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 root = pytest.mark.root
@@ -258,7 +258,7 @@ OWNER = textwrap.dedent("""
 
 CONTAINER = textwrap.dedent("""
     import json, os
-    from pynetns.lab.lab import cleanup, labs
+    from pynetns.lab import cleanup, labs
     print(json.dumps({"pid": os.getpid(), "states": {r.id: r.state for r in labs()}, "removed": cleanup()}))
 """)
 

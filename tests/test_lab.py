@@ -11,7 +11,8 @@ import pytest
 
 from pynetns import CommandError, Host, InvalidAddress, InvalidValue, Namespace, SubnetOverlap, wait_until
 from pynetns.backends.recording import RecordingRunner
-from pynetns.lab.lab import Lab, cleanup, labs, runtime_dir
+from pynetns.errors import LabDestroyed
+from pynetns.lab import Lab, cleanup, labs, runtime_dir
 from pynetns.runner import CompletedCommand, LocalRunner
 
 
@@ -57,6 +58,19 @@ def test_ipam_and_explain_without_root():
         lab.network("back", subnet="10.20.0.128/25")
     with pytest.raises(InvalidValue):
         net.connect(web)  # already connected
+
+
+def test_a_destroyed_lab_says_so_and_names_its_namespaces():
+    lab = Lab("gone", host=Host(dry_run=True))
+    web = lab.namespace("web", networks=[lab.network("front", subnet="10.20.0.0/24")])
+    assert lab.name_of(web) == "web" and lab.name_of(Namespace("other")) == "other"
+    lab.apply()
+    lab.destroy()
+    assert lab.destroyed
+    with pytest.raises(LabDestroyed, match="lab gone was destroyed"):
+        lab.apply()
+    with pytest.raises(LabDestroyed):
+        lab.detach()
 
 
 def test_default_subnets_come_from_the_pools():

@@ -17,7 +17,7 @@ import pytest
 from pynetns import CommandError, Host, InvalidValue, Namespace, Veth
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
-from pynetns.lab.lab import Lab, cleanup, labs
+from pynetns.lab import Lab, cleanup, labs
 from tests.helpers import fetch, serve
 from tests.test_lab import FailOn, assert_gone, ping
 

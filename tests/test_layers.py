@@ -61,7 +61,7 @@ NFQUEUE_CLIENTS = {"client", "launcher", "rules"}
 
 #: rules other helpers of the redesign are fixing right now; the lead removes a mark when merging
 PENDING = {
-    ("cycle", "lab"): "lab helper: lab/lab.py <-> lab/topology.py (Lab.from_file)",
+    ("cycle", "lab"): "lab: model, compile, partitions and journal annotate with Lab (a state object ends it)",
 }
 
 

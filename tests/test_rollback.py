@@ -356,7 +356,7 @@ def test_every_position_of_a_fake_lab(isolated, failures, mode):
 
 def test_lab_undo_carries_on_past_a_failing_job(monkeypatch):
     """A job whose undo fails does not stop the others'; its failure is attached; the journal stays."""
-    from pynetns.lab import lab as lab_module
+    from pynetns.lab import compile as lab_module
 
     kernel = FakeKernel()
     lab = lab_on(kernel)
@@ -384,7 +384,7 @@ def test_lab_undo_carries_on_past_a_failing_job(monkeypatch):
 
 def test_ctrl_c_during_a_concurrent_stage_undoes_the_jobs_that_finished(monkeypatch):
     """Ctrl-C while the namespaces' insides and the firewall run: the firewall, finished, is undone."""
-    from pynetns.lab import lab as lab_module
+    from pynetns.lab import compile as lab_module
 
     kernel = FakeKernel()
     lab = lab_on(kernel)
@@ -402,7 +402,7 @@ def test_ctrl_c_during_a_concurrent_stage_undoes_the_jobs_that_finished(monkeypa
     with pytest.raises(KeyboardInterrupt) as caught:
         lab.apply()
     monkeypatch.setattr(lab_module.concurrent.futures, "as_completed", real_wait)
-    assert len(deleted) == 1 and {type(obj).__name__ for obj in deleted[0]} >= {"Masquerade", "_LabPortMap"}
+    assert len(deleted) == 1 and {type(obj).__name__ for obj in deleted[0]} >= {"Masquerade", "LabPortMap"}
     assert kernel.leftovers() == [] and undo_errors(caught.value) == []
     assert not lab.journal_path.exists()
 
@@ -571,7 +571,7 @@ def test_a_batch_killed_half_way_on_the_kernel(playhost):
 def test_ctrl_c_during_the_concurrent_stage_on_the_kernel(playhost, monkeypatch):
     """Ctrl-C once the namespaces' insides and the firewall are done, before the stage returns: the rules go,
     ip_forward is restored, the namespaces and links go, and so does the journal."""
-    from pynetns.lab import lab as lab_module
+    from pynetns.lab import compile as lab_module
 
     before = state_of(playhost)
     lab = kernel_lab(playhost, LocalRunner(wrap=playhost.runner.wrap))

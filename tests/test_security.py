@@ -21,7 +21,7 @@ from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.errors import InvalidValue
 from pynetns.firewall import ForwardDrops, Isolation
-from pynetns.lab.lab import Endpoint, Lab
+from pynetns.lab import Endpoint, Lab
 from tests.helpers import fetch, serve
 
 BACKENDS = {

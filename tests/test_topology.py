@@ -100,7 +100,7 @@ def test_yaml_merge_keys_are_not_duplicates():
 
 
 def test_lab_declares_networks_namespaces_and_addresses():
-    lab = without_publish(SHOP).lab(host=Host(dry_run=True))
+    lab = Lab.from_topology(without_publish(SHOP), host=Host(dry_run=True))
     assert lab.name == "shop" and lab.isolated and lab.host_namespace is not None
     assert list(lab.networks) == ["front", "back"]
     front, back = lab.networks["front"], lab.networks["back"]
@@ -120,12 +120,12 @@ def test_lab_declares_networks_namespaces_and_addresses():
 
 def test_lab_isolated_can_be_overridden():
     topology = without_publish(SHOP)
-    assert topology.lab(host=Host(dry_run=True), isolated=False).isolated is False
-    assert Topology().lab(host=Host(dry_run=True)).isolated is False
-    assert Topology().lab(host=Host(dry_run=True), isolated=True).isolated is True
-    assert Topology().lab(host=Host(dry_run=True)).name.startswith("lab-")
+    assert Lab.from_topology(topology, host=Host(dry_run=True), isolated=False).isolated is False
+    assert Lab.from_topology(Topology(), host=Host(dry_run=True)).isolated is False
+    assert Lab.from_topology(Topology(), host=Host(dry_run=True), isolated=True).isolated is True
+    assert Lab.from_topology(Topology(), host=Host(dry_run=True)).name.startswith("lab-")
     with pytest.raises(InvalidValue, match="must be true or false"):
-        Topology().lab(host=Host(dry_run=True), isolated="yes")
+        Lab.from_topology(Topology(), host=Host(dry_run=True), isolated="yes")
 
 
 def test_fixed_addresses_are_reserved_before_the_next_free_is_handed_out():
@@ -139,14 +139,14 @@ def test_fixed_addresses_are_reserved_before_the_next_free_is_handed_out():
             },
         }
     )
-    lab = topology.lab(host=Host(dry_run=True))
+    lab = Lab.from_topology(topology, host=Host(dry_run=True))
     assert [str(endpoint.ip) for endpoint in lab.endpoints] == ["10.40.0.3/24", "10.40.0.2/24", "10.40.0.4/24"]
 
 
 def test_networks_with_a_subnet_are_declared_before_picked_ones():
     # The lab would pick 172.17.0.0/16 for "auto" first, and then refuse "fixed".
     topology = Topology.from_dict({"networks": {"auto": {}, "fixed": {"subnet": "172.17.0.0/16"}}})
-    lab = topology.lab(host=Host(dry_run=True))
+    lab = Lab.from_topology(topology, host=Host(dry_run=True))
     assert str(lab.networks["fixed"].subnet) == "172.17.0.0/16"
     assert str(lab.networks["auto"].subnet) == "172.18.0.0/16"
 
@@ -159,7 +159,7 @@ def test_ifnames_given_and_default():
             "links": [{"namespace": "x", "network": "c"}],
         }
     )
-    lab = topology.lab(host=Host(dry_run=True))
+    lab = Lab.from_topology(topology, host=Host(dry_run=True))
     assert [endpoint.interface for endpoint in lab.endpoints] == ["lan", "eth1", "eth2"]
 
 
@@ -243,7 +243,7 @@ def test_publish_udp_and_tcp_on_the_same_port_and_ranges():
             ],
         }
     )
-    lab = topology.lab(host=Host(dry_run=True))
+    lab = Lab.from_topology(topology, host=Host(dry_run=True))
     assert [(portmap.protocol, portmap.host_ports, portmap.ports) for portmap in lab.published] == [
         ("udp", (53, 53), (53, 53)),
         ("tcp", (53, 53), (53, 53)),
@@ -527,7 +527,7 @@ def test_a_topology_file_builds_a_lab_that_pings(tmp_path, host, token):
         'networks = [{ network = "front", ip = "10.77.0.10" }]\n'
     )
     topology = Topology.from_file(path)
-    with topology.lab(host=host, isolated=True) as lab:
+    with Lab.from_topology(topology, host=host, isolated=True) as lab:
         assert lab.name == f"topo-{token}" and lab.isolated
         lab.apply()
         web = lab.namespaces[f"web-{token}"]

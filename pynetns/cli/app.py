@@ -120,6 +120,7 @@ class _TopologyCommand(Command):
 
     def lab(self, path: str, host: Host | None = None) -> Lab:
         """The lab the file at ``path`` declares, with the overrides; nothing is created yet."""
+        from ..lab.lab import Lab
         from ..lab.topology import Topology
 
         isolated = True if self.isolated else False if self.shared else None
@@ -131,7 +132,7 @@ class _TopologyCommand(Command):
             import attrs
 
             topology = attrs.evolve(topology, name=self.rename)
-        return topology.lab(host=host, isolated=isolated)
+        return Lab.from_topology(topology, host=host, isolated=isolated)
 
 
 @Pynetns.subcommand("up")
@@ -151,11 +152,11 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
-        from ..lab.lab import labs
+        from ..lab.journal import labs
 
         lab = self.lab(file)
         self.need_root()
-        clash = [record for record in labs() if record.name == lab.name]
+        clash = [record for record in labs(lab.host) if record.name == lab.name]
         if clash:
             ids = ", ".join(f"{record.id} ({record.state})" for record in clash)
             hint = "run 'pynetns cleanup'" if all(record.state == "stale" for record in clash) else "'pynetns down' it"
@@ -189,7 +190,7 @@ class Down(Command):
         return self.guard(lambda: self._down(name))
 
     def _down(self, name: str) -> int:
-        from ..lab.lab import remove
+        from ..lab.cleanup import remove
 
         self.need_root()
         record = find(name)
@@ -209,7 +210,7 @@ class Ls(Command):
         return self.guard(self._ls)
 
     def _ls(self) -> int:
-        from ..lab.lab import labs
+        from ..lab.journal import labs
 
         records = labs()
         if self.as_json:
@@ -304,7 +305,8 @@ class Cleanup(Command):
         return self.guard(self._cleanup)
 
     def _cleanup(self) -> int:
-        from ..lab.lab import cleanup, labs
+        from ..lab.cleanup import cleanup
+        from ..lab.journal import labs
 
         self.need_root()
         before = labs()

@@ -34,8 +34,7 @@ import attrs
 
 from ..errors import DemoFailed, InvalidName, NotFound, PynetnsError, WaitTimeout
 from ..host import Host
-from ..lab.ipam import Allocator, pick_subnet
-from ..lab.lab import taken_networks
+from ..lab.ipam import Allocator, pick_subnet, taken_networks
 from ..links import Bridge, Veth
 from ..namespace import Namespace, resolve_host
 from ..polling import wait_until

@@ -16,7 +16,7 @@ from ..errors import InvalidValue, PynetnsError
 from ..lab.journal import find
 
 if TYPE_CHECKING:
-    from ..lab.lab import LabRecord
+    from ..lab.journal import LabRecord
 
 __all__ = ["describe", "find_member", "known", "split_target", "summary", "table", "which_exist"]
 
@@ -38,7 +38,7 @@ def split_target(target: str) -> tuple[str | None, str, str]:
 
 def find_member(lab_name: str | None, name: str) -> LabRecord:
     """The lab that has a namespace called ``name`` (and is ``lab_name``, if given)."""
-    from ..lab.lab import labs
+    from ..lab.journal import labs
 
     if lab_name is not None:
         return find(lab_name)

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..firewall import Masquerade, PortMap
-from ..lab.lab import Endpoint, Lab, Network
+from ..lab import Endpoint, Lab, Network
 from ..links import Bridge, Veth
 from ..namespace import Namespace
 from ..runner import Commands, Runner, commands

@@ -22,7 +22,7 @@ from ..namespace import Namespace
 if TYPE_CHECKING:
     from ..firewall import Masquerade, PortMap
     from ..host import Host
-    from ..lab.lab import Endpoint, Lab, Network
+    from ..lab import Endpoint, Lab, Network
     from ..links import Bridge, Veth
     from ..reports import Interface, RouteEntry
     from ..runner import Process

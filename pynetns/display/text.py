@@ -28,7 +28,7 @@ from .snapshot import (
 
 if TYPE_CHECKING:
     from ..firewall import Masquerade, PortMap
-    from ..lab.lab import Endpoint, Lab, Network
+    from ..lab import Endpoint, Lab, Network
     from ..links import Bridge, Veth
     from ..namespace import Namespace
     from ..reports import Interface

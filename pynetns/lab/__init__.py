@@ -1,8 +1,11 @@
 """Labs: Docker-style networks declared in code or topology files, applied in a few batched processes,
 journaled, and removed without a trace (also after their owner died: :func:`cleanup`)."""
 
-from .journal import Cleaned, LabRecord, cleanup, find, labs, remove, runtime_dir, taken_networks
-from .lab import Endpoint, Lab, Network
+from .cleanup import Cleaned, cleanup, remove
+from .ipam import taken_networks
+from .journal import LabRecord, find, labs, runtime_dir
+from .lab import Lab
+from .model import Endpoint, Network
 from .topology import Topology
 
 __all__ = [

@@ -16,9 +16,12 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 
 from ..errors import InvalidAddress, SubnetOverlap
+from ..host import Host
+from ..namespace import Namespace, resolve_host
 from ..validation import IPAddress, IPInterface, IPNetwork, ip_address
+from .journal import labs
 
-__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "rebase", "Allocator"]
+__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "rebase", "Allocator", "taken_networks"]
 
 #: (pool, prefix length of each subnet taken from it), as Docker's default address pools
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
@@ -96,3 +99,20 @@ class Allocator:
                 moved._take("ip", rebase(address, self.subnet, subnet))
         moved._cursor = int(subnet.network_address) + (self._cursor - int(self.subnet.network_address))
         return moved
+
+
+def taken_networks(host: Host | None = None, *, other_than: str | None = None) -> list[IPNetwork]:
+    """The IPv4/IPv6 networks in use on the host: its routes (the default aside), its addresses, and the
+    subnets of live labs (but ``other_than``), those their journals reserve before they exist included."""
+    host = resolve_host(host)
+    root = Namespace.host(host)
+    taken: list[IPNetwork] = [
+        ipaddress.ip_network(route.destination, strict=False)
+        for route in root.routes()
+        if route.destination != "default"
+    ]
+    taken += [address.network for address in root.addresses()]
+    for record in labs(host):
+        if (record.alive or record.persistent) and record.id != other_than:
+            taken += [ipaddress.ip_network(item["subnet"]) for item in record.data.get("networks", ())]
+    return taken

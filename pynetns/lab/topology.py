@@ -22,17 +22,17 @@
     host_port = 8080
     port = 80
 
-``Topology.from_file("shop.toml").lab()`` returns a :class:`~pynetns.Lab` with
-all of it declared; ``lab.apply()`` creates it. JSON and YAML files have the
-same structure (YAML needs PyYAML). The whole file is checked before anything
-is declared, and every error names the file, the field and the rule:
+``Lab.from_file("shop.toml")`` (or :meth:`Lab.from_topology <pynetns.Lab.from_topology>`) returns a
+:class:`~pynetns.Lab` with all of it declared (:meth:`Topology.declare` declares it into a lab it is
+given); ``lab.apply()`` creates it. JSON and YAML files have the same structure (YAML needs PyYAML).
+The whole file is checked before anything is declared, and every error names the file, the field and the rule:
 
->>> from pynetns import Host
+>>> from pynetns import Host, Lab
 >>> topology = Topology.from_dict({
 ...     "networks": {"back": {"subnet": "10.31.0.0/24"}},
 ...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.31.0.2"}]}, "web": {"networks": ["back"]}},
 ... })
->>> lab = topology.lab(host=Host(dry_run=True))
+>>> lab = Lab.from_topology(topology, host=Host(dry_run=True))
 >>> [(endpoint.interface, str(endpoint.ip)) for endpoint in lab.endpoints]
 [('eth0', '10.31.0.2/24'), ('eth0', '10.31.0.3/24')]
 >>> Topology.from_dict({
@@ -40,7 +40,7 @@ is declared, and every error names the file, the field and the rule:
 ...     "namespaces": {"db": {"networks": [{"network": "back", "ip": "10.99.0.1"}]}},
 ... }, source="shop.toml")
 Traceback (most recent call last):
-pynetns.lab.topology.TopologyError: shop.toml: namespaces.db.networks[0].ip:
+pynetns.errors.TopologyError: shop.toml: namespaces.db.networks[0].ip:
     10.99.0.1 is not in subnet 10.31.0.0/24 of network back
 
 Fixed addresses (``ip``) are reserved first, so the addresses handed out in
@@ -61,11 +61,11 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import attrs
 
-from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue
+from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue, TopologyError
 from ..validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
 from ..validation import mtu as valid_mtu
 from ..validation import port as valid_port
@@ -74,10 +74,35 @@ from ..validation import subnet as valid_subnet
 from .ipam import Allocator
 
 if TYPE_CHECKING:
-    from ..host import Host
-    from .lab import Endpoint, Lab
+    from .model import Endpoint, Network
 
-__all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS"]
+__all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS",
+           "Declarable"]
+
+
+class Declarable(Protocol):
+    """What :meth:`Topology.declare` declares into: a :class:`~pynetns.Lab` (topology does not import it)."""
+
+    name: str
+
+    @property
+    def networks(self) -> Mapping[str, Network]: ...
+
+    @property
+    def namespaces(self) -> Mapping[str, Any]: ...
+
+    def network(self, name: str, subnet: str | None = ..., gateway: str | None = ..., nat: bool = ...,
+                mtu: int | None = ..., internal: bool = ...) -> Any: ...
+
+    def namespace(self, name: str) -> Any: ...
+
+    def connect(self, net: str, namespace: str, ip: str | None = ..., ifname: str | None = ...) -> Endpoint: ...
+
+    def publish(self, target: Endpoint | str, host_port: int, port: int, protocol: str = ...,
+                host_ip: str | None = ..., host_port_end: int | None = ...) -> Any: ...
+
+
+_Lab = TypeVar("_Lab", bound=Declarable)
 
 log = logging.getLogger(__name__)
 
@@ -85,26 +110,6 @@ log = logging.getLogger(__name__)
 FORMATS = {"toml": "toml", "json": "json", "yaml": "yaml", "yml": "yaml"}
 
 T = TypeVar("T")
-
-
-class TopologyError(InvalidInput):
-    """A topology file (or dict) breaks a rule: ``"<source>: <field>: <rule>"``.
-
-    :attr:`source` is the file (or ``"<dict>"``), :attr:`field` the dotted path
-    inside it (``namespaces.db.networks[0].ip``), :attr:`rule` what is wrong,
-    :attr:`value` the offending value (None when a key is missing). A syntax
-    error names its :attr:`line` (and :attr:`column`, when the parser says).
-    """
-
-    def __init__(
-        self, source: str, field: str, value: object, rule: str, *, line: int | None = None, column: int | None = None
-    ) -> None:
-        super().__init__(field, value, rule)
-        self.source = source
-        self.line = line
-        self.column = column
-        self.args = (f"{source}: {field}: {rule}",)
-
 
 
 def _same_addresses(one: IPAddress | None, other: IPAddress | None) -> bool:
@@ -116,7 +121,7 @@ def _same_addresses(one: IPAddress | None, other: IPAddress | None) -> bool:
     return one.is_unspecified or other.is_unspecified or one == other
 
 
-def _flag(field: str, value: object) -> bool:
+def flag(field: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidValue(field, value, "must be true or false")
     return value
@@ -140,8 +145,8 @@ class NetworkSpec:
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     subnet: IPNetwork | None = attrs.field(default=None, converter=converter(optional(valid_subnet)))  # type: ignore[misc]
     gateway: IPAddress | None = attrs.field(default=None, converter=converter(optional(ip_address)))  # type: ignore[misc]
-    nat: bool = attrs.field(default=True, converter=converter(_flag))  # type: ignore[misc]
-    internal: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
+    nat: bool = attrs.field(default=True, converter=converter(flag))  # type: ignore[misc]
+    internal: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
     mtu: int | None = attrs.field(default=None, converter=converter(optional(valid_mtu)))  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
@@ -238,7 +243,7 @@ class Topology:
     """
 
     name: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
-    isolated: bool = attrs.field(default=False, converter=converter(_flag))  # type: ignore[misc]
+    isolated: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
     networks: tuple[NetworkSpec, ...] = attrs.field(default=(), converter=tuple)
     namespaces: tuple[NamespaceSpec, ...] = attrs.field(default=(), converter=tuple)
     links: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
@@ -455,15 +460,7 @@ class Topology:
 
     # -- declaring --------------------------------------------------------
 
-    def lab(self, host: Host | None = None, isolated: bool | None = None) -> Lab:
-        """A new :class:`~pynetns.Lab` named :attr:`name`, isolated as the file says (unless ``isolated`` is given),
-        with everything declared. Nothing is created until ``lab.apply()``."""
-        from .lab import Lab
-
-        lab = Lab(self.name, host=host, isolated=self.isolated if isolated is None else _flag("isolated", isolated))
-        return self.declare(lab)
-
-    def declare(self, lab: Lab) -> Lab:
+    def declare(self, lab: _Lab) -> _Lab:
         """Declare everything on ``lab`` (an existing one: names must be new to it) and return it.
 
         Clashes with what ``lab`` already holds are :class:`TopologyError` raised before anything is declared.
@@ -501,7 +498,7 @@ class Topology:
                             host_port_end=port.host_port_end)
         return lab
 
-    def _check_lab(self, lab: Lab) -> None:
+    def _check_lab(self, lab: Declarable) -> None:
         for spec in self.networks:
             path = f"networks.{_key(spec.name)}"
             if spec.name in lab.networks:

@@ -1,0 +1,359 @@
+"""Compile a lab's declaration into stages of jobs, and run a stage's jobs at once with total rollback.
+
+:func:`stages` is what :meth:`Lab.apply <pynetns.Lab.apply>` runs: one ``ip -batch`` per namespace touched,
+one firewall transaction, the bridges up last; :func:`run_stage` runs one stage concurrently; :func:`undo`
+removes what the jobs made, carrying on past failures.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from ..backends.base import NetnsRef
+from ..errors import CommandError, PynetnsError, WaitTimeout
+from ..firewall import Firewalled, Isolation, Masquerade, Site, create_all, delete_all, preview
+from ..host import Host
+from ..namespace import Namespace
+from ..plan import Plan, Step, attach_undo_errors, undo_errors
+from ..polling import wait_until
+from ..runner import Call
+from .journal import labs
+from .model import LabPortMap
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = [
+    "Job",
+    "PlanJob",
+    "BridgesUp",
+    "FirewallJob",
+    "stages",
+    "run_stage",
+    "undo",
+    "describe",
+    "firewall_objects",
+    "new_namespaces",
+    "site_ref",
+]
+
+log = logging.getLogger(__name__)
+
+_CONCURRENCY = 4
+
+
+def site_ref(lab: Lab) -> NetnsRef:
+    return NetnsRef.root() if lab.host_namespace is None else lab.host_namespace.ref
+
+
+def stages(lab: Lab) -> list[list[Job]]:
+    """What apply() runs: stages in order, the jobs of one stage concurrently.
+
+    1. ``ip -batch``: the new namespaces (and, for a host lab, the bridges and veths);
+    2. ``ip -n HOST -batch``: an isolated lab's bridges and veths in its host namespace;
+    3. one ``ip -n NS -batch`` per new namespace, alongside one firewall transaction;
+    4. the new bridges come up (ports joining a bridge that is down cost the kernel no pass over
+       the others, so N namespaces stay O(N)).
+    """
+    host, links, tag = lab.host, lab.host.links, lab.tag
+    root, where = NetnsRef.root(), site_ref(lab)
+    first = lab.host_namespace is not None and lab.host_namespace.name not in lab._applied_namespaces
+    setup = Plan()
+    for namespace in new_namespaces(lab, include_host=first):
+        setup.add(host.ip_step(root, links.netns_add(namespace.name), links.netns_delete(namespace.name)))
+    wiring, finish = Plan(), Plan()
+    if lab.host_namespace is not None and any(
+        not net.applied and net.subnet.version == 6 for net in lab.networks.values()
+    ):
+        # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
+        keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
+        wiring.add(Step(host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
+    if first and lab.host_namespace is not None:
+        wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
+    for net in lab.networks.values():
+        if not net.applied:
+            bridge = links.bridge_add(net.bridge, mtu=net.mtu)
+            wiring.add(host.ip_step(where, bridge, links.link_delete(net.bridge)))
+            # a new bridge comes up last: ports joining a bridge that is up cost the kernel a pass
+            # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
+            wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
+            # an IPv6 gateway skips duplicate address detection: usable as soon as apply() returns
+            address = links.addr_add(net.bridge, str(net.gateway), nodad=net.subnet.version == 6)
+            wiring.add(host.ip_step(where, address))
+            finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
+    for endpoint in lab.endpoints:
+        if not endpoint.applied:
+            add = links.veth_add(
+                endpoint.host_interface,
+                endpoint.interface,
+                peer_netns=endpoint.namespace.name,
+                mtu=endpoint.network.mtu,
+                mac=None,
+                peer_mac=None,
+                master=endpoint.network.bridge,
+            )
+            wiring.add(host.ip_step(where, add, links.link_delete(endpoint.host_interface)))
+            wiring.add(host.ip_step(where, links.link_set(endpoint.host_interface, alias=tag)))
+    if where.kind == "root":
+        setup.extend(wiring)
+        wiring = Plan()
+    inside: list[Job] = [
+        PlanJob(host, plan) for namespace in lab.namespaces.values() if len(plan := inside_plan(lab, namespace))
+    ]
+    firewall = firewall_job(lab)
+    if firewall is not None:
+        inside.append(firewall)  # independent of the namespaces' insides: run alongside them
+    stages: list[list[Job]] = [
+        [PlanJob(host, setup)] if len(setup) else [],
+        [PlanJob(host, wiring)] if len(wiring) else [],
+        inside,
+        [BridgesUp(host, finish, where, fresh_bridges6(lab))] if len(finish) else [],
+    ]
+    return [stage for stage in stages if stage]
+
+
+def fresh_bridges6(lab: Lab) -> list[str]:
+    """The new IPv6 networks' bridges that will have a port (a bridge without one never gets a carrier)."""
+    return [
+        net.bridge for net in lab.networks.values() if not net.applied and net.subnet.version == 6 and net.endpoints
+    ]
+
+
+def firewall_job(lab: Lab) -> FirewallJob | None:
+    """NAT, isolation and published ports declared since the last apply: one firewall transaction."""
+    objects = firewall_objects(lab)
+    return FirewallJob(lab, objects) if objects else None
+
+
+def firewall_objects(lab: Lab) -> list[Firewalled]:
+    objects: list[Firewalled] = []
+    bridges = [net.bridge for net in lab.networks.values()]
+    foreign = foreign_bridges(lab)
+    for index, net in enumerate(lab.networks.values()):
+        if net.applied:
+            continue
+        where = dict(namespace=lab.host_namespace, host=lab.host, tag=lab.tag)
+        if net.nat:
+            objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
+        others = bridges[:index] + foreign
+        if others or net.internal:
+            # IPv6 too, whatever the subnet: a namespace can always send IPv6 to its gateway's link-local address
+            objects += Isolation.both(net.bridge, others, net.internal, **where)
+    objects += [portmap for portmap in lab.published if portmap not in lab._firewall]
+    return objects
+
+
+def foreign_bridges(lab: Lab) -> list[str]:
+    """The bridges of the other live labs on the same host namespace: Docker isolates every network
+    from every other, not only those of one project (an isolated lab has its host to itself)."""
+    if lab.isolated or lab.host.dry_run:
+        return []
+    return [
+        bridge
+        for record in labs(lab.host)
+        if record.id != lab.id and (record.alive or record.persistent) and not record.data.get("isolated")
+        for bridge in record.data.get("links", ())
+    ]
+
+
+def new_namespaces(lab: Lab, include_host: bool) -> Iterator[Namespace]:
+    if include_host and lab.host_namespace is not None:
+        yield lab.host_namespace
+    for namespace in lab.namespaces.values():
+        if namespace.name not in lab._applied_namespaces:
+            yield namespace
+
+
+def inside_plan(lab: Lab, namespace: Namespace) -> Plan:
+    host, links, tag = lab.host, lab.host.links, lab.tag
+    plan = Plan()
+    mine = [endpoint for endpoint in lab.endpoints if endpoint.namespace is namespace]
+    # no duplicate address detection in here: an IPv6 address is usable as soon as apply() returns
+    fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
+    if fresh6:
+        keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
+        plan.add(Step(host.exec_argv(namespace.ref, ("sysctl", "-q", "-w", *keys))))
+    if namespace.name not in lab._applied_namespaces:
+        plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
+    # the default route goes through the first network that is not internal (nothing leaves an internal one)
+    outward = next((endpoint for endpoint in mine if not endpoint.network.internal), None)
+    for endpoint in mine:
+        if endpoint.applied:
+            continue
+        plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
+        plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
+        if endpoint is outward:
+            gateway = str(endpoint.network.gateway.ip)
+            route = links.route_add("default", via=gateway, device=None, metric=None)
+            plan.add(host.ip_step(namespace.ref, route))
+    return plan
+
+
+def run_stage(stage: list[Job], done: list[Job]) -> None:
+    """Run the jobs of a stage at once; add to ``done`` each one that needs undoing if the apply fails.
+
+    When a job fails, or Ctrl-C lands, the jobs running are let finish (they are added to ``done``),
+    those not started never start, and the first error is raised with the others' attached.
+    """
+    if len(stage) == 1:
+        try:
+            stage[0].run()
+        except BaseException as failure:
+            if stage[0].undo_after(failure):
+                done.append(stage[0])
+            raise
+        done.append(stage[0])
+        return
+    errors: list[BaseException] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=_CONCURRENCY)
+    futures = {pool.submit(job.run): job for job in stage}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            if (error := future.exception()) is not None:
+                errors.append(error)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, job in futures.items():
+            if not future.cancelled() and ((failed := future.exception()) is None or job.undo_after(failed)):
+                done.append(job)
+    if errors:
+        first = errors[0]
+        for other in errors[1:]:
+            attach_undo_errors(first, undo_errors(other))
+            add_note = getattr(first, "add_note", None)
+            if add_note is not None:
+                add_note(f"another job of the stage failed too: {type(other).__name__}: {other}")
+        raise first
+
+
+def undo(jobs: Sequence[Job]) -> list[Exception]:
+    """Undo ``jobs``, last first, carrying on past failures; return them."""
+    failures: list[Exception] = []
+    for job in reversed(jobs):
+        failures += job.undo()
+    return failures
+
+
+def describe(stage: list[Job]) -> str:
+    """What a stage does, in a few words: "3 processes: 120 commands, firewall (42 rules)"."""
+    commands = sum(len(job.plan) for job in stage if isinstance(job, PlanJob))
+    rules = sum(len(obj.rules()) for job in stage if isinstance(job, FirewallJob) for obj in job.objects)
+    parts = [f"{commands} commands"] if commands else []
+    parts += [f"a firewall transaction of {rules} rules"] if rules else []
+    return f"{len(stage)} {'process' if len(stage) == 1 else 'processes at once'}: {', '.join(parts)}"
+
+
+class Job:
+    """One unit of an apply stage: run it, or undo it after a later failure.
+
+    :meth:`undo` removes all the job may have made, tolerating what is already gone (so it may run again),
+    and returns its failures instead of raising them.
+    """
+
+    def calls(self) -> list[Call]:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> list[Exception]:
+        raise NotImplementedError
+
+    def undo_after(self, error: BaseException) -> bool:
+        """Whether a run that failed with ``error`` may have left what only :meth:`undo` removes."""
+        return False  # a plan undoes itself
+
+
+class PlanJob(Job):
+    def __init__(self, host: Host, plan: Plan) -> None:
+        self.host, self.plan = host, plan
+
+    def calls(self) -> list[Call]:
+        return self.plan.calls()
+
+    def run(self) -> None:
+        self.host.apply(self.plan)
+
+    def undo(self) -> list[Exception]:
+        return self.plan.undo_plan().rollback(self.host.runner)
+
+
+class BridgesUp(PlanJob):
+    """The last stage: the new bridges come up. IPv6 starts on a bridge only once the kernel reports its link up,
+    a moment later (linkwatch); until then its gateway ignores neighbour solicitations, so the first packet
+    to it waits a second. Wait for that (one ``ip`` per bridge, usually once) before apply() returns."""
+
+    def __init__(self, host: Host, plan: Plan, where: NetnsRef, bridges6: list[str]) -> None:
+        super().__init__(host, plan)
+        self.where, self.bridges6 = where, bridges6
+
+    def run(self) -> None:
+        super().run()
+        if not self.bridges6 or self.host.dry_run:
+            return
+        try:
+            wait_until(self._up, timeout=5.0, what=f"the link of bridges {', '.join(self.bridges6)} to be up")
+        except WaitTimeout as error:  # slow, not broken: the lab works, its IPv6 gateways answer a bit later
+            log.warning("%s", error)
+
+    def _up(self) -> bool:
+        for bridge in self.bridges6:
+            listing = self.host.ip(self.where, self.host.links.show_links(device=bridge)).json()
+            if not listing or listing[0].get("operstate") != "UP":
+                return False
+        return True
+
+
+class FirewallJob(Job):
+    """A lab's firewall objects, created together, after the settings of the devices they use."""
+
+    def __init__(self, lab: Lab, objects: list[Firewalled]) -> None:
+        self.lab, self.objects = lab, objects
+        self.host = lab.host
+        self.site = Site(lab.host_namespace or Namespace.host(lab.host))
+
+    def _settings(self) -> Plan:
+        """Hairpin on the bridge ports of published endpoints; ``route_localnet`` on their bridges."""
+        ports = [portmap for portmap in self.objects if isinstance(portmap, LabPortMap)]
+        plan = Plan()
+        where, links = self.site.where, self.host.links
+        for port in dict.fromkeys(portmap.endpoint.host_interface for portmap in ports):
+            plan.add(self.host.ip_step(where, links.bridge_port_set(port, hairpin=True)))
+        # route_localnet exactly where a port map's rules carry its guard (IPv4, published on every address or loopback)
+        bridges = dict.fromkeys(device for port in ports if (device := port._path(self.site).localnet) is not None)
+        if bridges:
+            keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
+            plan.add(Step(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
+        return plan
+
+    def calls(self) -> list[Call]:
+        return preview(self.objects) + self._settings().calls()
+
+    def run(self) -> None:
+        # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
+        self.objects = firewall_objects(self.lab)
+        # the rules first: route_localnet goes on only once the guard against 127.0.0.0/8 is in place
+        create_all(self.objects)
+        try:
+            self.host.apply(self._settings())
+        except BaseException:
+            delete_all(self.objects, missing_ok=True)
+            raise
+
+    def undo_after(self, error: BaseException) -> bool:
+        # create_all's own removal may have failed too; but a refusal (no command failed: a port in use,
+        # a missing tool, bad input, the lock) came before anything was written
+        return not isinstance(error, PynetnsError) or isinstance(error, CommandError)
+
+    def undo(self) -> list[Exception]:
+        try:
+            for retry in self.host.runner.retrying():
+                with retry:
+                    delete_all(self.objects, missing_ok=True)
+        except Exception as error:
+            log.warning("while removing the firewall rules of lab %s: %s", self.lab.name, error)
+            return [error]
+        return []
