@@ -12,6 +12,10 @@ A lab owns what it creates: kernel names carry its short id (``pn1a2b3c-web``,
 the runtime directory, written before each apply's first command and held by its
 owner process, lets :func:`cleanup` remove the leftovers of a lab whose owner died
 (journals: :mod:`pynetns.lab.journal`).
+
+:class:`Lab` is a facade: its data is a :class:`~pynetns.lab.state.LabState`, which the parts below it work on
+(:mod:`~pynetns.lab.compile`, :mod:`~pynetns.lab.subnets`, :mod:`~pynetns.lab.partitions`); its networks and
+endpoints know it only as a :class:`~pynetns.lab.model.LabLike`.
 """
 
 from __future__ import annotations
