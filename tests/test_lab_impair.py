@@ -38,7 +38,7 @@ def test_the_netem_path_puts_netem_and_tbf_on_the_right_ends():
         assert f"qdisc replace dev {endpoint.host_interface} root handle 1: netem" in outside_lines
         assert all("tbf rate 1mbit" in lines for lines in batches.values())
         assert not any("nfqueue" in str(call) for call in calls)
-        assert endpoint.impairment is not None and lab._links[endpoint].mode == "netem"
+        assert endpoint.impairment is not None and endpoint.impairment_mode == "netem"
         with lab.host.capture() as calls:
             endpoint.impair(delay="5ms", direction="egress")
         # the old plan undone (both sides), the new one on the inside only
@@ -85,7 +85,7 @@ def test_delay_loss_direction_and_clear():
         base = rtt(a, "10.63.0.3")
         assert base is not None and base < 20
         endpoint.impair(delay="50ms")
-        if endpoint.impairment is not None and lab._links[endpoint].mode == "nfqueue":  # no netem here
+        if endpoint.impairment is not None and endpoint.impairment_mode == "nfqueue":  # no netem here
             program = lab.host.firewall.queue_rule(4, "ingress", "eth0", 1, "pynetns probe")[0]
             listing = a.run([program, "-w", "-t", "mangle", "-S"]).stdout
             assert f'"{lab.tag} impair eth0"' in listing and "NFQUEUE" in listing, listing
@@ -141,7 +141,7 @@ def test_duplicate_and_corrupt_need_netem():
         lab.apply()
         if netem_available(lab.host, lab.namespaces["a"]):
             lab.endpoints[0].impair(duplicate="1%", corrupt="0.1%")
-            assert lab._links[lab.endpoints[0]].mode == "netem"
+            assert lab.endpoints[0].impairment_mode == "netem"
         else:
             with pytest.raises(BackendUnavailable, match="CONFIG_NET_SCH_NETEM"):
                 lab.endpoints[0].impair(duplicate="1%")

@@ -22,7 +22,7 @@ from ..namespace import Namespace
 if TYPE_CHECKING:
     from ..firewall import Masquerade, PortMap
     from ..host import Host
-    from ..lab import Endpoint, Lab, Network
+    from ..lab import Endpoint, Lab, LabLike, Network
     from ..links import Bridge, Veth
     from ..reports import Interface, RouteEntry
     from ..runner import Process
@@ -223,7 +223,7 @@ def published(lab: Lab) -> list[PortMap]:
     return list(getattr(lab, "published", None) or [])
 
 
-def _side(lab: Lab) -> Namespace:
+def _side(lab: LabLike) -> Namespace:
     """The namespace holding the lab's bridges and the host ends of its veths."""
     return _in(lab.host_namespace, lab.host)
 

@@ -28,7 +28,7 @@ from .snapshot import (
 
 if TYPE_CHECKING:
     from ..firewall import Masquerade, PortMap
-    from ..lab import Endpoint, Lab, Network
+    from ..lab import Endpoint, Lab, LabLike, Network
     from ..links import Bridge, Veth
     from ..namespace import Namespace
     from ..reports import Interface
@@ -106,7 +106,7 @@ def veth_details(veth: Veth) -> list[str]:
     return details
 
 
-def side_name(lab: Lab) -> str:
+def side_name(lab: LabLike) -> str:
     return "the host" if lab.host_namespace is None else f"host namespace {lab.host_namespace.name}"
 
 

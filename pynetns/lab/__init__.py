@@ -5,13 +5,14 @@ from .cleanup import Cleaned, cleanup, remove
 from .ipam import taken_networks
 from .journal import LabRecord, find, labs, runtime_dir
 from .lab import Lab
-from .model import Endpoint, Network
+from .model import Endpoint, LabLike, Network
 from .topology import Topology
 
 __all__ = [
     "Cleaned",
     "Endpoint",
     "Lab",
+    "LabLike",
     "LabRecord",
     "Network",
     "Topology",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from ..backends.base import NetnsRef
 from ..errors import CommandError, PynetnsError, WaitTimeout
@@ -22,9 +21,7 @@ from ..polling import wait_until
 from ..runner import Call
 from .journal import labs
 from .model import LabPortMap
-
-if TYPE_CHECKING:
-    from .lab import Lab
+from .state import LabState
 
 __all__ = [
     "Job",
@@ -38,6 +35,7 @@ __all__ = [
     "firewall_objects",
     "new_namespaces",
     "site_ref",
+    "write_journal",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,11 +43,11 @@ log = logging.getLogger(__name__)
 _CONCURRENCY = 4
 
 
-def site_ref(lab: Lab) -> NetnsRef:
-    return NetnsRef.root() if lab.host_namespace is None else lab.host_namespace.ref
+def site_ref(state: LabState) -> NetnsRef:
+    return NetnsRef.root() if state.host_namespace is None else state.host_namespace.ref
 
 
-def stages(lab: Lab) -> list[list[Job]]:
+def stages(state: LabState) -> list[list[Job]]:
     """What apply() runs: stages in order, the jobs of one stage concurrently.
 
     1. ``ip -batch``: the new namespaces (and, for a host lab, the bridges and veths);
@@ -58,22 +56,22 @@ def stages(lab: Lab) -> list[list[Job]]:
     4. the new bridges come up (ports joining a bridge that is down cost the kernel no pass over
        the others, so N namespaces stay O(N)).
     """
-    host, links, tag = lab.host, lab.host.links, lab.tag
-    root, where = NetnsRef.root(), site_ref(lab)
-    first = lab.host_namespace is not None and lab.host_namespace.name not in lab._applied_namespaces
+    host, links, tag = state.host, state.host.links, state.tag
+    root, where = NetnsRef.root(), site_ref(state)
+    first = state.host_namespace is not None and state.host_namespace.name not in state.applied_namespaces
     setup = Plan()
-    for namespace in new_namespaces(lab, include_host=first):
+    for namespace in new_namespaces(state, include_host=first):
         setup.add(host.ip_step(root, links.netns_add(namespace.name), links.netns_delete(namespace.name)))
     wiring, finish = Plan(), Plan()
-    if lab.host_namespace is not None and any(
-        not net.applied and net.subnet.version == 6 for net in lab.networks.values()
+    if state.host_namespace is not None and any(
+        not net.applied and net.subnet.version == 6 for net in state.networks.values()
     ):
         # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
         keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
         wiring.add(Step(host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
-    if first and lab.host_namespace is not None:
+    if first and state.host_namespace is not None:
         wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
-    for net in lab.networks.values():
+    for net in state.networks.values():
         if not net.applied:
             bridge = links.bridge_add(net.bridge, mtu=net.mtu)
             wiring.add(host.ip_step(where, bridge, links.link_delete(net.bridge)))
@@ -84,7 +82,7 @@ def stages(lab: Lab) -> list[list[Job]]:
             address = links.addr_add(net.bridge, str(net.gateway), nodad=net.subnet.version == 6)
             wiring.add(host.ip_step(where, address))
             finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
-    for endpoint in lab.endpoints:
+    for endpoint in state.endpoints:
         if not endpoint.applied:
             add = links.veth_add(
                 endpoint.host_interface,
@@ -101,82 +99,88 @@ def stages(lab: Lab) -> list[list[Job]]:
         setup.extend(wiring)
         wiring = Plan()
     inside: list[Job] = [
-        PlanJob(host, plan) for namespace in lab.namespaces.values() if len(plan := inside_plan(lab, namespace))
+        PlanJob(host, plan) for namespace in state.namespaces.values() if len(plan := inside_plan(state, namespace))
     ]
-    firewall = firewall_job(lab)
+    firewall = firewall_job(state)
     if firewall is not None:
         inside.append(firewall)  # independent of the namespaces' insides: run alongside them
     stages: list[list[Job]] = [
         [PlanJob(host, setup)] if len(setup) else [],
         [PlanJob(host, wiring)] if len(wiring) else [],
         inside,
-        [BridgesUp(host, finish, where, fresh_bridges6(lab))] if len(finish) else [],
+        [BridgesUp(host, finish, where, fresh_bridges6(state))] if len(finish) else [],
     ]
     return [stage for stage in stages if stage]
 
 
-def fresh_bridges6(lab: Lab) -> list[str]:
+def fresh_bridges6(state: LabState) -> list[str]:
     """The new IPv6 networks' bridges that will have a port (a bridge without one never gets a carrier)."""
     return [
-        net.bridge for net in lab.networks.values() if not net.applied and net.subnet.version == 6 and net.endpoints
+        net.bridge for net in state.networks.values() if not net.applied and net.subnet.version == 6 and net.endpoints
     ]
 
 
-def firewall_job(lab: Lab) -> FirewallJob | None:
+def firewall_job(state: LabState) -> FirewallJob | None:
     """NAT, isolation and published ports declared since the last apply: one firewall transaction."""
-    objects = firewall_objects(lab)
-    return FirewallJob(lab, objects) if objects else None
+    objects = firewall_objects(state)
+    return FirewallJob(state, objects) if objects else None
 
 
-def firewall_objects(lab: Lab) -> list[Firewalled]:
+def firewall_objects(state: LabState) -> list[Firewalled]:
     objects: list[Firewalled] = []
-    bridges = [net.bridge for net in lab.networks.values()]
-    foreign = foreign_bridges(lab)
-    for index, net in enumerate(lab.networks.values()):
+    bridges = [net.bridge for net in state.networks.values()]
+    foreign = foreign_bridges(state)
+    for index, net in enumerate(state.networks.values()):
         if net.applied:
             continue
-        where = dict(namespace=lab.host_namespace, host=lab.host, tag=lab.tag)
+        where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
         if net.nat:
             objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
         others = bridges[:index] + foreign
         if others or net.internal:
             # IPv6 too, whatever the subnet: a namespace can always send IPv6 to its gateway's link-local address
             objects += Isolation.both(net.bridge, others, net.internal, **where)
-    objects += [portmap for portmap in lab.published if portmap not in lab._firewall]
+    objects += [portmap for portmap in state.published if portmap not in state.firewall]
     return objects
 
 
-def foreign_bridges(lab: Lab) -> list[str]:
+def foreign_bridges(state: LabState) -> list[str]:
     """The bridges of the other live labs on the same host namespace: Docker isolates every network
     from every other, not only those of one project (an isolated lab has its host to itself)."""
-    if lab.isolated or lab.host.dry_run:
+    if state.isolated or state.host.dry_run:
         return []
     return [
         bridge
-        for record in labs(lab.host)
-        if record.id != lab.id and (record.alive or record.persistent) and not record.data.get("isolated")
+        for record in labs(state.host)
+        if record.id != state.id and (record.alive or record.persistent) and not record.data.get("isolated")
         for bridge in record.data.get("links", ())
     ]
 
 
-def new_namespaces(lab: Lab, include_host: bool) -> Iterator[Namespace]:
-    if include_host and lab.host_namespace is not None:
-        yield lab.host_namespace
-    for namespace in lab.namespaces.values():
-        if namespace.name not in lab._applied_namespaces:
+def write_journal(state: LabState) -> None:
+    """Journal the lab, saying whether it has or will have firewall rules on its host."""
+    firewall = bool(state.firewall or state.partitions or state.drops or firewall_objects(state))
+    state.write_journal(firewall=firewall)
+
+
+def new_namespaces(state: LabState, include_host: bool) -> Iterator[Namespace]:
+    if include_host and state.host_namespace is not None:
+        yield state.host_namespace
+    for namespace in state.namespaces.values():
+        if namespace.name not in state.applied_namespaces:
             yield namespace
 
 
-def inside_plan(lab: Lab, namespace: Namespace) -> Plan:
-    host, links, tag = lab.host, lab.host.links, lab.tag
+def inside_plan(state: LabState, namespace: Namespace) -> Plan:
+    host, links, tag = state.host, state.host.links, state.tag
     plan = Plan()
-    mine = [endpoint for endpoint in lab.endpoints if endpoint.namespace is namespace]
+    mine = [endpoint for endpoint in state.endpoints if endpoint.namespace is namespace]
     # no duplicate address detection in here: an IPv6 address is usable as soon as apply() returns
     fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
     if fresh6:
         keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
         plan.add(Step(host.exec_argv(namespace.ref, ("sysctl", "-q", "-w", *keys))))
-    if namespace.name not in lab._applied_namespaces:
+    if namespace.name not in state.applied_namespaces:
         plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
     # the default route goes through the first network that is not internal (nothing leaves an internal one)
     outward = next((endpoint for endpoint in mine if not endpoint.network.internal), None)
@@ -310,10 +314,10 @@ class BridgesUp(PlanJob):
 class FirewallJob(Job):
     """A lab's firewall objects, created together, after the settings of the devices they use."""
 
-    def __init__(self, lab: Lab, objects: list[Firewalled]) -> None:
-        self.lab, self.objects = lab, objects
-        self.host = lab.host
-        self.site = Site(lab.host_namespace or Namespace.host(lab.host))
+    def __init__(self, state: LabState, objects: list[Firewalled]) -> None:
+        self.state, self.objects = state, objects
+        self.host = state.host
+        self.site = Site(state.host_namespace or Namespace.host(state.host))
 
     def _settings(self) -> Plan:
         """Hairpin on the bridge ports of published endpoints; ``route_localnet`` on their bridges."""
@@ -334,7 +338,7 @@ class FirewallJob(Job):
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
-        self.objects = firewall_objects(self.lab)
+        self.objects = firewall_objects(self.state)
         # the rules first: route_localnet goes on only once the guard against 127.0.0.0/8 is in place
         create_all(self.objects)
         try:
@@ -354,6 +358,6 @@ class FirewallJob(Job):
                 with retry:
                     delete_all(self.objects, missing_ok=True)
         except Exception as error:
-            log.warning("while removing the firewall rules of lab %s: %s", self.lab.name, error)
+            log.warning("while removing the firewall rules of lab %s: %s", self.state.name, error)
             return [error]
         return []

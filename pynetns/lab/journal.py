@@ -11,7 +11,6 @@ leftovers of labs whose owner is gone.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -24,14 +23,11 @@ from ..runtime import JournalFile, owner_alive, remove_journal, runtime_dir
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .lab import Lab
-
 __all__ = [
     "LabRecord",
     "JournalFile",
     "labs",
     "find",
-    "journal_of",
     "runtime_dir",
     "owner_alive",
     "remove_journal",
@@ -105,48 +101,3 @@ def find(name: str, host: Host | None = None) -> LabRecord:
     if len(found) > 1:
         raise InvalidValue("lab", name, f"names {len(found)} labs; use an id: {', '.join(r.id for r in found)}")
     return found[0]
-
-
-def journal_of(lab: Lab, *, persistent: bool, firewall: bool) -> dict[str, Any]:
-    """What ``lab``'s journal says: what it is and will make, and who owns it (no process, if ``persistent``);
-    ``firewall``: it has, or will have, firewall rules on its host (cleanup removes those tagged)."""
-    namespaces = [namespace.name for namespace in lab.namespaces.values()]
-    if lab.host_namespace is not None:
-        namespaces.append(lab.host_namespace.name)
-    return {
-        "id": lab.id,
-        "name": lab.name,
-        "tag": lab.tag,
-        "owner_pid": None if persistent else os.getpid(),  # information: liveness is the journal's flock
-        "persistent": persistent,
-        "host_netns": lab.host.netns_key,
-        "isolated": lab.isolated,
-        "namespaces": namespaces,
-        "members": {name: namespace.name for name, namespace in lab.namespaces.items()},
-        "host_namespace": None if lab.host_namespace is None else lab.host_namespace.name,
-        "endpoints": [
-            {
-                "namespace": lab.name_of(endpoint.namespace),
-                "interface": endpoint.interface,
-                "ip": str(endpoint.ip),
-                "network": endpoint.network.name,
-                "host_interface": endpoint.host_interface,
-            }
-            for endpoint in lab.endpoints
-        ],
-        "published": [str(portmap) for portmap in lab.published],
-        "links": [] if lab.isolated else [net.bridge for net in lab.networks.values()],
-        "veths": [] if lab.isolated else [endpoint.host_interface for endpoint in lab.endpoints],
-        "firewall": not lab.isolated and firewall,
-        "networks": [
-            {
-                "name": net.name,
-                "subnet": str(net.subnet),
-                "bridge": net.bridge,
-                "gateway": str(net.gateway),
-                "nat": net.nat,
-                "internal": net.internal,
-            }
-            for net in lab.networks.values()
-        ],
-    }

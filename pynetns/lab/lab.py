@@ -12,6 +12,10 @@ A lab owns what it creates: kernel names carry its short id (``pn1a2b3c-web``,
 the runtime directory, written before each apply's first command and held by its
 owner process, lets :func:`cleanup` remove the leftovers of a lab whose owner died
 (journals: :mod:`pynetns.lab.journal`).
+
+:class:`Lab` is a facade: its data is a :class:`~pynetns.lab.state.LabState`, which the parts below it work on
+(:mod:`~pynetns.lab.compile`, :mod:`~pynetns.lab.subnets`, :mod:`~pynetns.lab.partitions`); its networks and
+endpoints know it only as a :class:`~pynetns.lab.model.LabLike`.
 """
 
 from __future__ import annotations
@@ -19,17 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..backends.base import NetnsRef
 from ..errors import CleanupError, InvalidValue, LabDestroyed, PermissionDenied
-from ..firewall import Firewalled, ForwardDrops, PortMap, delete_all
+from ..firewall import PortMap, delete_all
 from ..host import Host
-from ..impair.link import ImpairedLink, netem_available
-from ..impairment import Impairment, parse_direction
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, attach_undo_errors, undo_errors
 from ..runner import Call, Commands, LocalRunner, commands
@@ -38,11 +39,13 @@ from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
 from . import partitions
-from .compile import FirewallJob, Job, describe, firewall_objects, new_namespaces, run_stage, undo
+from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet
-from .journal import HOW_TO_PRIVILEGE, JournalFile, LabRecord, journal_of, labs
-from .model import Endpoint, LabPortMap, Network, claim_subnets, refuse_overlap, taken_subnets
+from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
+from .model import Endpoint, LabPortMap, Network, refuse_overlap
+from .state import LabState
+from .subnets import claim_subnets
 from .topology import Topology, flag
 
 __all__ = ["Lab"]
@@ -59,34 +62,59 @@ class Lab(Viewable):
     """
 
     def __init__(self, name: str | None = None, host: Host | None = None, isolated: bool = False) -> None:
-        self.id = secrets.token_hex(3)
-        self.name = namespace_name("name", name) if name is not None else f"lab-{self.id}"
-        self.host = resolve_host(host)
-        self.tag = f"pynetns:{self.id}"
-        self.isolated = isolated
-        self.networks: dict[str, Network] = {}
-        self.namespaces: dict[str, Namespace] = {}
-        self.endpoints: list[Endpoint] = []
-        #: published ports (``lab.publish``), in declaration order
-        self.published: list[PortMap] = []
-        self._ports: dict[tuple[str, int], list[PortMap]] = {}  # (protocol, host port) → its mappings
-        self._firewall: list[Firewalled] = []
-        self._partitions: list[tuple[list[Namespace], list[Namespace]]] = []
-        self._blocked: set[str] = set()
-        self._drops: list[ForwardDrops] = []
-        self._links: dict[Endpoint, ImpairedLink] = {}
-        self._netem: bool | None = None
-        self._applied_namespaces: set[str] = set()
-        self._counter = 0
-        self._destroyed = False
-        self._persistent = False
+        id = secrets.token_hex(3)
+        name = namespace_name("name", name) if name is not None else f"lab-{id}"
+        self._state = LabState(id, name, resolve_host(host), isolated)
         self._detached = False
         self._leftovers: list[Job] = []  # the jobs of a failed apply whose undo was incomplete
-        self._lock = threading.Lock()
-        self._journal_file: JournalFile | None = None
-        self.host_namespace: Namespace | None = None
-        if isolated:
-            self.host_namespace = Namespace(f"pn{self.id}-host", host=self.host)
+
+    @property
+    def id(self) -> str:
+        """The lab's short id: its kernel names carry it (``pn1a2b3c-web``)."""
+        return self._state.id
+
+    @property
+    def name(self) -> str:
+        return self._state.name
+
+    @property
+    def host(self) -> Host:
+        return self._state.host
+
+    @property
+    def tag(self) -> str:
+        """What the lab's interfaces and firewall rules carry: ``pynetns:<id>``."""
+        return self._state.tag
+
+    @property
+    def isolated(self) -> bool:
+        return self._state.isolated
+
+    @property
+    def host_namespace(self) -> Namespace | None:
+        """An isolated lab's private namespace playing the host (``None``: the lab's host is the Host's)."""
+        return self._state.host_namespace
+
+    @property
+    def networks(self) -> dict[str, Network]:
+        return self._state.networks
+
+    @property
+    def namespaces(self) -> dict[str, Namespace]:
+        return self._state.namespaces
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return self._state.endpoints
+
+    @property
+    def published(self) -> list[PortMap]:
+        """The published ports (:meth:`publish`), in declaration order."""
+        return self._state.published
+
+    @property
+    def destroyed(self) -> bool:
+        return self._state.destroyed
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, host: Host | None = None, isolated: bool | None = None) -> Lab:
@@ -104,12 +132,7 @@ class Lab(Viewable):
     def __repr__(self) -> str:
         return f"<Lab {self.name} id={self.id} networks={list(self.networks)} namespaces={list(self.namespaces)}>"
 
-
     # -- declaring ---------------------------------------------------------
-
-    def _kernel_name(self, kind: str) -> str:
-        self._counter += 1
-        return interface_name("name", f"pn{self.id}{kind}{self._counter}")
 
     def network(
         self,
@@ -130,11 +153,21 @@ class Lab(Viewable):
             raise InvalidValue("name", name, "a network of that name is already declared in this lab")
         if mtu is not None:
             valid_mtu("mtu", mtu)
-        taken = taken_subnets(self)
+        taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
-        net = Network(self, name, chosen, self._kernel_name("b"), Allocator(chosen, gateway), nat=nat and not internal,
-                      internal=internal, mtu=mtu, pooled=subnet is None)
+        net = Network(
+            self,
+            name,
+            chosen,
+            self._state.kernel_name("b"),
+            Allocator(chosen, gateway),
+            nat=nat and not internal,
+            internal=internal,
+            mtu=mtu,
+            pooled=subnet is None,
+            impairments=self._state.impairments,
+        )
         self.networks[name] = net
         return net
 
@@ -163,7 +196,7 @@ class Lab(Viewable):
         if any(endpoint.interface == ifname for endpoint in mine):
             raise InvalidValue("ifname", ifname, f"is already used in {namespace.name}")
         address = net.allocator.allocate(ip)
-        endpoint = Endpoint(net, namespace, ifname, address, self._kernel_name("v"))
+        endpoint = Endpoint(net, namespace, ifname, address, self._state.kernel_name("v"))
         self.endpoints.append(endpoint)
         return endpoint
 
@@ -185,19 +218,31 @@ class Lab(Viewable):
         endpoint = self._endpoint(target)
         if endpoint.network.internal:
             where = f"{self.name_of(endpoint.namespace)}:{endpoint.interface}"
-            rule = (f"is on internal network {endpoint.network.name}, which nothing is forwarded to or from: "
-                    "publish on an endpoint of a network that is not internal")
+            rule = (
+                f"is on internal network {endpoint.network.name}, which nothing is forwarded to or from: "
+                "publish on an endpoint of a network that is not internal"
+            )
             raise InvalidValue("target", where, rule)
-        portmap = LabPortMap(host_port, endpoint.ip.ip, port, protocol, host_ip, host_port_end,
-                              namespace=self.host_namespace, host=self.host, tag=self.tag, endpoint=endpoint)
+        portmap = LabPortMap(
+            host_port,
+            endpoint.ip.ip,
+            port,
+            protocol,
+            host_ip,
+            host_port_end,
+            namespace=self.host_namespace,
+            host=self.host,
+            tag=self.tag,
+            endpoint=endpoint,
+        )
         low, high = portmap.host_ports
         where = str(portmap.host_ip or "any")
         for number in range(low, high + 1):
-            for other in self._ports.get((portmap.protocol, number), ()):
+            for other in self._state.ports.get((portmap.protocol, number), ()):
                 if other._overlaps(low, high, where):
                     raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
         for number in range(low, high + 1):
-            self._ports.setdefault((portmap.protocol, number), []).append(portmap)
+            self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
         self.published.append(portmap)
         return portmap
 
@@ -215,46 +260,21 @@ class Lab(Viewable):
             raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
         return first
 
-
-    # -- impairment --------------------------------------------------------
-
-    def _impair(self, endpoint: Endpoint, impairment: Impairment, direction: str) -> None:
-        parse_direction("direction", direction)
-        if not endpoint.applied:
-            raise InvalidValue("endpoint", f"{endpoint.namespace.name}:{endpoint.interface}",
-                               "is not applied yet (call lab.apply() first)")
-        link = self._links.get(endpoint)
-        if link is None:
-            if not impairment:
-                return
-            mine = [other for other in self.endpoints if other.namespace is endpoint.namespace]
-            link = ImpairedLink(self.host, endpoint.namespace, endpoint.interface, self.host_namespace,
-                                endpoint.host_interface, queue=100 + 2 * mine.index(endpoint),
-                                # on an isolated lab's own host side only: nothing of it may outlive the lab
-                                bridge_port=self.isolated, tag=self.tag)
-        if self._netem is None and impairment:
-            self._netem = netem_available(self.host, endpoint.namespace)
-        link.apply(impairment, direction, netem=bool(self._netem))
-        if impairment:
-            self._links[endpoint] = link
-        else:
-            self._links.pop(endpoint, None)
-
-
     # -- partitions --------------------------------------------------------
 
-    def partition(self, group_a: Iterable[Namespace | str] | Namespace | str,
-                  group_b: Iterable[Namespace | str] | Namespace | str) -> None:
+    def partition(
+        self, group_a: Iterable[Namespace | str] | Namespace | str, group_b: Iterable[Namespace | str] | Namespace | str
+    ) -> None:
         """Make the namespaces of ``group_a`` and ``group_b`` unable to reach each other (both ways, all IP
         traffic, silently dropped: clients time out), while each group still works inside. :meth:`heal` ends it.
 
         Works within one network and across networks; several partitions add up.
         """
-        partitions.partition(self, group_a, group_b)
+        partitions.partition(self._state, group_a, group_b)
 
     def heal(self) -> None:
         """End every partition."""
-        partitions.heal(self)
+        partitions.heal(self._state)
 
     # -- compiling ---------------------------------------------------------
 
@@ -265,7 +285,7 @@ class Lab(Viewable):
         rules yet (exact for an isolated lab); the rules' checks (ports in use)
         and the sysctls read before writing are left out.
         """
-        return [call for stage in compile_stages(self) for job in stage for call in job.calls()]
+        return [call for stage in compile_stages(self._state) for job in stage for call in job.calls()]
 
     def explain(self) -> Commands:
         """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents); a code block in a notebook."""
@@ -274,12 +294,6 @@ class Lab(Viewable):
     def diagram(self) -> Any:
         """The topology as a picture (SVG through Graphviz's ``dot``; without it, DOT source and tables)."""
         return view("diagram", self)
-
-    @property
-    def destroyed(self) -> bool:
-        return self._destroyed
-
-
 
     # -- applying ----------------------------------------------------------
 
@@ -293,15 +307,15 @@ class Lab(Viewable):
         :func:`pynetns.plan.attach_undo_errors`). If that removal was incomplete the journal stays, and the
         next :meth:`apply` (or :meth:`destroy`) removes the rest first: a :class:`CleanupError` if it cannot.
         """
-        if self._destroyed:
+        if self._state.destroyed:
             raise LabDestroyed(f"lab {self.name} was destroyed")
         self._remove_leftovers()
-        stages = compile_stages(self)
+        stages = compile_stages(self._state)
         if not stages:
             return
         refuse_unprivileged(self.host)
-        if claim_subnets(self):  # a subnet from the pools moved: the commands name its new addresses
-            stages = compile_stages(self)
+        if claim_subnets(self._state):  # a subnet from the pools moved: the commands name its new addresses
+            stages = compile_stages(self._state)
         done: list[Job] = []
         started: list[Job] = []
         try:
@@ -314,14 +328,15 @@ class Lab(Viewable):
             attach_undo_errors(error, undo(done))
             if undo_errors(error):  # something may be left: the next apply or destroy tries again
                 self._leftovers = started
-            elif not self._applied_namespaces:  # nothing of the lab exists: its journal goes too
-                self._remove_journal()
+            elif not self._state.applied_namespaces:  # nothing of the lab exists: its journal goes too
+                self._state.remove_journal()
             raise
         for stage in stages:
             for job in stage:
                 if isinstance(job, FirewallJob):
-                    self._firewall.extend(job.objects)
-        self._applied_namespaces.update(namespace.name for namespace in new_namespaces(self, include_host=True))
+                    self._state.firewall.extend(job.objects)
+        namespaces = new_namespaces(self._state, include_host=True)
+        self._state.applied_namespaces.update(namespace.name for namespace in namespaces)
         for net in self.networks.values():
             net.applied = True
         for endpoint in self.endpoints:
@@ -343,6 +358,7 @@ class Lab(Viewable):
         and its journal stay, so calling destroy() again (or :func:`cleanup`, once this process is gone)
         finishes the work.
         """
+        state = self._state
         failures: list[Exception] = []
 
         def attempt(action: Callable[..., object], *args: Any, **kwargs: Any) -> bool:
@@ -356,20 +372,22 @@ class Lab(Viewable):
 
         for namespace in self.namespaces.values():
             attempt(namespace.stop_processes)
-        for link in self._links.values():  # the impairment engines; their rules and qdiscs go with the namespaces
+        for (
+            link
+        ) in state.impairments.links.values():  # the impairment engines; their rules and qdiscs go with the namespaces
             attempt(link.stop_engines)
-        created = [namespace for namespace in self.namespaces.values() if namespace.name in self._applied_namespaces]
-        if self.host_namespace is not None and self.host_namespace.name in self._applied_namespaces:
+        created = [namespace for namespace in self.namespaces.values() if namespace.name in state.applied_namespaces]
+        if self.host_namespace is not None and self.host_namespace.name in state.applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
         attempt(kill_processes_in, self.host, [namespace.name for namespace in created])
-        owned = self._firewall + self._drops
+        owned = state.firewall + state.drops
         # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
         if not owned or self.host_namespace is not None or attempt(delete_all, owned, missing_ok=True):
-            self._firewall.clear()
-            self._drops = []
-        self._links.clear()
-        self._partitions.clear()
-        self._blocked.clear()
+            state.firewall.clear()
+            state.drops = []
+        state.impairments.links.clear()
+        state.partitions.clear()
+        state.blocked.clear()
         leftovers = undo(self._leftovers)
         failures += leftovers
         if not leftovers:
@@ -385,13 +403,13 @@ class Lab(Viewable):
         failures += teardown.rollback(self.host.runner)
         if failures:
             raise CleanupError(f"lab {self.name} was not removed entirely", failures)
-        self._applied_namespaces.clear()
+        state.applied_namespaces.clear()
         for net in self.networks.values():
             net.applied = False
         for endpoint in self.endpoints:
             endpoint.applied = False
-        self._remove_journal()
-        self._destroyed = True
+        state.remove_journal()
+        state.destroyed = True
 
     def __enter__(self) -> Lab:
         return self
@@ -400,50 +418,25 @@ class Lab(Viewable):
         if not self._detached:
             self.destroy()
 
-
     # -- journal -----------------------------------------------------------
 
     @property
     def journal_path(self) -> Path:
-        return self.host.runtime.journal_path(self.id)
+        return self._state.journal_path
 
     def name_of(self, namespace: Namespace) -> str:
         """The name ``namespace`` was declared with in this lab (``web`` for ``pn1a2b3c-web``; else its kernel name)."""
-        return next((name for name, candidate in self.namespaces.items() if candidate is namespace), namespace.name)
+        return self._state.name_of(namespace)
 
     def detach(self) -> LabRecord:
         """Leave the lab running after this process ends: its journal names no owner, so :func:`cleanup`
         leaves it alone (but ``cleanup(all=True)``); ``pynetns down NAME`` or :func:`remove` ends it."""
-        if self._destroyed:
+        if self._state.destroyed:
             raise LabDestroyed(f"lab {self.name} was destroyed")
-        self._persistent = True
-        self._write_journal()
+        self._state.persistent = True
+        write_journal(self._state)
         self._detached = True
         return next(record for record in labs(self.host) if record.id == self.id)
-
-    def _write_journal(self) -> None:
-        """Journal what the lab is and will be, under the host lock; held by this process unless persistent."""
-        if self.host.dry_run:
-            return
-        with self.host.lock():
-            if self._journal_file is None:
-                self._journal_file = self.host.runtime.journal(self.id)
-            try:
-                firewall = bool(self._firewall or self._partitions or self._drops or firewall_objects(self))
-                data = journal_of(self, persistent=self._persistent, firewall=firewall)
-                self._journal_file.write(data, owned=not self._persistent)
-            except PermissionError as error:
-                raise PermissionDenied(f"cannot write the journal of lab {self.name} in {self.journal_path.parent} "
-                                   f"({error.strerror}): {HOW_TO_PRIVILEGE}") from error
-
-    def _remove_journal(self) -> None:
-        if self.host.dry_run:
-            return
-        with self.host.lock():
-            if self._journal_file is not None:
-                self._journal_file.remove()
-            else:
-                self.host.runtime.remove(self.journal_path)
 
 
 def refuse_unprivileged(host: Host) -> None:

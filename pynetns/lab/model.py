@@ -1,33 +1,57 @@
-"""The declaration of a lab: its networks and their endpoints, and the subnets they take (its IPAM use).
+"""The declaration of a lab: its networks and their endpoints, the impaired links of those, and the
+subnets' overlap rule.
 
 A :class:`Network` is a bridge with a gateway address; an :class:`Endpoint` a namespace's veth on it.
-:func:`claim_subnets` takes the subnets of an apply for good, under the host lock, moving one taken from the
-default pools to the next free one if another lab took it meanwhile.
+Both belong to a lab, which they know only as a :class:`LabLike` (the :class:`~pynetns.Lab` meets it; this
+module does not import it). :class:`Impairments` is a lab's registry of impaired links.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 import attrs
 
-from ..errors import SubnetOverlap
+from ..errors import InvalidValue, SubnetOverlap
 from ..firewall import HostPath, PortMap, Site
-from ..impairment import DurationLike, FractionLike, Impairment, RateLike
+from ..host import Host
+from ..impair.link import ImpairedLink, netem_available
+from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from ..namespace import Namespace
 from ..validation import IPInterface, IPNetwork
 from ..views import Viewable
-from .ipam import Allocator, pick_subnet, rebase, taken_networks
+from .ipam import Allocator
 
-if TYPE_CHECKING:
-    from .lab import Lab
+__all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "refuse_overlap"]
 
-__all__ = ["Endpoint", "Network", "LabPortMap", "claim_subnets", "refuse_overlap", "taken_subnets"]
 
-log = logging.getLogger(__name__)
+class LabLike(Protocol):
+    """What a network and its endpoints (and their views) ask of the lab they belong to."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def host(self) -> Host: ...
+
+    @property
+    def host_namespace(self) -> Namespace | None: ...
+
+    @property
+    def networks(self) -> Mapping[str, Network]: ...
+
+    @property
+    def endpoints(self) -> list[Endpoint]: ...
+
+    def name_of(self, namespace: Namespace) -> str: ...
+
+    def connect(
+        self, net: Network | str, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None
+    ) -> Endpoint: ...
 
 
 @attrs.define(eq=False)
@@ -42,7 +66,7 @@ class Endpoint(Viewable):
     applied: bool = False
 
     @property
-    def lab(self) -> Lab:
+    def lab(self) -> LabLike:
         return self.network.lab
 
     def impair(
@@ -62,29 +86,80 @@ class Endpoint(Viewable):
         (each way: a round trip gets the delay twice). Replaces any impairment the link had.
         """
         impairment = Impairment(delay=delay, jitter=jitter, loss=loss, rate=rate, duplicate=duplicate, corrupt=corrupt)
-        self.lab._impair(self, impairment, direction)
+        self.network.impairments.apply(self, impairment, direction)
         return impairment
 
     def clear_impairment(self) -> None:
         """Remove the impairment: the link is as fast as it was made."""
-        self.lab._impair(self, Impairment(), "both")
+        self.network.impairments.apply(self, Impairment(), "both")
 
     @property
     def impairment(self) -> Impairment | None:
         """What :meth:`impair` put on this link (``None``: nothing)."""
-        link = self.lab._links.get(self)
+        link = self.network.impairments.links.get(self)
         return None if link is None else link.impairment
+
+    @property
+    def impairment_mode(self) -> str | None:
+        """How the impairment is made: ``"netem"`` (the kernel's qdisc), ``"nfqueue"`` (the userspace
+        engine, where the kernel has no netem); ``None`` without one."""
+        link = self.network.impairments.links.get(self)
+        return None if link is None else link.mode
+
+
+class Impairments:
+    """A lab's impaired links, one per impaired endpoint, and whether its kernel has netem (asked once)."""
+
+    def __init__(self, host: Host, tag: str, host_namespace: Namespace | None, endpoints: list[Endpoint]) -> None:
+        self.host, self.tag, self.host_namespace = host, tag, host_namespace
+        self._endpoints = endpoints  # the lab's, as it grows
+        self.links: dict[Endpoint, ImpairedLink] = {}
+        self.netem: bool | None = None
+
+    def apply(self, endpoint: Endpoint, impairment: Impairment, direction: str) -> None:
+        """Put ``impairment`` on ``endpoint``'s link (an empty one takes it off)."""
+        parse_direction("direction", direction)
+        if not endpoint.applied:
+            raise InvalidValue(
+                "endpoint",
+                f"{endpoint.namespace.name}:{endpoint.interface}",
+                "is not applied yet (call lab.apply() first)",
+            )
+        link = self.links.get(endpoint)
+        if link is None:
+            if not impairment:
+                return
+            mine = [other for other in self._endpoints if other.namespace is endpoint.namespace]
+            link = ImpairedLink(
+                self.host,
+                endpoint.namespace,
+                endpoint.interface,
+                self.host_namespace,
+                endpoint.host_interface,
+                queue=100 + 2 * mine.index(endpoint),
+                # on an isolated lab's own host side only: nothing of it may outlive the lab
+                bridge_port=self.host_namespace is not None,
+                tag=self.tag,
+            )
+        if self.netem is None and impairment:
+            self.netem = netem_available(self.host, endpoint.namespace)
+        link.apply(impairment, direction, netem=bool(self.netem))
+        if impairment:
+            self.links[endpoint] = link
+        else:
+            self.links.pop(endpoint, None)
 
 
 @attrs.define(eq=False)
 class Network(Viewable):
     """A bridge with a gateway address, like a ``docker network create`` network."""
 
-    lab: Lab = attrs.field(repr=False)
+    lab: LabLike = attrs.field(repr=False)
     name: str
     subnet: IPNetwork
     bridge: str
     allocator: Allocator = attrs.field(repr=False)
+    impairments: Impairments = attrs.field(repr=False, kw_only=True)
     nat: bool = True
     internal: bool = False
     mtu: int | None = None
@@ -115,54 +190,6 @@ class LabPortMap(PortMap):
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
         return HostPath(localnet, self.endpoint.host_interface, managed=True)
-
-
-def taken_subnets(lab: Lab) -> list[IPNetwork]:
-    taken: list[IPNetwork] = [net.subnet for net in lab.networks.values()]
-    if lab.isolated or lab.host.dry_run:
-        return taken
-    return taken + taken_networks(lab.host, other_than=lab.id)
-
-
-def claim_subnets(lab: Lab) -> bool:
-    """Choose, then journal, the subnets this apply creates: under the lock, so no other lab or demo
-    picking a subnet at the same moment can take the same one. A subnet given at declaration must
-    still be free; one taken from the pools moves to the next free one if it is not. Returns whether
-    one moved."""
-    if lab.isolated or lab.host.dry_run:
-        lab._write_journal()
-        return False
-    moved = False
-    with lab.host.lock():
-        taken = taken_networks(lab.host, other_than=lab.id)
-        new = [net for net in lab.networks.values() if not net.applied]
-        for net in new:
-            if not net.pooled:
-                refuse_overlap(net.subnet, taken, "taken since it was declared")
-        mine = [net.subnet for net in lab.networks.values() if net.applied or not net.pooled]
-        for net in new:
-            if net.pooled:
-                if any(net.subnet.overlaps(other) for other in taken + mine):
-                    _move(lab, net, pick_subnet(taken + mine))
-                    moved = True
-                mine.append(net.subnet)
-        lab._write_journal()
-    return moved
-
-
-def _move(lab: Lab, net: Network, subnet: IPNetwork) -> None:
-    """Give a network that is not applied yet another subnet: its addresses (and the ports published on
-    them) keep their place in it."""
-    log.info("lab %s: network %s takes %s (%s was taken meanwhile)", lab.name, net.name, subnet, net.subnet)
-    old, net.subnet, net.allocator = net.subnet, subnet, net.allocator.moved_to(subnet)
-    for endpoint in net.endpoints:
-        endpoint.ip = ipaddress.ip_interface(f"{rebase(endpoint.ip.ip, old, subnet)}/{subnet.prefixlen}")
-    for index, portmap in enumerate(lab.published):
-        if isinstance(portmap, LabPortMap) and portmap.endpoint.network is net:
-            moved = attrs.evolve(portmap, address=portmap.endpoint.ip.ip)
-            lab.published[index] = moved
-            for mappings in lab._ports.values():
-                mappings[:] = [moved if item is portmap else item for item in mappings]
 
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:

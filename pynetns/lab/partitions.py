@@ -4,110 +4,112 @@ as drops in each namespace and, on the lab's host, drops of routed traffic; and 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidValue
 from ..firewall import ForwardDrops, create_all, delete_all
 from ..namespace import Namespace
-
-if TYPE_CHECKING:
-    from .lab import Lab
+from .state import LabState
 
 __all__ = ["partition", "heal", "cut", "addresses", "write_partitions"]
 
 
 def partition(
-    lab: Lab, group_a: Iterable[Namespace | str] | Namespace | str, group_b: Iterable[Namespace | str] | Namespace | str
+    state: LabState,
+    group_a: Iterable[Namespace | str] | Namespace | str,
+    group_b: Iterable[Namespace | str] | Namespace | str,
 ) -> None:
     """Make the namespaces of ``group_a`` and ``group_b`` unable to reach each other (both ways, all IP
-    traffic, silently dropped: clients time out), while each group still works inside. :meth:`heal` ends it.
+    traffic, silently dropped: clients time out), while each group still works inside. :func:`heal` ends it.
 
     Works within one network and across networks; several partitions add up.
     """
-    side_a, side_b = _group(lab, "group_a", group_a), _group(lab, "group_b", group_b)
-    both = [lab.name_of(namespace) for namespace in side_a if namespace in side_b]
+    side_a, side_b = _group(state, "group_a", group_a), _group(state, "group_b", group_b)
+    both = [state.name_of(namespace) for namespace in side_a if namespace in side_b]
     if both:
         raise InvalidValue("group_b", both, "a namespace cannot be on both sides of a partition")
-    lab._partitions.append((side_a, side_b))
-    if not lab.isolated:
-        lab._write_journal()  # it writes firewall rules on the host from now on: cleanup must know
+    state.partitions.append((side_a, side_b))
+    if not state.isolated:
+        state.write_journal(firewall=True)  # it writes firewall rules on the host from now on: cleanup must know
     try:
-        write_partitions(lab)
+        write_partitions(state)
     except BaseException:
-        lab._partitions.pop()
-        write_partitions(lab)
+        state.partitions.pop()
+        write_partitions(state)
         raise
 
 
-def heal(lab: Lab) -> None:
+def heal(state: LabState) -> None:
     """End every partition."""
-    lab._partitions.clear()
-    write_partitions(lab)
+    state.partitions.clear()
+    write_partitions(state)
 
 
-def _group(lab: Lab, field: str, group: Iterable[Namespace | str] | Namespace | str) -> list[Namespace]:
+def _group(state: LabState, field: str, group: Iterable[Namespace | str] | Namespace | str) -> list[Namespace]:
     members = [group] if isinstance(group, (Namespace, str)) else list(group)
     if not members:
         raise InvalidValue(field, [], "a partition needs a namespace on each side")
     found = []
     for member in members:
-        namespace = lab.namespaces.get(member) if isinstance(member, str) else member
-        if namespace is None or namespace not in lab.namespaces.values():
+        namespace = state.namespaces.get(member) if isinstance(member, str) else member
+        if namespace is None or namespace not in state.namespaces.values():
             raise InvalidValue(field, str(member), "is not a namespace of this lab")
-        if namespace.name not in lab._applied_namespaces:
+        if namespace.name not in state.applied_namespaces:
             raise InvalidValue(field, str(member), "is not applied yet (call lab.apply() first)")
         found.append(namespace)
     return found
 
 
-def addresses(lab: Lab, namespace: Namespace) -> list[Any]:
-    return [endpoint.ip.ip for endpoint in lab.endpoints if endpoint.namespace is namespace]
+def addresses(state: LabState, namespace: Namespace) -> list[Any]:
+    return [endpoint.ip.ip for endpoint in state.endpoints if endpoint.namespace is namespace]
 
 
-def cut(lab: Lab) -> Iterator[tuple[Namespace, Namespace]]:
+def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:
     """Every (namespace, namespace it must not hear) of the partitions in force, both ways."""
-    for side_a, side_b in lab._partitions:
+    for side_a, side_b in state.partitions:
         for mine, theirs in ((side_a, side_b), (side_b, side_a)):
             for namespace in mine:
                 for other in theirs:
                     yield namespace, other
 
 
-def write_partitions(lab: Lab) -> None:
+def write_partitions(state: LabState) -> None:
     """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
     blocked: dict[str, list[Any]] = {}
-    for namespace, other in cut(lab):
+    for namespace, other in cut(state):
         drops = blocked.setdefault(namespace.name, [])
-        drops += [ip for ip in addresses(lab, other) if ip not in drops]
-    _write_forward_drops(lab)
-    firewall = lab.host.firewall
-    for name in sorted(lab._blocked - set(blocked)):
-        argv, script = firewall.partition_unblock(lab.tag)
-        Namespace(name, host=lab.host).run(argv, input=script, check=False)  # it may be gone already
-        lab._blocked.discard(name)
+        drops += [ip for ip in addresses(state, other) if ip not in drops]
+    _write_forward_drops(state)
+    firewall = state.host.firewall
+    for name in sorted(state.blocked - set(blocked)):
+        argv, script = firewall.partition_unblock(state.tag)
+        Namespace(name, host=state.host).run(argv, input=script, check=False)  # it may be gone already
+        state.blocked.discard(name)
     for name, drops in blocked.items():
         if drops:
-            argv, script = firewall.partition_block([str(ip) for ip in drops], lab.tag, first=name not in lab._blocked)
-            Namespace(name, host=lab.host).run(argv, input=script)
-            lab._blocked.add(name)
+            argv, script = firewall.partition_block(
+                [str(ip) for ip in drops], state.tag, first=name not in state.blocked
+            )
+            Namespace(name, host=state.host).run(argv, input=script)
+            state.blocked.add(name)
 
 
-def _write_forward_drops(lab: Lab) -> None:
+def _write_forward_drops(state: LabState) -> None:
     """The host side of the partitions: routed traffic, and the way round through published ports."""
     pairs = [
         (source, destination)
-        for namespace, other in cut(lab)
-        for source in addresses(lab, namespace)
-        for destination in addresses(lab, other)
+        for namespace, other in cut(state)
+        for source in addresses(state, namespace)
+        for destination in addresses(state, other)
         if source.version == destination.version
     ]
-    old, lab._drops = lab._drops, []
+    old, state.drops = state.drops, []
     delete_all(old, missing_ok=True)
-    where = dict(namespace=lab.host_namespace, host=lab.host, tag=lab.tag)
+    where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
     drops = [
         ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
         for version in (4, 6)
         if (mine := [pair for pair in pairs if pair[0].version == version])
     ]
     create_all(drops)  # one object per IP version
-    lab._drops = drops
+    state.drops = drops

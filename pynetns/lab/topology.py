@@ -76,14 +76,23 @@ from .ipam import Allocator
 if TYPE_CHECKING:
     from .model import Endpoint, Network
 
-__all__ = ["Topology", "NetworkSpec", "NamespaceSpec", "LinkSpec", "PublishSpec", "TopologyError", "FORMATS",
-           "Declarable"]
+__all__ = [
+    "Topology",
+    "NetworkSpec",
+    "NamespaceSpec",
+    "LinkSpec",
+    "PublishSpec",
+    "TopologyError",
+    "FORMATS",
+    "Declarable",
+]
 
 
 class Declarable(Protocol):
     """What :meth:`Topology.declare` declares into: a :class:`~pynetns.Lab` (topology does not import it)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def networks(self) -> Mapping[str, Network]: ...
@@ -91,15 +100,29 @@ class Declarable(Protocol):
     @property
     def namespaces(self) -> Mapping[str, Any]: ...
 
-    def network(self, name: str, subnet: str | None = ..., gateway: str | None = ..., nat: bool = ...,
-                mtu: int | None = ..., internal: bool = ...) -> Any: ...
+    def network(
+        self,
+        name: str,
+        subnet: str | None = ...,
+        gateway: str | None = ...,
+        nat: bool = ...,
+        mtu: int | None = ...,
+        internal: bool = ...,
+    ) -> Any: ...
 
     def namespace(self, name: str) -> Any: ...
 
     def connect(self, net: str, namespace: str, ip: str | None = ..., ifname: str | None = ...) -> Endpoint: ...
 
-    def publish(self, target: Endpoint | str, host_port: int, port: int, protocol: str = ...,
-                host_ip: str | None = ..., host_port_end: int | None = ...) -> Any: ...
+    def publish(
+        self,
+        target: Endpoint | str,
+        host_port: int,
+        port: int,
+        protocol: str = ...,
+        host_ip: str | None = ...,
+        host_port_end: int | None = ...,
+    ) -> Any: ...
 
 
 _Lab = TypeVar("_Lab", bound=Declarable)
@@ -444,8 +467,10 @@ class Topology:
                 rule = f"network {spec.network} is internal: nothing is forwarded to or from it, nor published"
                 raise self._error(f"{path}.network", spec.network, rule)
             if all(internal[network] for namespace, network in joined if namespace == spec.namespace):
-                rule = (f"namespace {spec.namespace} is only on internal networks: nothing is forwarded to or from "
-                        "them, so nothing is published")
+                rule = (
+                    f"namespace {spec.namespace} is only on internal networks: nothing is forwarded to or from "
+                    "them, so nothing is published"
+                )
                 raise self._error(f"{path}.namespace", spec.namespace, rule)
             for where, other in published:
                 same_ip = _same_addresses(spec.host_ip, other.host_ip)
@@ -494,8 +519,14 @@ class Topology:
             if port.network is not None:
                 target = endpoints[(port.namespace, port.network)]
             with self._declaring(f"publish[{index}]"):
-                lab.publish(target, port.host_port, port.port, protocol=port.protocol, host_ip=_text(port.host_ip),
-                            host_port_end=port.host_port_end)
+                lab.publish(
+                    target,
+                    port.host_port,
+                    port.port,
+                    protocol=port.protocol,
+                    host_ip=_text(port.host_ip),
+                    host_port_end=port.host_port_end,
+                )
         return lab
 
     def _check_lab(self, lab: Declarable) -> None:

@@ -1,0 +1,60 @@
+"""The subnets of an apply, taken for good under the host lock (:func:`claim_subnets`): one taken from the
+default pools at declaration moves to the next free one if another lab took it meanwhile."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import attrs
+
+from ..validation import IPNetwork
+from .compile import write_journal
+from .ipam import pick_subnet, rebase, taken_networks
+from .model import LabPortMap, Network, refuse_overlap
+from .state import LabState
+
+__all__ = ["claim_subnets"]
+
+log = logging.getLogger(__name__)
+
+
+def claim_subnets(state: LabState) -> bool:
+    """Choose, then journal, the subnets this apply creates: under the lock, so no other lab or demo
+    picking a subnet at the same moment can take the same one. A subnet given at declaration must
+    still be free; one taken from the pools moves to the next free one if it is not. Returns whether
+    one moved."""
+    if state.isolated or state.host.dry_run:
+        write_journal(state)
+        return False
+    moved = False
+    with state.host.lock():
+        taken = taken_networks(state.host, other_than=state.id)
+        new = [net for net in state.networks.values() if not net.applied]
+        for net in new:
+            if not net.pooled:
+                refuse_overlap(net.subnet, taken, "taken since it was declared")
+        mine = [net.subnet for net in state.networks.values() if net.applied or not net.pooled]
+        for net in new:
+            if net.pooled:
+                if any(net.subnet.overlaps(other) for other in taken + mine):
+                    _move(state, net, pick_subnet(taken + mine))
+                    moved = True
+                mine.append(net.subnet)
+        write_journal(state)
+    return moved
+
+
+def _move(state: LabState, net: Network, subnet: IPNetwork) -> None:
+    """Give a network that is not applied yet another subnet: its addresses (and the ports published on
+    them) keep their place in it."""
+    log.info("lab %s: network %s takes %s (%s was taken meanwhile)", state.name, net.name, subnet, net.subnet)
+    old, net.subnet, net.allocator = net.subnet, subnet, net.allocator.moved_to(subnet)
+    for endpoint in net.endpoints:
+        endpoint.ip = ipaddress.ip_interface(f"{rebase(endpoint.ip.ip, old, subnet)}/{subnet.prefixlen}")
+    for index, portmap in enumerate(state.published):
+        if isinstance(portmap, LabPortMap) and portmap.endpoint.network is net:
+            moved = attrs.evolve(portmap, address=portmap.endpoint.ip.ip)
+            state.published[index] = moved
+            for mappings in state.ports.values():
+                mappings[:] = [moved if item is portmap else item for item in mappings]
