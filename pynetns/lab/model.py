@@ -8,7 +8,7 @@ module does not import it). :class:`Impairments` is a lab's registry of impaired
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import attrs
@@ -52,6 +52,11 @@ class LabLike(Protocol):
     def connect(
         self, net: Network | str, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None
     ) -> Endpoint: ...
+
+    # what users reach for through ``endpoint.lab`` / ``network.lab``
+    def apply(self, progress: Callable[[str], None] | None = None) -> None: ...
+
+    def destroy(self) -> None: ...
 
 
 @attrs.define(eq=False)
