@@ -48,8 +48,9 @@ def nft_script(n: int) -> str:
         "add chain ip bench postrouting { type nat hook postrouting priority 100; policy accept; }",
         'add rule ip bench postrouting ip saddr 10.200.0.0/16 oifname != "br0" masquerade',
     ]
-    lines += [f"add rule ip bench prerouting tcp dport {20000 + index} dnat to {ip}:80"
-              for index, ip in enumerate(hosts(n))]
+    lines += [
+        f"add rule ip bench prerouting tcp dport {20000 + index} dnat to {ip}:80" for index, ip in enumerate(hosts(n))
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -147,8 +148,10 @@ def main() -> int:
     if args.scaling:
         measure(pynetns_lab, 10)  # warm up (imports, the firewall's detection), so N=50 is not charged for it
         small, large = (measure(pynetns_lab, count) / count for count in (50, 400))
-        print(f"pynetns Lab, up + down: {small * 1000:.2f} ms/ns at N=50, {large * 1000:.2f} ms/ns at N=400, "
-              f"ratio {large / small:.2f} (target <= 1.3)")
+        print(
+            f"pynetns Lab, up + down: {small * 1000:.2f} ms/ns at N=50, {large * 1000:.2f} ms/ns at N=400, "
+            f"ratio {large / small:.2f} (target <= 1.3)"
+        )
         return 0
     ways: dict[str, Callable[[int, str], None]] = {
         "(a) pynetns Lab": pynetns_lab,

@@ -28,6 +28,7 @@ from .errors import (
     InvalidInput,
     InvalidName,
     InvalidValue,
+    LabDestroyed,
     LockTimeout,
     NotFound,
     NotOwned,
@@ -52,7 +53,7 @@ from .reports import Interface, RouteEntry
 from .routes import Route
 from .runner import Call, Commands, CompletedCommand, LocalRunner, Process, Runner
 
-__all__ = [
+__all__ = [  # noqa: RUF022  (grouped by kind, each group sorted)
     # objects
     "Bridge",
     "Counters",
@@ -97,6 +98,7 @@ __all__ = [
     "InvalidInput",
     "InvalidName",
     "InvalidValue",
+    "LabDestroyed",
     "LockTimeout",
     "NotFound",
     "NotOwned",

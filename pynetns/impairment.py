@@ -51,22 +51,22 @@ from .errors import InvalidValue
 from .validation import interface_name
 
 __all__ = [
-    "Impairment",
-    "Direction",
     "DIRECTIONS",
+    "MAX_DURATION",
+    "MAX_RATE",
+    "Direction",
     "DurationLike",
     "FractionLike",
+    "Impairment",
     "RateLike",
-    "plan_impairment",
-    "parse_duration",
-    "parse_fraction",
-    "parse_rate",
-    "parse_direction",
     "format_duration",
     "format_percent",
     "format_rate",
-    "MAX_DURATION",
-    "MAX_RATE",
+    "parse_direction",
+    "parse_duration",
+    "parse_fraction",
+    "parse_rate",
+    "plan_impairment",
 ]
 
 #: Which traffic of an endpoint is impaired, seen from its namespace.

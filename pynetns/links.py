@@ -114,7 +114,6 @@ class Bridge(_Link):
         return [Interface.from_ip_json(item) for item in result.json()]
 
 
-
 @attrs.define(eq=False)
 class Veth(_Link):
     """A veth pair: ``name`` in ``namespace``, ``peer`` in ``peer_namespace``.
@@ -199,4 +198,3 @@ class Veth(_Link):
     def peer_interface(self) -> Interface:
         """The kernel's view of the peer end, in its namespace."""
         return self._in(self.peer_namespace).interface(self.peer)
-

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 from .errors import LockTimeout
 
-__all__ = ["host_lock", "held", "DEFAULT_TIMEOUT"]
+__all__ = ["DEFAULT_TIMEOUT", "held", "host_lock"]
 
 log = logging.getLogger(__name__)
 

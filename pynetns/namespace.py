@@ -30,7 +30,7 @@ from .validation import IPInterface, converter, interface_name, namespace_name, 
 from .validation import argv as valid_argv
 from .views import Viewable
 
-__all__ = ["Namespace", "resolve_host", "kill_processes_in"]
+__all__ = ["Namespace", "kill_processes_in", "resolve_host"]
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,6 @@ class Namespace(Viewable):
     def __repr__(self) -> str:
         return f"Namespace({self.name!r}, {self._ref.kind})"
 
-
     # -- lifecycle --------------------------------------------------------
 
     def _require_owned(self, action: str) -> None:
@@ -273,8 +272,11 @@ class Namespace(Viewable):
         interface_name("name", name)
         items = self._links_json(device=name)
         if not items:
-            raise NotFound(self._host.ip_argv(self._ref, self._host.links.show_links(device=name)), 1,
-                           stderr=f'Device "{name}" does not exist.')
+            raise NotFound(
+                self._host.ip_argv(self._ref, self._host.links.show_links(device=name)),
+                1,
+                stderr=f'Device "{name}" does not exist.',
+            )
         return Interface.from_ip_json(items[0])
 
     def find_interface(self, index: int) -> Interface | None:

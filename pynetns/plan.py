@@ -24,7 +24,7 @@ import attrs
 from .errors import BackendUnavailable, CommandError, CommandTimeout, InvalidInput, NotFound, ResourceBusy
 from .runner import Call, Runner, as_argv
 
-__all__ = ["Step", "Plan", "attach_undo_errors", "undo_errors"]
+__all__ = ["Plan", "Step", "attach_undo_errors", "undo_errors"]
 
 log = logging.getLogger(__name__)
 

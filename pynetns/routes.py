@@ -64,8 +64,9 @@ class Route(Placed):
     def from_entry(cls, entry: RouteEntry, namespace: Namespace | None = None) -> Route:
         """The creatable route matching one the kernel reported (see :meth:`Namespace.routes`)."""
         placement: dict[str, Any] = {} if namespace is None else {"namespace": namespace, "host": namespace.host}
-        return cls(entry.destination, via=entry.via, device=entry.device, metric=entry.metric, type=entry.type,
-                   **placement)
+        return cls(
+            entry.destination, via=entry.via, device=entry.device, metric=entry.metric, type=entry.type, **placement
+        )
 
     @classmethod
     def from_ip_json(cls, data: Mapping[str, Any], namespace: Namespace | None = None) -> Route:

@@ -32,7 +32,7 @@ import tenacity
 from .errors import BackendUnavailable, CommandTimeout, InvalidValue, ResourceBusy, from_command
 from .views import Viewable
 
-__all__ = ["Call", "Commands", "commands", "CompletedCommand", "Process", "Runner", "LocalRunner", "as_argv"]
+__all__ = ["Call", "Commands", "CompletedCommand", "LocalRunner", "Process", "Runner", "as_argv", "commands"]
 
 log = logging.getLogger(__name__)
 
@@ -392,4 +392,3 @@ class LocalRunner(Runner):
 
     def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
         return self._command(argv).popen(stdin=stdin, stdout=stdout, stderr=stderr)
-

@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalRuntime", "JournalFile", "runtime_dir", "owner_alive", "remove_journal"]
+__all__ = ["JournalFile", "LocalRuntime", "owner_alive", "remove_journal", "runtime_dir"]
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["http_server_argv", "udp_echo_argv", "main"]
+__all__ = ["http_server_argv", "main", "udp_echo_argv"]
 
 
 def http_server_argv(address: str, port: int, body: str = "hello from pynetns") -> list[str]:

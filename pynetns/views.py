@@ -24,9 +24,7 @@ _RENDERERS: dict[tuple[type, Kind], Callable[[Any], str]] = {}
 _VIEWS: dict[str, Callable[..., Any]] = {}
 
 
-def register(
-    cls: type, *, html: Callable[[Any], str] | None = None, text: Callable[[Any], str] | None = None
-) -> None:
+def register(cls: type, *, html: Callable[[Any], str] | None = None, text: Callable[[Any], str] | None = None) -> None:
     """Show instances of ``cls`` (and its subclasses) with these renderers."""
     if html is not None:
         _RENDERERS[(cls, "html")] = html

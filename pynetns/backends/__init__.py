@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import UnknownBackend
 
-__all__ = ["register", "get_backend", "available", "ENTRY_POINT_GROUP"]
+__all__ = ["ENTRY_POINT_GROUP", "available", "get_backend", "register"]
 
 ENTRY_POINT_GROUP = "pynetns.backends"
 

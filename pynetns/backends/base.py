@@ -31,18 +31,18 @@ if TYPE_CHECKING:
     from ..runner import CompletedCommand
 
 __all__ = [
-    "canonical_address",
-    "port_range",
-    "NetnsRef",
-    "LinkBackend",
     "EnterBackend",
     "FirewallBackend",
-    "ShapingBackend",
-    "QueueHook",
     "FirewallRule",
-    "ListedRule",
     "FirewallState",
+    "LinkBackend",
+    "ListedRule",
+    "NetnsRef",
+    "QueueHook",
+    "ShapingBackend",
+    "canonical_address",
     "check_comment",
+    "port_range",
 ]
 
 Argv = tuple[str, ...]
@@ -90,8 +90,12 @@ class NetnsRef:
         :class:`~pynetns.Veth` does: the root side is where an unwrapped command runs.
         """
         if self.kind == "root":
-            raise InvalidValue("netns", str(self), "the root namespace cannot be named from another namespace; "
-                               "run the command in the root namespace and name the other one")
+            raise InvalidValue(
+                "netns",
+                str(self),
+                "the root namespace cannot be named from another namespace; "
+                "run the command in the root namespace and name the other one",
+            )
         return self.value
 
     def __str__(self) -> str:
@@ -234,7 +238,6 @@ JUMP_COMMENT = "pynetns jump"
 _COMMENT = re.compile(r"[A-Za-z0-9_.:/=,+* -]{1,128}")
 
 
-
 def canonical_address(family: Family, value: str, *, network: bool = False) -> str:
     """An address (or CIDR) re-parsed, so only ipaddress' canonical text reaches a firewall script."""
     try:
@@ -254,6 +257,7 @@ def port_range(value: tuple[int, int], separator: str) -> str:
     if not 1 <= low <= high <= 65535:
         raise InvalidValue("port", value, "must be a port range within 1-65535")
     return str(low) if low == high else f"{low}{separator}{high}"
+
 
 def check_comment(value: str) -> str:
     """A rule comment: up to 128 characters from a small allowlist (no quotes, newlines, ``;``)."""
@@ -427,8 +431,16 @@ class FirewallBackend(ABC):
         so a new NAT rule applies to a flow already seen. The same ``conntrack`` for every backend."""
         if protocol not in ("tcp", "udp"):
             raise InvalidValue("protocol", protocol, "must be 'tcp' or 'udp'")
-        argv = ["conntrack", "-D", "-f", "ipv4" if family == 4 else "ipv6", "-p", protocol,
-                "--orig-port-dst", port_range((port, port), "-")]
+        argv = [
+            "conntrack",
+            "-D",
+            "-f",
+            "ipv4" if family == 4 else "ipv6",
+            "-p",
+            protocol,
+            "--orig-port-dst",
+            port_range((port, port), "-"),
+        ]
         if destination is not None:
             argv += ["--orig-dst", canonical_address(family, destination)]
         return tuple(argv)

@@ -66,7 +66,7 @@ from .base import (
     port_range,
 )
 
-__all__ = ["Iptables", "CHAINS", "PARTITION_CHAIN"]
+__all__ = ["CHAINS", "PARTITION_CHAIN", "Iptables"]
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,19 @@ class Iptables(FirewallBackend):
         comment = partition_comment(tag)
         lines = ["*filter", f":{PARTITION_CHAIN} - [0:0]"]  # with --noflush: created, or emptied if it exists
         lines += [f"-I {self._partition_jump(tag)}"] if first else []
-        lines += [f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP'
-                  for address in by_version[4]]
+        lines += [
+            f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP' for address in by_version[4]
+        ]
         return self.batch_command(4), "\n".join([*lines, "COMMIT"]) + "\n"
 
     def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
-        lines = ["*filter", f"-D {self._partition_jump(tag)}", f"-F {PARTITION_CHAIN}", f"-X {PARTITION_CHAIN}",
-                 "COMMIT"]
+        lines = [
+            "*filter",
+            f"-D {self._partition_jump(tag)}",
+            f"-F {PARTITION_CHAIN}",
+            f"-X {PARTITION_CHAIN}",
+            "COMMIT",
+        ]
         return self.batch_command(4), "\n".join(lines) + "\n"
 
     @staticmethod
@@ -405,7 +411,7 @@ def _join(words: Sequence[str]) -> str:
     """Words as iptables-restore reads them: only double quotes, and only around words with spaces."""
     out = []
     for word in words:
-        if any(c in word for c in '"\'\\\n\r\x00'):
+        if any(c in word for c in "\"'\\\n\r\x00"):
             raise InvalidValue("rule", word, "must not contain quotes, backslashes or line breaks")
         out.append(f'"{word}"' if (" " in word or not word) else word)
     return " ".join(out)

@@ -46,7 +46,7 @@ from .base import (
 )
 from .iptables import Iptables
 
-__all__ = ["Nftables", "TABLE", "PARTITION_TABLE"]
+__all__ = ["PARTITION_TABLE", "TABLE", "Nftables"]
 
 TABLE = "pynetns"
 #: the table of a namespace's partition drops (``inet``: both IP versions)
@@ -136,8 +136,10 @@ class Nftables(FirewallBackend):
         ]
         for version, found in sorted(by_version.items()):
             family = "ip" if version == 4 else "ip6"
-            lines.append(f"add rule inet {PARTITION_TABLE} input {family} saddr {{ {', '.join(found)} }} counter drop "
-                         f'comment "{comment}"')
+            lines.append(
+                f"add rule inet {PARTITION_TABLE} input {family} saddr {{ {', '.join(found)} }} counter drop "
+                f'comment "{comment}"'
+            )
         return ("nft", "-f", "-"), "\n".join(lines) + "\n"
 
     def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:

@@ -63,9 +63,7 @@ class RecordingRunner(Runner):
         self._responses: list[_Response] = []
         self.subscribe(self.history.append)
 
-    def respond(
-        self, argv_prefix: Sequence[str], stdout: str = "", *, stderr: str = "", returncode: int = 0
-    ) -> None:
+    def respond(self, argv_prefix: Sequence[str], stdout: str = "", *, stderr: str = "", returncode: int = 0) -> None:
         """Answer every later command starting with ``argv_prefix`` (the newest, longest match wins)."""
         self._responses.append(_Response(tuple(argv_prefix), stdout, stderr, returncode))
 

@@ -40,7 +40,7 @@ from ..impairment import Impairment, format_rate
 from ..validation import interface_name, namespace_name
 from .base import Argv, ShapingBackend
 
-__all__ = ["Tc", "ROOT_HANDLE", "CHILD_HANDLE", "PLACEHOLDER_HANDLE"]
+__all__ = ["CHILD_HANDLE", "PLACEHOLDER_HANDLE", "ROOT_HANDLE", "Tc"]
 
 #: the handle of the root qdisc pynetns installs (netem, or tbf for a rate alone)
 ROOT_HANDLE = "1:"

@@ -111,12 +111,23 @@ class Command(cli.Application):
 class _TopologyCommand(Command):
     """A command reading a topology file: ``--isolated`` / ``--no-isolated`` / ``--name`` override it."""
 
-    isolated = cli.Flag("--isolated", excludes=["--no-isolated"],
-                        help="Build the lab inside a private namespace that plays the host, whatever the file says")
-    shared = cli.Flag("--no-isolated", excludes=["--isolated"],
-                      help="Build the lab on the machine itself (its bridges, its firewall), whatever the file says")
-    rename = cli.SwitchAttr("--name", argtype=str, argname="NAME", default=None,
-                            help="Call the lab NAME instead of the name the file gives it")
+    isolated = cli.Flag(
+        "--isolated",
+        excludes=["--no-isolated"],
+        help="Build the lab inside a private namespace that plays the host, whatever the file says",
+    )
+    shared = cli.Flag(
+        "--no-isolated",
+        excludes=["--isolated"],
+        help="Build the lab on the machine itself (its bridges, its firewall), whatever the file says",
+    )
+    rename = cli.SwitchAttr(
+        "--name",
+        argtype=str,
+        argname="NAME",
+        default=None,
+        help="Call the lab NAME instead of the name the file gives it",
+    )
 
     def lab(self, path: str, host: Host | None = None) -> Lab:
         """The lab the file at ``path`` declares, with the overrides; nothing is created yet."""
@@ -145,8 +156,9 @@ class Up(_TopologyCommand):
         "whatever was made is removed again.\n"
     )
 
-    verbose = cli.Flag("--verbose", help=f"Report each stage on stderr (always done for labs of over {LARGE_LAB} "
-                                         "namespaces)")
+    verbose = cli.Flag(
+        "--verbose", help=f"Report each stage on stderr (always done for labs of over {LARGE_LAB} namespaces)"
+    )
 
     def main(self, file: str) -> int:
         return self.guard(lambda: self._up(file))
@@ -164,8 +176,10 @@ class Up(_TopologyCommand):
         progress = None
         if self.verbose or len(lab.namespaces) > LARGE_LAB:
             progress = _progress
-            _progress(f"creating lab {lab.name} ({lab.id}): {len(lab.namespaces)} namespaces, "
-                      f"{len(lab.networks)} networks, {len(lab.endpoints)} endpoints")
+            _progress(
+                f"creating lab {lab.name} ({lab.id}): {len(lab.namespaces)} namespaces, "
+                f"{len(lab.networks)} networks, {len(lab.endpoints)} endpoints"
+            )
         try:
             lab.apply(progress=progress)
             record = lab.detach()
@@ -216,10 +230,17 @@ class Ls(Command):
         if self.as_json:
             print(json.dumps([summary(record) for record in records], indent=2))
             return 0
-        rows = [[record.name, record.id, record.state, "-" if record.owner_pid is None else str(record.owner_pid),
-                 str(len(record.data.get("members", {}))),
-                 " ".join(f"{net['name']}={net['subnet']}" for net in record.data.get("networks", ())) or "-"]
-                for record in records]
+        rows = [
+            [
+                record.name,
+                record.id,
+                record.state,
+                "-" if record.owner_pid is None else str(record.owner_pid),
+                str(len(record.data.get("members", {}))),
+                " ".join(f"{net['name']}={net['subnet']}" for net in record.data.get("networks", ())) or "-",
+            ]
+            for record in records
+        ]
         for line in table(["NAME", "ID", "STATE", "OWNER", "NAMESPACES", "NETWORKS"], rows):
             print(line)
         return 0
@@ -238,8 +259,13 @@ class Show(Command):
         record = find(name)
         live = which_exist(record)
         if self.as_json:
-            data = {**record.data, "state": record.state, "alive": record.alive, "journal": str(record.path),
-                    "live": live}
+            data = {
+                **record.data,
+                "state": record.state,
+                "alive": record.alive,
+                "journal": str(record.path),
+                "live": live,
+            }
             print(json.dumps(data, indent=2))
             return 0
         for line in describe(record, live):
@@ -259,8 +285,9 @@ class Exec(Command):
 
     USAGE = "    {progname} [SWITCHES] [LAB:]NAMESPACE -- COMMAND [ARG...]\n"
 
-    lab_name = cli.SwitchAttr("--lab", argtype=str, argname="LAB", default=None,
-                              help="The lab (name or id) whose namespace it is")
+    lab_name = cli.SwitchAttr(
+        "--lab", argtype=str, argname="LAB", default=None, help="The lab (name or id) whose namespace it is"
+    )
 
     def main(self, namespace: str, *command: str) -> int:
         if not command:
@@ -275,8 +302,10 @@ class Exec(Command):
         record = find_member(lab_name, name)
         namespace = record.namespace(name)
         if not namespace.exists():
-            raise PynetnsError(f"namespace {name} of lab {record.name} ({namespace.name}) does not exist "
-                               f"(the lab is {record.state}; 'pynetns down {record.id}' removes what is left)")
+            raise PynetnsError(
+                f"namespace {name} of lab {record.name} ({namespace.name}) does not exist "
+                f"(the lab is {record.state}; 'pynetns down {record.id}' removes what is left)"
+            )
         with Forwarding() as forwarding:
             return forwarding.run(lambda: namespace.popen(list(command), stdin=None, stdout=None, stderr=None))
 
@@ -321,8 +350,11 @@ class Cleanup(Command):
         for lab_id, why in removed.skipped.items():
             print(f"{self.PROGNAME}: left lab {names.get(lab_id, lab_id)} alone: {why}", file=sys.stderr)
         for lab_id, remaining in removed.remaining.items():
-            print(f"{self.PROGNAME}: lab {names.get(lab_id, lab_id)}: could not remove {', '.join(remaining)}; "
-                  "its journal stays", file=sys.stderr)
+            print(
+                f"{self.PROGNAME}: lab {names.get(lab_id, lab_id)}: could not remove {', '.join(remaining)}; "
+                "its journal stays",
+                file=sys.stderr,
+            )
         if not removed and not gone and not removed.skipped and not removed.remaining:
             print(f"{self.PROGNAME}: nothing to remove", file=sys.stderr)
         return 1 if removed.remaining else 0
@@ -332,8 +364,13 @@ class Cleanup(Command):
 class Demo(Command):
     """Walk through Docker's networking (none, host, the default bridge), printing every command; needs root"""
 
-    prefix = cli.SwitchAttr("--prefix", argtype=str, argname="PREFIX", default=None,
-                            help="Start every name created with PREFIX (at most 12 characters; default pn-XXXX)")
+    prefix = cli.SwitchAttr(
+        "--prefix",
+        argtype=str,
+        argname="PREFIX",
+        default=None,
+        help="Start every name created with PREFIX (at most 12 characters; default pn-XXXX)",
+    )
     no_commands = cli.Flag(["-q", "--no-commands"], help="Show the explanations and results, not the commands")
     step = cli.Flag("--step", help="Pause before each step until Enter is pressed")
 
@@ -346,9 +383,14 @@ class Demo(Command):
             except PynetnsError as error:
                 print(f"{self.PROGNAME}: {error}", file=sys.stderr)
                 return USAGE
-        return self.guard(lambda: walkthrough(
-            out=_print, prefix=self.prefix, commands=not self.no_commands, pause=_wait_for_enter if self.step else None
-        ))
+        return self.guard(
+            lambda: walkthrough(
+                out=_print,
+                prefix=self.prefix,
+                commands=not self.no_commands,
+                pause=_wait_for_enter if self.step else None,
+            )
+        )
 
 
 # -- helpers ----------------------------------------------------------------
@@ -397,4 +439,3 @@ def main() -> NoReturn:
     status = _dispatch(None)
     signals.ignore()
     sys.exit(status)
-

@@ -165,8 +165,11 @@ class Walkthrough:
 
     def network_none(self) -> Namespace:
         """``docker run --network none``: a namespace of its own with only ``lo``."""
-        with self.step(1, "docker run --network none", "Docker gives the container a new network namespace "
-                       "and sets up nothing in it but the loopback interface."):
+        with self.step(
+            1,
+            "docker run --network none",
+            "Docker gives the container a new network namespace and sets up nothing in it but the loopback interface.",
+        ):
             none = self.create(Namespace(self.name("none"), host=self.host))
             interfaces = none.interfaces()
             self.show(*interfaces)
@@ -177,18 +180,26 @@ class Walkthrough:
 
     def network_host(self) -> None:
         """``docker run --network host``: no new namespace; the host's own interfaces (only read here)."""
-        with self.step(2, "docker run --network host", "No new namespace at all: the container shares the "
-                       "host's, with all its interfaces, addresses and ports. Namespace.host() is that "
-                       "namespace; pynetns can inspect and enter it, never delete it."):
+        with self.step(
+            2,
+            "docker run --network host",
+            "No new namespace at all: the container shares the "
+            "host's, with all its interfaces, addresses and ports. Namespace.host() is that "
+            "namespace; pynetns can inspect and enter it, never delete it.",
+        ):
             self.show(*Namespace.host(self.host).interfaces())
             self.show("a --network host container sees exactly these (the demo only reads them).")
 
     def default_bridge(self) -> Bridge:
         """``docker0``: a bridge holding the gateway address ``.1`` of a free subnet."""
-        with self.step(3, "the default bridge (docker0)", "The Docker daemon creates the bridge docker0 "
-                       "and gives it the first address of its subnet, 172.17.0.0/16 unless that is in use "
-                       "here: the containers' gateway. (Docker also enables IP forwarding and adds NAT "
-                       "rules so containers reach the outside; this demo does neither.)"):
+        with self.step(
+            3,
+            "the default bridge (docker0)",
+            "The Docker daemon creates the bridge docker0 "
+            "and gives it the first address of its subnet, 172.17.0.0/16 unless that is in use "
+            "here: the containers' gateway. (Docker also enables IP forwarding and adds NAT "
+            "rules so containers reach the outside; this demo does neither.)",
+        ):
             with self.host.lock():
                 taken = taken_networks(self.host)
                 subnet = pick_subnet(taken)
@@ -201,44 +212,68 @@ class Walkthrough:
 
     def containers(self, bridge: Bridge) -> tuple[Container, Container]:
         """Two containers on the bridge, ``.2`` and ``.3``."""
-        with self.step(4, "two containers on the bridge", "For each container Docker makes a veth pair: "
-                       "one end joins docker0 (Docker names it vethXXXXXXX), the other moves into the "
-                       "container's namespace as eth0 with the next free address, and a default route "
-                       "points at the gateway."):
+        with self.step(
+            4,
+            "two containers on the bridge",
+            "For each container Docker makes a veth pair: "
+            "one end joins docker0 (Docker names it vethXXXXXXX), the other moves into the "
+            "container's namespace as eth0 with the next free address, and a default route "
+            "points at the gateway.",
+        ):
             assert bridge.address is not None
             addresses = Allocator(bridge.address.network)
             c1 = self.run_container(bridge, 1, addresses.allocate())
             c2 = self.run_container(bridge, 2, addresses.allocate())
             for container in (c1, c2):
-                self.show(f"{container.name}: eth0 {container.address}, default via {bridge.address.ip}, "
-                          f"host side {container.veth.name} on {bridge.name}")
+                self.show(
+                    f"{container.name}: eth0 {container.address}, default via {bridge.address.ip}, "
+                    f"host side {container.veth.name} on {bridge.name}"
+                )
         return c1, c2
 
     def run_container(self, bridge: Bridge, number: int, address: IPInterface) -> Container:
         """One container: namespace, veth pair (host end on the bridge, ``eth0`` inside), default route."""
         assert bridge.address is not None
         namespace = self.create(Namespace(self.name(f"c{number}"), host=self.host))
-        veth = self.create(Veth(self.name(f"v{number}"), "eth0", peer_namespace=namespace, master=bridge,
-                                peer_address=address, host=self.host))
+        veth = self.create(
+            Veth(
+                self.name(f"v{number}"),
+                "eth0",
+                peer_namespace=namespace,
+                master=bridge,
+                peer_address=address,
+                host=self.host,
+            )
+        )
         Route("default", via=bridge.address.ip, namespace=namespace, host=self.host).create()
         return Container(namespace, veth, address)
 
     def ping(self, c1: Container, c2: Container) -> None:
         """c1 pings c2 across the bridge."""
-        with self.step(5, f"ping from {c1.name} to {c2.name}", "Containers on the same bridge talk "
-                       "directly: the bridge forwards their frames like a switch. (The default bridge has "
-                       "no DNS between containers, so they use addresses.)"):
+        with self.step(
+            5,
+            f"ping from {c1.name} to {c2.name}",
+            "Containers on the same bridge talk "
+            "directly: the bridge forwards their frames like a switch. (The default bridge has "
+            "no DNS between containers, so they use addresses.)",
+        ):
             result = c1.namespace.run(["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", c2.ip], check=False)
             self.show(*(line for line in result.stdout.splitlines() if "transmitted" in line or "rtt" in line))
             if not result.ok:
-                raise DemoFailed(f"{c1.name} could not ping {c2.name} at {c2.ip} (with br_netfilter loaded, as on "
-                                 "Docker hosts, the host's FORWARD firewall rules also judge bridged traffic)")
+                raise DemoFailed(
+                    f"{c1.name} could not ping {c2.name} at {c2.ip} (with br_netfilter loaded, as on "
+                    "Docker hosts, the host's FORWARD firewall rules also judge bridged traffic)"
+                )
 
     def http(self, c2: Container) -> None:
         """An HTTP server in c2, fetched from the host at c2's address."""
-        with self.step(6, f"an HTTP server in {c2.name}, fetched from the host", "A server in a container "
-                       "listens on the container's address; the host reaches it through the bridge "
-                       "directly (publishing a port with -p is for everyone else)."):
+        with self.step(
+            6,
+            f"an HTTP server in {c2.name}, fetched from the host",
+            "A server in a container "
+            "listens on the container's address; the host reaches it through the bridge "
+            "directly (publishing a port with -p is for everyone else).",
+        ):
             body = f"hello from {c2.name}"
             server = c2.namespace.popen(http_server_argv(c2.ip, HTTP_PORT, body=body))
             self._background.add(server.argv)
@@ -259,8 +294,12 @@ class Walkthrough:
 
     def inspect(self, c1: Container, bridge: Bridge) -> None:
         """What exists: c1's interfaces and routes, the bridge's ports, and which veth end is c1's eth0."""
-        with self.step(7, "inspect", "What 'ip addr', 'ip route' and 'ip link show master' show. "
-                       "eth0@ifN means: my peer is interface N, in another namespace (link-netnsid)."):
+        with self.step(
+            7,
+            "inspect",
+            "What 'ip addr', 'ip route' and 'ip link show master' show. "
+            "eth0@ifN means: my peer is interface N, in another namespace (link-netnsid).",
+        ):
             interfaces = c1.namespace.interfaces()
             self.show(f"inside {c1.name}:", *interfaces)
             self.show(f"routes in {c1.name}:", *c1.namespace.routes())
@@ -272,22 +311,32 @@ class Walkthrough:
             nsid = c1.namespace.netnsid()
             if peer is None or peer.peer_index != eth0.index or peer.link_netnsid != nsid:
                 raise DemoFailed(f"eth0@if{eth0.peer_index} in {c1.name} has no matching veth on the host")
-            self.show(f"eth0@if{eth0.peer_index} in {c1.name}  <->  {peer.name}@if{peer.peer_index} on the host:",
-                      f"ifindex {eth0.peer_index} on the host is {peer.name}, whose peer is ifindex "
-                      f"{peer.peer_index} in netns id {nsid} = {c1.name} (ip netns list).")
+            self.show(
+                f"eth0@if{eth0.peer_index} in {c1.name}  <->  {peer.name}@if{peer.peer_index} on the host:",
+                f"ifindex {eth0.peer_index} on the host is {peer.name}, whose peer is ifindex "
+                f"{peer.peer_index} in netns id {nsid} = {c1.name} (ip netns list).",
+            )
 
     def remove_container(self, c1: Container, bridge: Bridge) -> None:
         """Delete c1's namespace and watch its host-side veth vanish."""
-        with self.step(8, f"remove {c1.name}", "When a network namespace goes away the kernel destroys "
-                       "the interfaces inside; destroying one end of a veth destroys the other, so the "
-                       "host side vanishes too, asynchronously: poll, don't sleep."):
+        with self.step(
+            8,
+            f"remove {c1.name}",
+            "When a network namespace goes away the kernel destroys "
+            "the interfaces inside; destroying one end of a veth destroys the other, so the "
+            "host side vanishes too, asynchronously: poll, don't sleep.",
+        ):
             self.show(f"before: {c1.veth.interface()}")
             self.remove(c1.namespace)
             started = time.monotonic()
             wait_until(lambda: not c1.veth.exists(), timeout=10, what=f"{c1.veth.name} to vanish")
             self.forget(c1.veth)
-            self.show(f"{c1.veth.name} vanished {time.monotonic() - started:.2f} s after 'ip netns delete'; "
-                      "nobody deleted it.", f"ports of {bridge.name} now:", *bridge.ports())
+            self.show(
+                f"{c1.veth.name} vanished {time.monotonic() - started:.2f} s after 'ip netns delete'; "
+                "nobody deleted it.",
+                f"ports of {bridge.name} now:",
+                *bridge.ports(),
+            )
 
     def teardown(self, reason: str = "done") -> bool:
         """Remove everything created, newest first; True if nothing is left.
@@ -338,8 +387,11 @@ class Walkthrough:
     def leftovers(self, timeout: float = 5.0) -> list[str]:
         """What this walkthrough made that still exists; interfaces are given ``timeout`` s to go."""
         namespaces = {item.name for item in Namespace.all(self.host)}
-        left = [f"namespace {thing.name}" for thing in self.made
-                if isinstance(thing, Namespace) and thing.name in namespaces]
+        left = [
+            f"namespace {thing.name}"
+            for thing in self.made
+            if isinstance(thing, Namespace) and thing.name in namespaces
+        ]
         interfaces = [thing.name for thing in self.made if not isinstance(thing, Namespace)]  # all on the host
         still_there: list[str] = []
 

@@ -24,7 +24,7 @@ from ..host import Host
 from ..namespace import Namespace
 from ..validation import interface_name
 
-__all__ = ["HostPath", "Site", "localnet_key", "hairpin_key"]
+__all__ = ["HostPath", "Site", "hairpin_key", "localnet_key"]
 
 log = logging.getLogger(__name__)
 

@@ -143,7 +143,8 @@ class ImpairedLink:
         chosen = parse_direction("direction", direction)
         if not netem and (impairment.duplicate or impairment.corrupt):
             raise BackendUnavailable(
-                "sch_netem", detail="this kernel lacks CONFIG_NET_SCH_NETEM, which duplicate and corrupt need; "
+                "sch_netem",
+                detail="this kernel lacks CONFIG_NET_SCH_NETEM, which duplicate and corrupt need; "
                 "delay, jitter, loss and rate work without it",
             )
         plan = Plan()

@@ -24,17 +24,17 @@ from .model import LabPortMap
 from .state import LabState
 
 __all__ = [
-    "Job",
-    "PlanJob",
     "BridgesUp",
     "FirewallJob",
-    "stages",
-    "run_stage",
-    "undo",
+    "Job",
+    "PlanJob",
     "describe",
     "firewall_objects",
     "new_namespaces",
+    "run_stage",
     "site_ref",
+    "stages",
+    "undo",
     "write_journal",
 ]
 

@@ -21,7 +21,7 @@ from ..namespace import Namespace, resolve_host
 from ..validation import IPAddress, IPInterface, IPNetwork, ip_address
 from .journal import labs
 
-__all__ = ["DEFAULT_POOLS", "default_subnets", "pick_subnet", "rebase", "Allocator", "taken_networks"]
+__all__ = ["DEFAULT_POOLS", "Allocator", "default_subnets", "pick_subnet", "rebase", "taken_networks"]
 
 #: (pool, prefix length of each subnet taken from it), as Docker's default address pools
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (

@@ -24,14 +24,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
-    "LabRecord",
+    "HOW_TO_PRIVILEGE",
     "JournalFile",
-    "labs",
+    "LabRecord",
     "find",
-    "runtime_dir",
+    "labs",
     "owner_alive",
     "remove_journal",
-    "HOW_TO_PRIVILEGE",
+    "runtime_dir",
 ]
 
 #: what to do when the kernel or the runtime directory refuses this user

@@ -11,7 +11,7 @@ from ..firewall import ForwardDrops, create_all, delete_all
 from ..namespace import Namespace
 from .state import LabState
 
-__all__ = ["partition", "heal", "cut", "addresses", "write_partitions"]
+__all__ = ["addresses", "cut", "heal", "partition", "write_partitions"]
 
 
 def partition(

@@ -77,14 +77,14 @@ if TYPE_CHECKING:
     from .model import Endpoint, Network
 
 __all__ = [
-    "Topology",
-    "NetworkSpec",
-    "NamespaceSpec",
-    "LinkSpec",
-    "PublishSpec",
-    "TopologyError",
     "FORMATS",
     "Declarable",
+    "LinkSpec",
+    "NamespaceSpec",
+    "NetworkSpec",
+    "PublishSpec",
+    "Topology",
+    "TopologyError",
 ]
 
 

@@ -35,9 +35,7 @@ class KVUnavailable(KVError, ConnectionError):
 class KVClient:
     """Talks to one kvstore server; every request is retried ``retries`` times after the first attempt."""
 
-    def __init__(
-        self, host: str, port: int, *, timeout: float = 2.0, retries: int = 2, backoff: float = 0.1
-    ) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float = 2.0, retries: int = 2, backoff: float = 0.1) -> None:
         self.host, self.port = host, port
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.attempts = 0  # attempts made by the last request
@@ -53,7 +51,7 @@ class KVClient:
             return None
         if not answer.startswith("VALUE "):
             raise KVError(answer)
-        return answer[len("VALUE "):]
+        return answer[len("VALUE ") :]
 
     def request(self, line: str) -> str:
         """Send one request line and return the answer line, retrying timeouts and connection failures."""

@@ -28,7 +28,6 @@ SUBNET = "10.90.0.0/24"  # every lab declares the same one: labs are isolated
 OPS = 6  # requests per benchmark; each one is a new connection, so at least two round trips
 
 
-
 def python(*args: str) -> list[str]:
     """argv running this Python with kvstore importable, also inside a namespace (``env`` survives sudo)."""
     return ["env", f"PYTHONPATH={ROOT}", sys.executable, *args]
@@ -44,11 +43,23 @@ def start_server(namespace: Namespace, host: str = "0.0.0.0", port: int = 7000) 
     return process, int(line.rsplit(":", 1)[1])
 
 
-def kv(namespace: Namespace, server: str, port: int, *args: str, timeout: float = 2.0, retries: int = 2
-       ) -> tuple[int, dict[str, Any]]:
+def kv(
+    namespace: Namespace, server: str, port: int, *args: str, timeout: float = 2.0, retries: int = 2
+) -> tuple[int, dict[str, Any]]:
     """Run the kvstore client inside ``namespace``: its exit status and its JSON answer."""
-    argv = python("-m", "kvstore.client", "--host", server, "--port", str(port), "--timeout", str(timeout),
-                  "--retries", str(retries), *args)
+    argv = python(
+        "-m",
+        "kvstore.client",
+        "--host",
+        server,
+        "--port",
+        str(port),
+        "--timeout",
+        str(timeout),
+        "--retries",
+        str(retries),
+        *args,
+    )
     result = namespace.run(argv, check=False, timeout=120)
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -66,8 +77,9 @@ def test_server_is_private_to_its_namespace(netns: Namespace) -> None:
 
 def test_two_namespaces_joined_by_a_veth(netns_factory: Any) -> None:
     server, client = netns_factory("server"), netns_factory("client")
-    Veth("eth0", "eth0", namespace=server, peer_namespace=client, address="10.91.0.1/24",
-         peer_address="10.91.0.2/24").create()
+    Veth(
+        "eth0", "eth0", namespace=server, peer_namespace=client, address="10.91.0.1/24", peer_address="10.91.0.2/24"
+    ).create()
     start_server(server)
 
     assert kv(client, "10.91.0.1", 7000, "set", "k", "v")[0] == 0
@@ -121,10 +133,13 @@ def test_slower_under_delay_and_loss(kvnet: KV, record_property: Any) -> None:
     status, restored = kvnet("bench", str(OPS))
     assert status == 0, restored
 
-    record_property("seconds", {"baseline": baseline["seconds"], "impaired": impaired["seconds"],
-                                "restored": restored["seconds"]})
-    print(f"{OPS} requests: {baseline['seconds']:.3f} s, impaired {impaired['seconds']:.3f} s, "
-          f"restored {restored['seconds']:.3f} s")
+    record_property(
+        "seconds", {"baseline": baseline["seconds"], "impaired": impaired["seconds"], "restored": restored["seconds"]}
+    )
+    print(
+        f"{OPS} requests: {baseline['seconds']:.3f} s, impaired {impaired['seconds']:.3f} s, "
+        f"restored {restored['seconds']:.3f} s"
+    )
     # Every request opens a connection and waits for an answer: two round trips, each one crossing the delayed
     # link at least once, so at least 200 ms more per request — whatever loss adds on top.
     assert impaired["seconds"] >= baseline["seconds"] + 0.9 * OPS * 0.2
@@ -139,8 +154,22 @@ def test_partition_times_out_then_recovers_after_heal(kvnet: KV) -> None:
     assert (status, answer["error"]) == (2, "timeout"), answer
 
     # A patient client started during the partition gets its answer once the partition heals.
-    patient = kvnet.client.popen(python("-m", "kvstore.client", "--host", kvnet.address, "--port", str(kvnet.port),
-                                        "--timeout", "0.5", "--retries", "40", "get", "k"))
+    patient = kvnet.client.popen(
+        python(
+            "-m",
+            "kvstore.client",
+            "--host",
+            kvnet.address,
+            "--port",
+            str(kvnet.port),
+            "--timeout",
+            "0.5",
+            "--retries",
+            "40",
+            "get",
+            "k",
+        )
+    )
     assert patient.stdout is not None and patient.stderr is not None
     first = patient.stderr.readline().decode()
     assert first.startswith("attempt 1 failed: TimeoutError"), first  # it is still cut off

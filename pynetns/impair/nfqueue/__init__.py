@@ -71,12 +71,12 @@ from .wire import (
 )
 
 __all__ = [
-    "NF_ACCEPT",
-    "NF_DROP",
     "NFQNL_CFG_CMD_BIND",
     "NFQNL_CFG_CMD_UNBIND",
     "NFQNL_COPY_META",
     "NFQNL_PACKET",
+    "NF_ACCEPT",
+    "NF_DROP",
     "Engine",
     "EngineStats",
     "NetlinkMessage",
