@@ -20,7 +20,17 @@ import attrs
 
 from .validation import IPAddress, IPInterface, interface_name, ip_address, optional
 
-__all__ = ["Interface", "RouteEntry"]
+__all__ = ["Interface", "RouteEntry", "route_line"]
+
+
+def route_line(type: str, destination: str, via: object | None, device: str | None) -> str:
+    """A route as ``ip route`` prints it: ``default via 10.0.0.1 dev eth0``, ``blackhole 10.9.0.0/16``."""
+    parts = [destination] if type == "unicast" else [type, destination]
+    if via is not None:
+        parts += ["via", str(via)]
+    if device is not None:
+        parts += ["dev", device]
+    return " ".join(parts)
 
 
 @attrs.frozen
@@ -128,9 +138,4 @@ class RouteEntry:
 
     def __str__(self) -> str:
         """One line, like ``ip route``: ``default via 10.0.0.1 dev eth0``."""
-        parts = [self.destination] if self.type == "unicast" else [self.type, self.destination]
-        if self.via is not None:
-            parts += ["via", str(self.via)]
-        if self.device is not None:
-            parts += ["dev", self.device]
-        return " ".join(parts)
+        return route_line(self.type, self.destination, self.via, self.device)

@@ -18,7 +18,7 @@ from .errors import InvalidValue
 from .host import Host
 from .namespace import Namespace
 from .placement import Placed, to_namespace
-from .reports import RouteEntry
+from .reports import RouteEntry, route_line
 from .validation import IPAddress, converter, interface_name, ip_address, optional, route_destination
 
 __all__ = ["Route"]
@@ -98,9 +98,4 @@ class Route(Placed):
         )
 
     def __str__(self) -> str:
-        parts = [self.destination] if self.type == "unicast" else [self.type, self.destination]
-        if self.via is not None:
-            parts += ["via", str(self.via)]
-        if self.device is not None:
-            parts += ["dev", self.device]
-        return " ".join(parts)
+        return route_line(self.type, self.destination, self.via, self.device)
