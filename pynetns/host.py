@@ -102,9 +102,11 @@ class Host:
         probe = None if self.dry_run else (lambda argv: self.run(argv))
         if choice is None:
             choice = "nftables"
-            if not self.dry_run:
+            nftables: type[FirewallBackend] = get_backend("nftables")
+            usable = nftables.usable_command()
+            if not self.dry_run and usable is not None:
                 try:
-                    works = self.run(["nft", "-j", "list", "tables"], check=False).returncode == 0
+                    works = self.run(usable, check=False).returncode == 0
                 except BackendUnavailable:
                     works = False
                 choice = "nftables" if works else "iptables"
@@ -129,7 +131,7 @@ class Host:
                 info = os.stat("/proc/self/ns/net")
                 self._netns_key = f"{info.st_dev}-{info.st_ino}"
             else:
-                text = self.run(["stat", "-L", "-c", "%d-%i", "/proc/self/ns/net"]).stdout.strip()
+                text = self.run(self.links.netns_identity()).stdout.strip()
                 self._netns_key = text
         return self._netns_key
 

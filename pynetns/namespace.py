@@ -58,7 +58,7 @@ def kill_processes_in(host: Host, names: Sequence[str]) -> None:
     pids = sorted(set(listing.stdout.split()), key=int)
     if pids:
         log.debug("killing processes left in namespaces %s: %s", ", ".join(names), pids)
-        host.run(["kill", "-KILL", *pids], check=False)
+        host.run(links.kill(pids), check=False)
 
 
 def _netns_list(host: Host) -> list[dict[str, Any]]:
@@ -195,7 +195,7 @@ class Namespace(Viewable):
             return True
         if self._ref.kind == "named":
             return any(item["name"] == self.name for item in _netns_list(self._host))
-        return self.run(["true"], check=False).returncode == 0
+        return self.run(self._host.links.noop(), check=False).returncode == 0
 
     def netnsid(self) -> int | None:
         """The id the host's namespace knows this named namespace by (``ip netns list``), if it has one.
@@ -300,10 +300,11 @@ class Namespace(Viewable):
     def sysctl(self, key: str, value: str | int | None = None) -> str:
         """Read ``key``; with ``value``, write it and return the previous value."""
         sysctl_key("key", key)
-        current = self.run(["sysctl", "-n", key]).stdout.strip()
+        links = self._host.links
+        current = self.run(links.sysctl_read(key)).stdout.strip()
         if value is not None:
             text = str(value)
             if any(c in text for c in "\n\x00="):
                 raise InvalidValue("value", value, "must be one line without '='")
-            self.run(["sysctl", "-w", f"{key}={text}"])
+            self.run(links.sysctl_write([f"{key}={text}"], quiet=False))
         return current

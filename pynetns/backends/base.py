@@ -210,6 +210,28 @@ class LinkBackend(ABC):
     def ping(self, address: str, family: int) -> Argv:
         """The whole command sending one echo request to ``address`` (to fill the neighbour and fdb tables)."""
 
+    # -- the namespace's plumbing around the links: not iproute2's, the same for every link backend --
+
+    def sysctl_read(self, key: str) -> Argv:
+        """The whole command printing the value of the sysctl ``key`` (``net.ipv4.ip_forward``)."""
+        return ("sysctl", "-n", key)
+
+    def sysctl_write(self, settings: Sequence[str], *, quiet: bool = True) -> Argv:
+        """The whole command setting each ``key=value`` of ``settings`` (``quiet``: printing nothing)."""
+        return ("sysctl", "-q", "-w", *settings) if quiet else ("sysctl", "-w", *settings)
+
+    def kill(self, pids: Sequence[str]) -> Argv:
+        """The whole command ending the processes ``pids`` at once (SIGKILL)."""
+        return ("kill", "-KILL", *pids)
+
+    def netns_identity(self) -> Argv:
+        """The whole command printing ``<dev>-<inode>`` of the network namespace it runs in."""
+        return ("stat", "-L", "-c", "%d-%i", "/proc/self/ns/net")
+
+    def noop(self) -> Argv:
+        """The whole command that does nothing and succeeds (can a namespace be entered?)."""
+        return ("true",)
+
 
 class EnterBackend(ABC):
     """Runs commands inside a namespace given by a process id or a file."""
@@ -358,6 +380,12 @@ class FirewallBackend(ABC):
     def detect(cls, run: Run | None) -> FirewallBackend:
         """An instance suited to the machine ``run`` executes on (``None``: a dry run, no probing)."""
         return cls()
+
+    @classmethod
+    def usable_command(cls) -> Argv | None:
+        """A command that succeeds where this backend can work (a Host choosing its firewall runs it);
+        ``None``: no way to tell, assume it can."""
+        return None
 
     def describe(self) -> str:
         """One line naming the backend and its mode, for logs and ``repr``."""

@@ -86,6 +86,10 @@ class Nftables(FirewallBackend):
 
     name = "nftables"
 
+    @classmethod
+    def usable_command(cls) -> Argv:
+        return ("nft", "-j", "list", "tables")
+
     def describe(self) -> str:
         return f"nftables (table {TABLE})"
 

@@ -68,7 +68,7 @@ def stages(state: LabState) -> list[list[Job]]:
     ):
         # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
         keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
-        wiring.add(Step(host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
+        wiring.add(Step(host.exec_argv(where, host.links.sysctl_write(keys))))
     if first and state.host_namespace is not None:
         wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
     for net in state.networks.values():
@@ -179,7 +179,7 @@ def inside_plan(state: LabState, namespace: Namespace) -> Plan:
     fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
     if fresh6:
         keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
-        plan.add(Step(host.exec_argv(namespace.ref, ("sysctl", "-q", "-w", *keys))))
+        plan.add(Step(host.exec_argv(namespace.ref, host.links.sysctl_write(keys))))
     if namespace.name not in state.applied_namespaces:
         plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
     # the default route goes through the first network that is not internal (nothing leaves an internal one)
@@ -330,7 +330,7 @@ class FirewallJob(Job):
         bridges = dict.fromkeys(device for port in ports if (device := port._path(self.site).localnet) is not None)
         if bridges:
             keys = [f"net.ipv4.conf.{bridge}.route_localnet=1" for bridge in bridges]
-            plan.add(Step(self.host.exec_argv(where, ("sysctl", "-q", "-w", *keys))))
+            plan.add(Step(self.host.exec_argv(where, links.sysctl_write(keys))))
         return plan
 
     def calls(self) -> list[Call]:
