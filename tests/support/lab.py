@@ -1,4 +1,7 @@
-"""Helpers shared by tests/unit/test_lab.py and tests/kernel/test_lab.py."""
+"""Lab test helpers: what a lab leaves behind, ping, and a runner that fails a chosen batch line.
+
+Used by the lab, lab-firewall and docker-semantics tests.
+"""
 
 import subprocess
 

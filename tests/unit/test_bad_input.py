@@ -25,7 +25,7 @@ from pynetns.errors import (
     UnknownBackend,
 )
 from pynetns.runner import Call
-from tests.support.nat_unit import NFT_LIST, dry, nft_listing, scripts
+from tests.support.nat import NFT_LIST, dry, nft_listing, scripts
 
 
 @pytest.fixture

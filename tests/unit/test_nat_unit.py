@@ -13,7 +13,7 @@ from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.backends.recording import RecordingRunner
 from pynetns.runner import CompletedCommand
-from tests.support.nat_unit import NFT_LIST, dry, nft_listing, scripts
+from tests.support.nat import NFT_LIST, dry, nft_listing, scripts
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Helpers shared by tests/unit/test_nat_unit.py and tests/kernel/test_nat_unit.py."""
+"""NAT test helpers: a dry host and what its nft listings look like (the NAT unit tests and the bad-input tests)."""
 
 from __future__ import annotations
 
