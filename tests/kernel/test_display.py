@@ -1,4 +1,7 @@
-"""Rich displays: text and HTML views, diagrams, commands — on dry runs, on a scripted kernel, on the real one."""
+"""Rich displays: text and HTML views, diagrams, commands — on dry runs, on a scripted kernel, on the real one.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_display.py.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 
 Kernel tests use isolated labs: their host is a private namespace, so no rule or sysctl of the
 machine is touched.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_docker_semantics.py.
 """
 
 from __future__ import annotations

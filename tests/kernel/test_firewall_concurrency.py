@@ -6,6 +6,8 @@ machine's own ruleset and sysctls are never touched. The workers start together 
 start file) and each checks its own objects are still there before deleting them.
 
 Size: 8 processes x 3 rounds by default; ``PYNETNS_SWEEP=N`` multiplies the rounds by N.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_firewall_concurrency.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Labs on the real kernel: networks, IPAM, incremental apply, rollback, crash cleanup."""
+"""Labs on the real kernel: networks, IPAM, incremental apply, rollback, crash cleanup.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_lab.py.
+"""
 
 import json
 import os

@@ -2,6 +2,8 @@
 
 Every lab here is isolated, or built on ``playhost`` (a Host whose "root namespace" is a throwaway
 one), so no rule or sysctl of the machine itself is ever touched.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_lab_firewall.py.
 """
 
 from __future__ import annotations

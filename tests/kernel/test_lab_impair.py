@@ -1,4 +1,7 @@
-"""Impairing a lab's links (delay, jitter, loss, rate) on the real kernel, with netem or without it."""
+"""Impairing a lab's links (delay, jitter, loss, rate) on the real kernel, with netem or without it.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_lab_impair.py.
+"""
 
 from __future__ import annotations
 

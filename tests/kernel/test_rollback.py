@@ -5,6 +5,8 @@ Fast tests drive a fake kernel (a runner that models namespaces and links, and f
 tests inject the same faults into a lab on a ``playhost`` (firewall, NAT, a published port, ``ip_forward``).
 ``PYNETNS_SWEEP=3`` (or more) sweeps every position of the kernel lab with one and with three failing commands
 (by default: every position with one, a sample with three).
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_rollback.py.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 
 Every test works from the attacker's side, in namespaces it creates: isolated labs (the host is a
 throwaway namespace) or ``playhost``, so no rule or sysctl of the machine itself is touched.
+
+This file: the root tests, on real namespaces; the ones without root are in tests/unit/test_security.py.
 """
 
 from __future__ import annotations

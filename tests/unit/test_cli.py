@@ -3,6 +3,8 @@
 The session's runtime directory (``$PYNETNS_RUNTIME_DIR``, see conftest) is inherited by every
 invocation, so the labs made here are seen only by this test worker. Every lab is isolated:
 nothing here touches the machine's own network or firewall.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_cli.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Rich displays: text and HTML views, diagrams, commands — on dry runs, on a scripted kernel, on the real one."""
+"""Rich displays: text and HTML views, diagrams, commands — on dry runs, on a scripted kernel, on the real one.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_display.py.
+"""
 
 from __future__ import annotations
 

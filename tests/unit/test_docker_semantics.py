@@ -3,6 +3,8 @@
 
 Kernel tests use isolated labs: their host is a private namespace, so no rule or sysctl of the
 machine is touched.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_docker_semantics.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The kernel tests build two namespaces joined by a veth pair (10.77.0.1 ↔ 10.77
 and send traffic only between them. Rate tests use tbf and run wherever tc does;
 delay and loss need the kernel's netem qdisc and are skipped on kernels built
 without it (``PYNETNS_REQUIRE_NETEM=1`` turns that skip into a failure).
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_impairment.py.
 """
 
 from __future__ import annotations

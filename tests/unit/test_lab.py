@@ -1,4 +1,7 @@
-"""Labs on the real kernel: networks, IPAM, incremental apply, rollback, crash cleanup."""
+"""Labs on the real kernel: networks, IPAM, incremental apply, rollback, crash cleanup.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_lab.py.
+"""
 
 import pytest
 

@@ -2,6 +2,8 @@
 
 Every lab here is isolated, or built on ``playhost`` (a Host whose "root namespace" is a throwaway
 one), so no rule or sysctl of the machine itself is ever touched.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_lab_firewall.py.
 """
 
 from __future__ import annotations

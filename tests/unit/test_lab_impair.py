@@ -1,4 +1,7 @@
-"""Impairing a lab's links (delay, jitter, loss, rate) on the real kernel, with netem or without it."""
+"""Impairing a lab's links (delay, jitter, loss, rate) on the real kernel, with netem or without it.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_lab_impair.py.
+"""
 
 from __future__ import annotations
 

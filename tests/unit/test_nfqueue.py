@@ -1,5 +1,8 @@
 """The userspace impairment engine (pynetns.impair.nfqueue): wire format, scheduling, argv, the queue rules
-the firewall backends make, the engine's import isolation, and the real kernel."""
+the firewall backends make, the engine's import isolation, and the real kernel.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_nfqueue.py.
+"""
 
 from __future__ import annotations
 

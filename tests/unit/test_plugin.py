@@ -2,6 +2,8 @@
 
 Inner test sessions run in a subprocess (as a user's ``pytest`` would, xdist included); what they make must be
 gone afterwards, which these tests check themselves (the inner names do not carry this test's ``token``).
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_plugin.py.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 
 Every test works from the attacker's side, in namespaces it creates: isolated labs (the host is a
 throwaway namespace) or ``playhost``, so no rule or sysctl of the machine itself is touched.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_security.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Topology files: TOML, JSON and YAML read to the same Topology, declared on a Lab, and refused with errors that
-name the file, the field and the rule before anything is declared."""
+name the file, the field and the rule before anything is declared.
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_topology.py.
+"""
 
 import ipaddress
 import json
