@@ -20,6 +20,8 @@ import pynetns
 from pynetns.pytest_plugin import NamespaceFactory
 from tests.support.plugin import INNER_TIMEOUT
 
+pytest_plugins = ["pytester"]
+
 
 def _namespaces() -> set[str]:
     listing = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=True).stdout
