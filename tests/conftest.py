@@ -184,4 +184,3 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 def dry_host() -> Host:
     """A Host that records commands instead of running them."""
     return Host(dry_run=True)
-

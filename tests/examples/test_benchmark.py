@@ -1,0 +1,18 @@
+"""The star benchmark runs (at a small N) and leaves nothing behind. Timing is its own business."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def test_star_benchmark_small_n():
+    script = Path(__file__).parent.parent.parent / "benchmarks" / "star.py"
+    result = subprocess.run([sys.executable, str(script), "-n", "5"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "(a) pynetns Lab" in result.stdout and "(d) raw ip -batch script" in result.stdout
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert " bn" not in f" {leftovers}"

@@ -1,0 +1,153 @@
+"""The pytest plugin (``pynetns.pytest_plugin``), driven the way a downstream project uses it: through ``pytester``.
+
+Inner test sessions run in a subprocess (as a user's ``pytest`` would, xdist included); what they make must be
+gone afterwards, which these tests check themselves (the inner names do not carry this test's ``token``).
+
+This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_plugin.py.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+
+import pynetns
+from pynetns.pytest_plugin import HOW_TO_ENABLE, _RunState
+from tests.support.plugin import INNER_TIMEOUT
+
+pytest_plugins = ["pytester"]
+
+
+def test_registered_as_the_pytest11_entry_point_pynetns() -> None:
+    points = [point for point in importlib.metadata.entry_points(group="pytest11") if point.name == "pynetns"]
+    assert [point.value for point in points] == ["pynetns.pytest_plugin"]
+
+
+def test_importing_the_plugin_starts_nothing() -> None:
+    code = (
+        "import subprocess, sys\n"
+        "def refuse(*args, **kwargs): raise AssertionError('started a process at import')\n"
+        "subprocess.Popen = refuse\n"
+        "sys.modules.pop('pynetns.pytest_plugin', None)\n"
+        "import pynetns.pytest_plugin\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_names_carry_worker_and_run_and_stay_valid() -> None:
+    state = _RunState(run="a1b2c3", worker="gw12")
+    assert state.name() == "pt-gw12-a1b2c3-1"
+    assert state.name("server") == "pt-gw12-a1b2c3-2-server"
+    long = state.name("x" * 60)
+    assert len(long) == 64 and long.startswith("pt-gw12-a1b2c3-3-")
+    with pytest.raises(pynetns.InvalidName):
+        state.name("../etc")
+
+
+def test_fixtures_are_documented_with_name_scope_and_needs(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures", "-p", "no:benchmark")
+    result.stdout.fnmatch_lines(
+        [
+            "pynetns_host [[]session scope[]] -- *pytest_plugin.py*",
+            "*``pynetns_host`` (session scope; needs nothing)*",
+            "netns_factory -- *",
+            "*``netns_factory`` (function scope; needs ``pynetns_host`` and the privileges to make namespaces).",
+            "netns -- *",
+            "*``netns`` (function scope; needs ``pynetns_host`` and the privileges to make namespaces).",
+            "netlab -- *",
+            "*``netlab`` (function scope; needs ``pynetns_host`` and the privileges to make namespaces).",
+        ]
+    )
+
+
+def test_pynetns_host_override_dry_run_needs_no_privileges(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from pynetns import Host
+
+        @pytest.fixture(scope="session")
+        def pynetns_host():
+            return Host(dry_run=True)
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_recorded(netns, pynetns_host):
+            assert netns.name.startswith("pt-main-")
+            assert [str(call) for call in pynetns_host.history][0] == f"ip netns add {netns.name}"
+        """
+    )
+    pytester.runpytest("-p", "no:benchmark").assert_outcomes(passed=1)
+
+
+def test_dash_p_pynetns_enables_it_where_autoload_is_off(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from pynetns import Host
+
+        @pytest.fixture(scope="session")
+        def pynetns_host():
+            return Host(dry_run=True)
+        """
+    )
+    pytester.makepyfile("def test_it(netns_factory):\n    assert netns_factory('x').name.endswith('-x')\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        pytester.runpytest_subprocess(timeout=INNER_TIMEOUT).assert_outcomes(errors=1)  # fixture not found
+        pytester.runpytest_subprocess("-p", "pynetns", timeout=INNER_TIMEOUT).assert_outcomes(passed=1)
+
+
+SKIPPING_TESTS = """
+def test_netns(netns):
+    raise AssertionError("must not run")
+
+def test_factory(netns_factory):
+    raise AssertionError("must not run")
+
+def test_lab(netlab):
+    raise AssertionError("must not run")
+"""
+
+
+def test_skip_without_root_says_how_to_enable(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import os\nos.geteuid = lambda: 1000  # play an unprivileged user\n")
+    pytester.makepyfile(SKIPPING_TESTS)
+    result = pytester.runpytest_subprocess("-rs", timeout=INNER_TIMEOUT)
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["SKIPPED *pynetns fixtures need root*Host(sudo=True)*"] * 3)
+    assert HOW_TO_ENABLE in result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_skip_when_the_probe_fails_shows_what_ip_said(pytester: pytest.Pytester) -> None:
+    tools = pytester.mkdir("tools")
+    calls = tools / "calls"
+    fake_ip = tools / "ip"
+    fake_ip.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n'
+        "echo 'mount --make-shared /run/netns failed: Operation not permitted' >&2\nexit 1\n"
+    )
+    fake_ip.chmod(0o755)
+    pytester.makeconftest(
+        f"""
+        import os
+        import pytest
+        from pynetns import Host, LocalRunner
+
+        os.geteuid = lambda: 0  # root, yet the kernel refuses (a container without CAP_SYS_ADMIN, say)
+
+        @pytest.fixture(scope="session")
+        def pynetns_host():
+            return Host(runner=LocalRunner(path=[{str(tools)!r}]))
+        """
+    )
+    pytester.makepyfile(SKIPPING_TESTS)
+    result = pytester.runpytest_subprocess("-rs", timeout=INNER_TIMEOUT)
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(["SKIPPED *need root*`ip netns add pt-probe-*` failed: mount --make-shared*"] * 3)
+    assert len(calls.read_text().splitlines()) == 1  # probed once per session
