@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from pynetns import Host, Lab, Namespace
-from tests.helpers import fetch, serve
 from tests.support.lab import assert_gone, ping
+from tests.support.web import fetch, serve
 
 root = pytest.mark.root
 

@@ -20,8 +20,8 @@ from pynetns import CommandError, Host, InvalidValue, Namespace, Veth
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.lab import Lab, cleanup, labs
-from tests.helpers import fetch, serve
 from tests.support.lab import FailOn, assert_gone, ping
+from tests.support.web import fetch, serve
 
 BACKENDS = {
     "nftables": Nftables,

@@ -21,7 +21,7 @@ from pynetns import Bridge, Host, Namespace, PortMap, Route, Veth, wait_until
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.lab import Endpoint, Lab
-from tests.helpers import fetch, serve
+from tests.support.web import fetch, serve
 
 BACKENDS = {
     "nftables": Nftables,
