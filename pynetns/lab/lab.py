@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import NetnsRef
-from ..errors import CleanupError, InvalidValue, LabDestroyed, PermissionDenied
+from ..errors import CleanupError, InvalidValue, LabDestroyed, NotFound, PermissionDenied
 from ..firewall import PortMap, delete_all
 from ..host import Host
+from ..impairment import DurationLike, FractionLike, Impairment, RateLike
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, attach_undo_errors, undo_errors
 from ..runner import Call, Commands, LocalRunner, commands
-from ..validation import interface_name, namespace_name
+from ..validation import IPAddress, interface_name, namespace_name
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
@@ -259,6 +260,75 @@ class Lab(Viewable):
         if first is None:
             raise InvalidValue("target", str(target), "is connected to no network, so has no address to publish")
         return first
+
+    # -- looking up --------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Namespace:
+        """The namespace declared as ``name``: ``lab["web"]`` (:class:`~pynetns.errors.NotFound` if none)."""
+        if not isinstance(name, str):
+            raise InvalidValue("name", name, "must be the name a namespace was declared with, like 'web'")
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            known = ", ".join(self.namespaces) or "none"
+            raise NotFound(f"lab {self.name} has no namespace {name!r} (it has: {known})")
+        return namespace
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.namespaces
+
+    def endpoint(self, namespace: Namespace | str, network: Network | str | None = None) -> Endpoint:
+        """``namespace``'s attachment to ``network`` (default: its first network), like ``lab.endpoint("web",
+        "front")``; :class:`~pynetns.errors.NotFound` if the lab has no such namespace, network or attachment."""
+        member = self[namespace] if isinstance(namespace, str) else namespace
+        if member not in self.namespaces.values():
+            raise InvalidValue("namespace", member.name, f"is not a namespace of lab {self.name}")
+        mine = [endpoint for endpoint in self.endpoints if endpoint.namespace is member]
+        who = self.name_of(member)
+        if network is None:
+            if not mine:
+                raise NotFound(f"{who} in lab {self.name} is connected to no network")
+            return mine[0]
+        net = self._network(network)
+        found = next((endpoint for endpoint in mine if endpoint.network is net), None)
+        if found is None:
+            joined = ", ".join(endpoint.network.name for endpoint in mine) or "none"
+            raise NotFound(f"{who} in lab {self.name} is not connected to network {net.name} (its networks: {joined})")
+        return found
+
+    def ip(self, namespace: Namespace | str, network: Network | str | None = None) -> IPAddress:
+        """The address of ``namespace`` on ``network`` (default: its first network), an
+        :mod:`ipaddress` object: ``lab.ip("web")``, ``lab.ip("web", "front")``; ``str()`` it for a command."""
+        return self.endpoint(namespace, network).ip.ip
+
+    def impair(
+        self,
+        namespace: Namespace | str,
+        delay: DurationLike = None,
+        jitter: DurationLike = None,
+        loss: FractionLike = None,
+        rate: RateLike = None,
+        duplicate: FractionLike = None,
+        corrupt: FractionLike = None,
+        direction: str = "both",
+        *,
+        network: Network | str | None = None,
+    ) -> Impairment:
+        """Impair ``namespace``'s link to ``network`` (default: its first network): ``lab.impair("web",
+        delay="50ms")``; the arguments are :meth:`Endpoint.impair <pynetns.lab.model.Endpoint.impair>`'s."""
+        endpoint = self.endpoint(namespace, network)
+        return endpoint.impair(delay, jitter, loss, rate, duplicate, corrupt, direction)
+
+    def _network(self, network: Network | str) -> Network:
+        if isinstance(network, Network):
+            if self.networks.get(network.name) is not network:
+                raise InvalidValue("network", network.name, f"is not a network of lab {self.name}")
+            return network
+        if not isinstance(network, str):
+            raise InvalidValue("network", network, "must be a network or the name it was declared with")
+        if network not in self.networks:
+            known = ", ".join(self.networks) or "none"
+            raise NotFound(f"lab {self.name} has no network {network!r} (it has: {known})")
+        return self.networks[network]
 
     # -- partitions --------------------------------------------------------
 

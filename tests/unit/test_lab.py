@@ -3,11 +3,13 @@
 This file: the tests that need neither root nor a kernel; the root ones are in tests/kernel/test_lab.py.
 """
 
+import ipaddress
+
 import pytest
 
 from pynetns import Host, InvalidAddress, InvalidValue, Namespace, SubnetOverlap
 from pynetns.backends.recording import RecordingRunner
-from pynetns.errors import LabDestroyed
+from pynetns.errors import LabDestroyed, NotFound
 from pynetns.lab import Lab
 
 pytestmark = []
@@ -76,3 +78,49 @@ def test_the_firewall_is_one_transaction_whatever_the_number_of_ports():
         assert len(scripts) == 2 and scripts[0].input.count("dnat to") == 20
         assert "table ip6 pynetns" in scripts[1].input and "dnat to" not in scripts[1].input
         assert len(runner.history) < 20 + 16  # the batches plus a fixed handful, not a process per port
+
+
+def test_lookups_by_declared_name():
+    lab = Lab("look", host=Host(dry_run=True))
+    front = lab.network("front", subnet="10.20.0.0/24")
+    back = lab.network("back", subnet="10.21.0.0/24")
+    web = lab.namespace("web", networks=[front, back])
+    lonely = lab.namespace("lonely")
+    assert lab["web"] is web and "web" in lab and "nope" not in lab
+    assert lab.ip("web") == ipaddress.ip_address("10.20.0.2")  # the first network by default
+    assert lab.ip("web", "back") == ipaddress.ip_address("10.21.0.2") == lab.ip(web, back)
+    assert lab.endpoint("web", "back").interface == "eth1" and lab.endpoint("web") is lab.endpoints[0]
+    with pytest.raises(NotFound, match=r"no namespace 'db' \(it has: web, lonely\)"):
+        lab["db"]
+    with pytest.raises(NotFound, match=r"no network 'side' \(it has: front, back\)"):
+        lab.ip("web", "side")
+    with pytest.raises(NotFound, match="lonely in lab look is connected to no network"):
+        lab.ip("lonely")
+    with pytest.raises(NotFound, match=r"not connected to network front \(its networks: none\)"):
+        lab.endpoint(lonely, "front")
+    with pytest.raises(InvalidValue):
+        lab[3]  # type: ignore[index]
+    with pytest.raises(InvalidValue, match="not a namespace of lab look"):
+        lab.ip(Namespace("stranger"))
+    other = Lab("other", host=Host(dry_run=True)).network("front", subnet="10.30.0.0/24")
+    with pytest.raises(InvalidValue, match="not a network of lab look"):
+        lab.endpoint("web", other)
+
+
+def test_lab_impair_picks_the_endpoint_and_refuses_unknown_names():
+    runner = RecordingRunner()
+    with Lab(host=Host(runner=runner), isolated=True) as lab:
+        front = lab.network("front", subnet="10.63.0.0/24", nat=False)
+        back = lab.network("back", subnet="10.64.0.0/24", nat=False)
+        lab.namespace("web", networks=[front, back])
+        lab.apply()
+        impairment = lab.impair("web", delay="50ms")
+        assert lab.endpoint("web", "front").impairment == impairment and lab.endpoint("web", "back").impairment is None
+        lab.impair("web", loss="1%", network="back")
+        assert lab.endpoint("web", "back").impairment is not None
+        before = len(runner.history)
+        with pytest.raises(NotFound):
+            lab.impair("db", delay="1ms")
+        with pytest.raises(NotFound):
+            lab.impair("web", delay="1ms", network="side")
+        assert len(runner.history) == before
