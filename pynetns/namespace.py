@@ -24,13 +24,16 @@ from .backends.base import NetnsRef
 from .errors import InvalidName, InvalidValue, NotFound, NotOwned
 from .host import Host, default_host
 from .plan import Plan
+from .polling import wait_until
 from .reports import Interface, RouteEntry
 from .runner import CompletedCommand, Process
 from .validation import IPInterface, converter, interface_name, namespace_name, sysctl_key
 from .validation import argv as valid_argv
+from .validation import port as valid_port
+from .validation import protocol as valid_protocol
 from .views import Viewable
 
-__all__ = ["Namespace", "kill_processes_in", "resolve_host"]
+__all__ = ["Namespace", "kill_processes_in", "listening_ports", "resolve_host"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,19 @@ def kill_processes_in(host: Host, names: Sequence[str]) -> None:
     if pids:
         log.debug("killing processes left in namespaces %s: %s", ", ".join(names), pids)
         host.run(links.kill(pids), check=False)
+
+
+def listening_ports(listing: str) -> set[int]:
+    """The local port numbers of ``ss -H -l -n`` output (the fourth column, ``addr:port``, ``[::]:port``,
+    ``*:port``, ``addr%dev:port``)."""
+    ports: set[int] = set()
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            number = fields[3].rpartition(":")[2]
+            if number.isdigit():
+                ports.add(int(number))
+    return ports
 
 
 def _netns_list(host: Host) -> list[dict[str, Any]]:
@@ -256,6 +272,25 @@ class Namespace(Viewable):
         """Stop every program started with :meth:`popen`."""
         while self._processes:
             self._processes.pop().stop(grace)
+
+    def wait_for_port(self, port: int, protocol: str = "tcp", timeout: float = 10.0) -> None:
+        """Wait until a socket inside listens on ``port`` (``"tcp"``, or ``"udp"``: bound), polling the
+        listening sockets (``ss``) for up to ``timeout`` seconds; :class:`~pynetns.errors.WaitTimeout` then::
+
+            web.popen(["python3", "-m", "http.server", "8000"])
+            web.wait_for_port(8000)
+        """
+        number = valid_port("port", port)
+        proto = valid_protocol("protocol", protocol)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise InvalidValue("timeout", timeout, "must be a positive number of seconds")
+        argv = self._host.links.listeners(proto)
+
+        def listening() -> bool:
+            listing = self.run(argv).stdout
+            return self._host.dry_run or number in listening_ports(listing)
+
+        wait_until(listening, timeout=timeout, interval=0.05, what=f"{proto} port {number} to listen in {self.name}")
 
     # -- inspection -------------------------------------------------------
 

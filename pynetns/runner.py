@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shlex
 import subprocess
 import time
@@ -99,11 +100,21 @@ class Process:
 
     A thin wrapper over a ``subprocess.Popen``-like object that knows how to
     stop itself politely: SIGTERM, then SIGKILL after a grace period.
+
+    Its output stays readable after :meth:`stop`: stop reads what is left in the
+    ``stdout``/``stderr`` pipes (without waiting for a child that still holds them),
+    closes them, and keeps it in :attr:`stdout_text` and :attr:`stderr_text`::
+
+        server = ns.popen(["python3", "-m", "http.server", "8000"])
+        ...
+        server.stop()
+        assert "GET /" in server.stderr_text
     """
 
     def __init__(self, argv: Sequence[str], popen: Any) -> None:
         self.argv = tuple(argv)
         self._popen = popen
+        self._kept: tuple[bytes, bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -121,6 +132,26 @@ class Process:
     def returncode(self) -> int | None:
         return self._popen.poll()  # type: ignore[no-any-return]
 
+    @property
+    def stopped(self) -> bool:
+        """:meth:`stop` ran: the output is kept in :attr:`stdout_text` / :attr:`stderr_text`."""
+        return self._kept is not None
+
+    @property
+    def stdout_text(self) -> str:
+        """What the process wrote to its ``stdout`` pipe and nobody read, as text (after :meth:`stop`)."""
+        return self._output(0)
+
+    @property
+    def stderr_text(self) -> str:
+        """What the process wrote to its ``stderr`` pipe and nobody read, as text (after :meth:`stop`)."""
+        return self._output(1)
+
+    def _output(self, index: int) -> str:
+        if self._kept is None:
+            raise InvalidValue("process", self.pid, "is not stopped: its output is kept by stop(), read it after that")
+        return self._kept[index].decode(errors="replace")
+
     def alive(self) -> bool:
         return self.returncode is None
 
@@ -128,7 +159,8 @@ class Process:
         return int(self._popen.wait(timeout=timeout))
 
     def stop(self, grace: float = 3.0) -> int:
-        """Terminate, wait up to ``grace`` seconds, then kill. Returns the exit status."""
+        """Terminate, wait up to ``grace`` seconds, then kill; keep what is left of its output, close its pipes.
+        Returns the exit status. Calling it again changes nothing."""
         if self.alive():
             self._popen.terminate()
             try:
@@ -136,14 +168,35 @@ class Process:
             except subprocess.TimeoutExpired:
                 self._popen.kill()
                 self._popen.wait(timeout=grace)
-        for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
-            if stream is not None:
-                stream.close()
+        if self._kept is None:
+            self._kept = (_drain(self._popen.stdout), _drain(self._popen.stderr))
+        if self._popen.stdin is not None:
+            self._popen.stdin.close()
         return int(self._popen.returncode)
 
     def __repr__(self) -> str:
         state = "running" if self.alive() else f"exited {self.returncode}"
         return f"<Process {self.pid} {shlex.join(self.argv)!r} {state}>"
+
+
+def _drain(stream: IO[bytes] | None) -> bytes:
+    """What is left to read in a pipe, without blocking (a child of the process may still hold its other end);
+    then close it. Anything but a pipe (``None``, a file the caller gave) gives ``b""``."""
+    if stream is None or stream.closed:
+        return b""
+    chunks: list[bytes] = []
+    try:
+        os.set_blocking(stream.fileno(), False)
+        while True:  # a buffered read of a non-blocking pipe: what is there now (buffer included), None if nothing
+            chunk = stream.read()
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real pipe (a fake of the tests, a closed file)
+    finally:
+        stream.close()
+    return b"".join(chunks)
 
 
 def _check_argv(argv: Sequence[str]) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+import sys
 
 import pytest
 
@@ -18,6 +19,7 @@ from pynetns import (
     NotOwned,
     Route,
     Veth,
+    WaitTimeout,
     wait_until,
 )
 from pynetns.servers import http_server_argv
@@ -199,3 +201,21 @@ def test_failure_half_way_leaves_nothing(names, host, hostns):
         assert caught.value.line == "addr add fd00:99::2/64 dev eth0"
         assert not veth.exists()
         assert {item.name for item in c.interfaces()} == {"lo"}
+
+
+UDP_SERVER = "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 5353)); "
+UDP_SERVER += "print('bound', flush=True); s.recv(10)"
+
+
+def test_wait_for_port_and_the_output_of_a_stopped_server(names, host):
+    with Namespace(names("srv"), host=host) as server:
+        with pytest.raises(WaitTimeout, match="tcp port 8080 to listen"):
+            server.wait_for_port(8080, timeout=0.2)
+        web = server.popen(http_server_argv("127.0.0.1", 8080, body="served"))
+        server.wait_for_port(8080, timeout=10)
+        assert server.run(["curl", "-sS", "--max-time", "2", "http://127.0.0.1:8080/"]).stdout.startswith("served")
+        udp = server.popen([sys.executable, "-c", UDP_SERVER])
+        server.wait_for_port(5353, protocol="udp", timeout=10)
+        web.stop()
+        udp.stop()
+        assert web.stdout_text == "" and udp.stdout_text == "bound\n"  # kept after stop()

@@ -1,8 +1,21 @@
 """The runner: argv only, evidence on failure, bounded retries, batches, missing tools."""
 
+import os
+import signal
+import subprocess
+
 import pytest
 
-from pynetns import BackendUnavailable, CommandError, CommandTimeout, InvalidValue, LocalRunner, NotFound, ResourceBusy
+from pynetns import (
+    BackendUnavailable,
+    CommandError,
+    CommandTimeout,
+    InvalidValue,
+    LocalRunner,
+    NotFound,
+    ResourceBusy,
+    wait_until,
+)
 from pynetns.backends.recording import RecordingRunner
 from pynetns.runner import Call, CompletedCommand
 
@@ -104,3 +117,48 @@ def test_popen_and_stop():
     assert process.alive()
     assert process.stop(grace=1) != 0
     assert not process.alive()
+
+
+def test_stop_keeps_the_output_readable():
+    process = LocalRunner().popen(["sh", "-c", "echo err >&2; echo out; exec sleep 30"])
+    with pytest.raises(InvalidValue, match="not stopped"):
+        _ = process.stdout_text
+    wait_until(lambda: process.stdout is not None and process.stdout.peek(1), what="the first line")
+    process.stop(grace=1)
+    assert process.stopped and process.stdout_text == "out\n" and process.stderr_text == "err\n"
+    assert process.stdout is not None and process.stdout.closed
+    process.stop()  # again: nothing changes
+    assert process.stdout_text == "out\n"
+
+
+def test_stop_does_not_wait_for_a_child_holding_the_pipe():
+    process = LocalRunner().popen(["sh", "-c", "sleep 30 & echo $!; wait"])
+    child = int(wait_until(lambda: process.stdout is not None and process.stdout.readline(), what="the child pid"))
+    try:
+        process.stop(grace=1)  # sh is gone, its child still holds stdout open: stop must not block on it
+        assert process.stdout_text == "" and process.stderr_text == ""
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_process_without_pipes_has_empty_output():
+    process = LocalRunner().popen(["true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process.wait(timeout=5)
+    process.stop()
+    assert process.stdout_text == process.stderr_text == ""
+
+
+def test_wait_for_port_reads_the_listeners_and_refuses_bad_values():
+    from pynetns import Host, Namespace
+    from pynetns.namespace import listening_ports
+
+    listing = "LISTEN 0 5 127.0.0.1:8080 0.0.0.0:*\nLISTEN 0 5 [::]:443 [::]:*\nUNCONN 0 0 *%eth0:53 *:*\n"
+    assert listening_ports(listing) == {8080, 443, 53}
+    host = Host(dry_run=True)
+    web = Namespace("web", host=host)
+    web.wait_for_port(8080, protocol="udp")
+    assert [str(call) for call in host.history] == ["ip netns exec web ss -H -l -n -p -u"]
+    for bad in ({"port": 0}, {"port": "80"}, {"port": 80, "protocol": "icmp"}, {"port": 80, "timeout": 0}):
+        with pytest.raises(InvalidValue):
+            web.wait_for_port(**bad)
+    assert len(host.history) == 1
