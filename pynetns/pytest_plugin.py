@@ -4,14 +4,17 @@ Installing pynetns registers this plugin through the ``pytest11`` entry point
 ``pynetns``, so the fixtures are there in every project's tests; ``-p pynetns``
 loads it where plugin autoloading is off, ``-p no:pynetns`` turns it off.
 
-========================  ========  =============================================================
-fixture                   scope     what it gives
-========================  ========  =============================================================
-``netns``                 function  a fresh :class:`~pynetns.Namespace` (``lo`` up), deleted after
-``netns_factory``         function  a callable making more namespaces, all deleted after
-``netlab``                function  a fresh isolated :class:`~pynetns.Lab`, destroyed after
-``pynetns_host``          session   the :class:`~pynetns.Host` they all use: the override point
-========================  ========  =============================================================
+==========================  ========  =========================================================
+fixture                     scope     what it gives
+==========================  ========  =========================================================
+``netns``                   function  a fresh :class:`~pynetns.Namespace` (``lo`` up), deleted after
+``netns_factory``           function  a callable making more namespaces, all deleted after
+``netlab``                  function  a fresh isolated :class:`~pynetns.Lab`, destroyed after
+``netlab_factory``          session   a callable making isolated labs for module/session fixtures
+``pynetns_topology``        session   the lab of ``pynetns_topology_file``, applied, destroyed at the end
+``pynetns_topology_file``   session   the topology file's path: the override point
+``pynetns_host``            session   the :class:`~pynetns.Host` they all use: the override point
+==========================  ========  =========================================================
 
 A test using them::
 
@@ -26,13 +29,15 @@ Names are ``pt-<worker>-<run>-<n>`` (``<worker>`` is the pytest-xdist worker,
 works. Labs are isolated: parallel tests may declare the same subnets.
 
 Without the privileges to make namespaces (root, or ``Host(sudo=True)`` with
-passwordless sudo) the fixtures skip, saying how to enable them.
+passwordless sudo) the fixtures skip, saying how to enable them; ``--pynetns-require``
+(or ``pynetns_require = true`` in the ini file) makes that an error instead, for CI.
 
 At the end of the session the plugin reports, in a "pynetns leftovers" section,
 every namespace still carrying the run's ``pt-…-<run>-`` prefix and every lab
 journal still owned by a test process (a :class:`~pynetns.Lab` that was applied
-and never destroyed). It removes nothing itself; ``--pynetns-strict-leaks``
-makes leftovers fail the run (exit status 1).
+and never destroyed), each with the test during which it was made. It removes
+nothing itself (``pynetns cleanup`` does, once the run is over);
+``--pynetns-strict-leaks`` makes leftovers fail the run (exit status 1).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -53,11 +59,22 @@ from .errors import BackendUnavailable, PynetnsError
 from .host import Host
 from .lab.journal import labs
 from .lab.lab import Lab
+from .lab.topology import Topology
 from .namespace import Namespace
 from .runner import LocalRunner
 from .validation import namespace_name
 
-__all__ = ["NamespaceFactory", "netlab", "netns", "netns_factory", "pynetns_host"]
+__all__ = [
+    "LabFactory",
+    "NamespaceFactory",
+    "netlab",
+    "netlab_factory",
+    "netns",
+    "netns_factory",
+    "pynetns_host",
+    "pynetns_topology",
+    "pynetns_topology_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +95,10 @@ class _RunState:
     host: Host | None = None
     used: bool = False
     leftovers: set[str] = attrs.field(factory=set)
+    #: the test running now (its node id), to tell which test made what
+    current: str | None = None
+    #: kernel name or lab id → the test during which it was made
+    made_in: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -89,7 +110,24 @@ class _RunState:
         if label is not None:
             namespace_name("label", label)
             name = f"{name}-{label}".encode()[:64].decode(errors="ignore")
-        return namespace_name("name", name)
+        name = namespace_name("name", name)
+        if self.current is not None:
+            self.made_in[name] = self.current
+        return name
+
+    def note_labs(self) -> None:
+        """Remember, for the leak report, the test during which each lab of this process was first seen."""
+        if self.current is None:
+            return
+        host = self.host if self.host is not None and not self.host.dry_run else None
+        for record in labs(host):
+            if record.owner_pid == os.getpid():
+                self.made_in.setdefault(record.id, self.current)
+
+    def made_by(self, key: str) -> str:
+        """`` (made during <test>)``, if that is known."""
+        test = self.made_in.get(key)
+        return f" (made during {test})" if test else ""
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -110,6 +148,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="fail the run (exit status 1) when pynetns namespaces or labs are left behind",
     )
+    group.addoption(
+        "--pynetns-require",
+        action="store_true",
+        default=False,
+        help="a pynetns fixture that cannot run (no privileges) is an error, not a skip (for CI)",
+    )
+    parser.addini(
+        "pynetns_require",
+        type="bool",
+        default=False,
+        help="as --pynetns-require: a pynetns fixture that cannot run is an error, not a skip",
+    )
+
+
+def _required(config: pytest.Config) -> bool:
+    """``--pynetns-require`` or ``pynetns_require = true``: "cannot run" fails instead of skipping."""
+    return bool(config.getoption("pynetns_require") or config.getini("pynetns_require"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -144,6 +199,22 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"pynetns: fixture names start with pt-<worker>-{_state(config).run}-"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    """Know which test runs, so that the leak report can name the test during which a leftover was made."""
+    state = item.config.stash.get(_STATE, None)
+    if state is None:
+        yield
+        return
+    state.current = item.nodeid
+    try:
+        yield
+    finally:
+        if state.used:
+            state.note_labs()
+        state.current = None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture is torn down: look for what pynetns objects are left behind."""
@@ -170,8 +241,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in sorted(_state(config).leftovers):
         terminalreporter.line(f"left behind: {line}")
     terminalreporter.line(
-        "remove namespaces with `ip netns delete NAME`, and the labs of finished processes with "
-        "`python -c 'import pynetns; pynetns.cleanup()'`"
+        "remove them with `pynetns cleanup` (labs of finished processes; `pynetns cleanup --orphans` also finds "
+        "tagged namespaces and links whose journal is gone; from Python: pynetns.cleanup()), "
+        "and other namespaces with `ip netns delete NAME`"
         + ("" if strict else "; --pynetns-strict-leaks makes leftovers fail the run")
     )
 
@@ -184,13 +256,16 @@ def _leftovers(state: _RunState, *, whole_run: bool) -> set[str]:
     if state.used:
         host = state.host if state.host is not None and not state.host.dry_run else Host()
         try:
-            found.update(f"namespace {ns.name}" for ns in Namespace.all(host) if mine.match(ns.name))
+            found.update(
+                f"namespace {ns.name}{state.made_by(ns.name)}" for ns in Namespace.all(host) if mine.match(ns.name)
+            )
         except PynetnsError as error:
             log.warning("pynetns could not list namespaces to look for leftovers: %s", error)
     for record in labs():
         if record.owner_pid == os.getpid() or mine.match(record.name):
             names = ", ".join(record.data.get("namespaces", ()))
-            found.add(f"lab {record.name} (id {record.id}, owner pid {record.owner_pid}): namespaces {names}")
+            made = state.made_by(record.id) or state.made_by(record.name)
+            found.add(f"lab {record.name} (id {record.id}, owner pid {record.owner_pid}): namespaces {names}{made}")
     return found
 
 
@@ -222,6 +297,16 @@ def _privilege_problem(host: Host) -> str | None:
 # -- fixtures ---------------------------------------------------------------
 
 
+def _unprivileged_host() -> Host:
+    """ROOTLESS DEFAULT: the one place where the fixtures choose the Host of a user who is not root.
+
+    Today a plain ``Host()``: ``_pynetns_ready`` then finds it cannot make namespaces, and the fixtures
+    skip (or fail, with ``--pynetns-require``). With the rootless Host of issue 12 this returns
+    ``Host.rootless()``, and nothing else in this module changes.
+    """
+    return Host()
+
+
 @pytest.fixture(scope="session")
 def pynetns_host() -> Host:
     """``pynetns_host`` (session scope; needs nothing): the Host every pynetns fixture works on.
@@ -232,8 +317,10 @@ def pynetns_host() -> Host:
         @pytest.fixture(scope="session")
         def pynetns_host():
             return pynetns.Host(sudo=True, firewall="iptables")
+
+    Not root: the Host chosen for users without privileges (today the fixtures then skip).
     """
-    return Host()
+    return Host() if os.geteuid() == 0 else _unprivileged_host()
 
 
 @pytest.fixture(scope="session")
@@ -241,6 +328,8 @@ def _pynetns_ready(pynetns_host: Host, pytestconfig: pytest.Config) -> Host:
     """``pynetns_host``, once it was checked that it can make namespaces; skips every user otherwise."""
     problem = _privilege_problem(pynetns_host)
     if problem is not None:
+        if _required(pytestconfig):
+            pytest.fail(f"{problem} (--pynetns-require: a pynetns fixture that cannot run is an error)", pytrace=False)
         pytest.skip(problem)
     _state(pytestconfig).host = pynetns_host
     return pynetns_host
@@ -332,6 +421,120 @@ def netlab(_pynetns_ready: Host, pytestconfig: pytest.Config) -> Iterator[Lab]:
     state = _state(pytestconfig)
     state.used = True
     lab = Lab(name=state.name(), host=_pynetns_ready, isolated=True)
+    try:
+        yield lab
+    finally:
+        lab.destroy()
+
+
+class LabFactory:
+    """What ``netlab_factory`` gives: call it for another fresh, empty lab.
+
+    ``factory()`` → a :class:`~pynetns.Lab` named ``pt-<worker>-<run>-<n>``, isolated (``isolated=False`` puts
+    its bridges in the Host's namespace: then its subnets must not clash with other tests'); ``factory("shop")``
+    appends ``-shop``. :meth:`from_file` declares a topology file's lab. Every lab it made and nobody destroyed
+    is destroyed at the end of the session (:meth:`Lab.destroy` is idempotent: destroy one earlier at will).
+    """
+
+    def __init__(self, host: Host, names: Callable[[str | None], str]) -> None:
+        self.host = host
+        self._names = names
+        self._made: list[Lab] = []
+
+    def __call__(self, label: str | None = None, *, isolated: bool = True) -> Lab:
+        lab = Lab(name=self._names(label), host=self.host, isolated=isolated)
+        self._made.append(lab)
+        return lab
+
+    def from_file(self, path: str | os.PathLike[str], *, isolated: bool | None = True) -> Lab:
+        """A lab with everything the topology file at ``path`` declares (not applied yet), isolated unless
+        ``isolated=False`` (``None``: as the file says); named ``pt-<worker>-<run>-<n>-<the file's name>``."""
+        topology = Topology.from_file(path)
+        lab = self(topology.name, isolated=topology.isolated if isolated is None else isolated)
+        return topology.declare(lab)
+
+    @property
+    def labs(self) -> list[Lab]:
+        """The labs made so far, oldest first."""
+        return list(self._made)
+
+    def _destroy_all(self) -> None:
+        """Destroy every lab made, newest first, each whatever the others did; raise the first failure."""
+        errors: list[PynetnsError] = []
+        while self._made:
+            lab = self._made.pop()
+            try:
+                if not lab.destroyed:
+                    lab.destroy()
+            except PynetnsError as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def netlab_factory(_pynetns_ready: Host, pytestconfig: pytest.Config) -> Iterator[LabFactory]:
+    """``netlab_factory`` (session scope; needs ``pynetns_host`` and the privileges to make namespaces).
+
+    A callable making fresh isolated labs, for fixtures that live longer than a test; every lab it made is
+    destroyed at the end of the session. A lab for one module::
+
+        @pytest.fixture(scope="module")
+        def shop(netlab_factory):
+            lab = netlab_factory("shop")
+            front = lab.network("front", subnet="10.1.0.0/24")
+            lab.namespace("web", [front])
+            lab.apply()
+            yield lab
+            lab.destroy()  # at the end of the module (without it: at the end of the session)
+
+        def test_web(shop):
+            shop["web"].run(["ping", "-c1", str(shop.ip("web"))])
+    """
+    state = _state(pytestconfig)
+    state.used = True
+    factory = LabFactory(_pynetns_ready, state.name)
+    try:
+        yield factory
+    finally:
+        factory._destroy_all()
+
+
+@pytest.fixture(scope="session")
+def pynetns_topology_file(pytestconfig: pytest.Config) -> Path:
+    """``pynetns_topology_file`` (session scope; needs nothing): the topology file ``pynetns_topology`` applies.
+
+    By default ``tests/topology.toml`` under the rootdir; override it in your ``conftest.py`` (TOML, JSON or
+    YAML, see :mod:`pynetns.lab.topology`)::
+
+        @pytest.fixture(scope="session")
+        def pynetns_topology_file(pytestconfig):
+            return pytestconfig.rootpath / "tests" / "shop.toml"
+    """
+    return pytestconfig.rootpath / "tests" / "topology.toml"
+
+
+@pytest.fixture(scope="session")
+def pynetns_topology(netlab_factory: LabFactory, pynetns_topology_file: str | os.PathLike[str]) -> Iterator[Lab]:
+    """``pynetns_topology`` (session scope; needs ``pynetns_topology_file``, ``pynetns_host`` and the privileges
+    to make namespaces).
+
+    The lab the topology file declares, applied once for the session and destroyed at its end. It is isolated
+    whatever the file says, so each pytest-xdist worker has its own copy::
+
+        def test_web_answers(pynetns_topology):
+            client = pynetns_topology["client"]
+            client.run(["curl", f"http://{pynetns_topology.ip('web')}:8000/"])
+    """
+    path = Path(pynetns_topology_file)
+    if not path.is_file():
+        pytest.fail(
+            f"pynetns_topology: no topology file at {path}: write one there, or override the "
+            "pynetns_topology_file fixture to return its path",
+            pytrace=False,
+        )
+    lab = netlab_factory.from_file(path)
+    lab.apply()
     try:
         yield lab
     finally:

@@ -9,8 +9,10 @@ This file: the tests that need neither root nor a kernel; the root ones are in t
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,12 @@ def test_fixtures_are_documented_with_name_scope_and_needs(pytester: pytest.Pyte
             "*``netns`` (function scope; needs ``pynetns_host`` and the privileges to make namespaces).",
             "netlab -- *",
             "*``netlab`` (function scope; needs ``pynetns_host`` and the privileges to make namespaces).",
+            "netlab_factory [[]session scope[]] -- *",
+            "*``netlab_factory`` (session scope; needs ``pynetns_host`` and the privileges to make namespaces).",
+            "pynetns_topology_file [[]session scope[]] -- *",
+            "*``pynetns_topology_file`` (session scope; needs nothing)*",
+            "pynetns_topology [[]session scope[]] -- *",
+            "*``pynetns_topology`` (session scope; needs ``pynetns_topology_file``, ``pynetns_host`` and the*",
         ]
     )
 
@@ -151,3 +159,109 @@ def test_skip_when_the_probe_fails_shows_what_ip_said(pytester: pytest.Pytester)
     result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(["SKIPPED *need root*`ip netns add pt-probe-*` failed: mount --make-shared*"] * 3)
     assert len(calls.read_text().splitlines()) == 1  # probed once per session
+
+
+@pytest.mark.parametrize("how", ["option", "ini"])
+def test_require_makes_cannot_run_an_error(pytester: pytest.Pytester, how: str) -> None:
+    pytester.makeconftest("import os\nos.geteuid = lambda: 1000  # play an unprivileged user\n")
+    pytester.makepyfile(SKIPPING_TESTS)
+    if how == "ini":
+        pytester.makeini("[pytest]\npynetns_require = true\n")
+    args = ("--pynetns-require",) if how == "option" else ()
+    result = pytester.runpytest_subprocess("-rE", *args, timeout=INNER_TIMEOUT)
+    result.assert_outcomes(errors=3)
+    for test in ("test_netns", "test_factory", "test_lab"):
+        result.stdout.fnmatch_lines([f"*ERROR at setup of {test}*", "pynetns fixtures need root*(--pynetns-require:*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED and "Traceback" not in result.stdout.str()
+
+
+def test_not_root_the_host_comes_from_the_one_rootless_place(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import os
+        from pynetns import Host, pytest_plugin
+
+        os.geteuid = lambda: 1000
+        pytest_plugin._unprivileged_host = lambda: Host(dry_run=True)  # what Host.rootless() will be
+        """
+    )
+    pytester.makepyfile("def test_it(netns, pynetns_host):\n    assert pynetns_host.dry_run and netns.name\n")
+    pytester.runpytest_subprocess(timeout=INNER_TIMEOUT).assert_outcomes(passed=1)
+
+
+WIDER_SCOPES_CONFTEST = """
+import pytest
+from pynetns import Host
+
+HOST = Host(dry_run=True)
+
+@pytest.fixture(scope="session")
+def pynetns_host():
+    return HOST
+
+@pytest.fixture(scope="session")
+def pynetns_topology_file(pytestconfig):
+    return pytestconfig.rootpath / "shop.toml"
+
+def pytest_unconfigure(config):  # after every fixture's teardown: what was deleted
+    lines = [line for call in HOST.history for line in [" ".join(call.argv), *(call.input or "").splitlines()]]
+    deleted = [line.split()[-1] for line in lines if "netns delete" in line]
+    (config.rootpath / "deleted").write_text("\\n".join(deleted))
+"""
+
+WIDER_SCOPES = """
+import ipaddress
+import pytest
+
+SEEN = []
+
+@pytest.fixture(scope="module")
+def shop(netlab_factory):
+    lab = netlab_factory("shop")
+    front = lab.network("front", subnet="10.1.0.0/24")
+    lab.namespace("web", [front])
+    lab.namespace("client", [front])
+    lab.apply()
+    yield lab
+    lab.destroy()
+
+def test_one(shop):
+    SEEN.append(shop)
+    assert shop.ip("client") == ipaddress.ip_address("10.1.0.3") and shop["web"].name.endswith("-web")
+
+def test_two(shop, netlab_factory):
+    assert SEEN == [shop] and netlab_factory.labs == [shop] and shop.name.endswith("-shop")
+
+def test_topology(pynetns_topology, netlab_factory):
+    assert pynetns_topology.isolated and pynetns_topology.name.startswith("pt-main-")
+    assert pynetns_topology.name.endswith("-shop") and pynetns_topology in netlab_factory.labs
+    assert str(pynetns_topology.ip("web", "back")) == "10.31.0.2"
+    assert str(pynetns_topology.endpoint("db").ip) == "10.31.0.10/24"
+    print("TOPOLOGY", pynetns_topology.id)
+
+def test_topology_again(pynetns_topology):
+    print("TOPOLOGY", pynetns_topology.id)
+"""
+
+
+def test_module_and_session_labs_and_the_topology_file(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(WIDER_SCOPES_CONFTEST)
+    pytester.makepyfile(test_wider=WIDER_SCOPES)
+    shop = Path(__file__).parents[1] / "data" / "topologies" / "shop.toml"
+    (pytester.path / "shop.toml").write_text(shop.read_text())
+    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly", timeout=INNER_TIMEOUT)
+    result.assert_outcomes(passed=4)
+    ids = re.findall(r"TOPOLOGY ([0-9a-f]+)", result.stdout.str())
+    assert len(ids) == 2 and len(set(ids)) == 1  # one lab for the session
+    deleted = (pytester.path / "deleted").read_text().split()
+    assert f"pn{ids[0]}-web" in deleted and any(name.endswith("-web") and ids[0] not in name for name in deleted)
+
+
+def test_a_missing_topology_file_says_what_to_do(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(WIDER_SCOPES_CONFTEST.split('@pytest.fixture(scope="session")\ndef pynetns_topology_file')[0])
+    pytester.makepyfile("def test_it(pynetns_topology):\n    pass\n")
+    result = pytester.runpytest_subprocess(timeout=INNER_TIMEOUT)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*no topology file at *tests/topology.toml*override the pynetns_topology_file fixture*"]
+    )
