@@ -56,7 +56,7 @@ import pytest
 
 from .backends.base import NetnsRef
 from .errors import BackendUnavailable, PynetnsError
-from .host import Host
+from .host import Host, default_host
 from .lab.journal import labs
 from .lab.lab import Lab
 from .lab.topology import Topology
@@ -116,13 +116,13 @@ class _RunState:
         return name
 
     def note_labs(self) -> None:
-        """Remember, for the leak report, the test during which each lab of this process was first seen."""
+        """Remember, for the leak report, the test during which each lab journal of this process first showed."""
         if self.current is None:
             return
-        host = self.host if self.host is not None and not self.host.dry_run else None
-        for record in labs(host):
-            if record.owner_pid == os.getpid():
-                self.made_in.setdefault(record.id, self.current)
+        host = self.host if self.host is not None and not self.host.dry_run else default_host()
+        for path, data in host.runtime.journals():  # files only: no command, no lock
+            if data.get("owner_pid") == os.getpid():
+                self.made_in.setdefault(str(data.get("id", path.stem)), self.current)
 
     def made_by(self, key: str) -> str:
         """`` (made during <test>)``, if that is known."""
@@ -210,8 +210,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         yield
     finally:
-        if state.used:
-            state.note_labs()
+        state.note_labs()
         state.current = None
 
 

@@ -136,7 +136,14 @@ def test_session_finish_names_a_leaked_namespace(pytester: pytest.Pytester, args
         result.assert_outcomes(passed=1)
         leaked = _of_run(run)
         assert len(leaked) == 1
-        result.stdout.fnmatch_lines(["*= pynetns leftovers =*", f"left behind: namespace {leaked.pop()}", "*cleanup*"])
+        result.stdout.fnmatch_lines(
+            [
+                "*= pynetns leftovers =*",
+                f"left behind: namespace {leaked.pop()} "
+                "(made during test_session_finish_names_a_leaked_namespace.py::test_leaks)",
+                "*`pynetns cleanup`*",
+            ]
+        )
         assert result.ret == (pytest.ExitCode.TESTS_FAILED if args else pytest.ExitCode.OK)
     finally:
         _delete(_of_run(run))
@@ -164,8 +171,9 @@ def test_session_finish_names_a_lab_never_destroyed(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            f"left behind: lab lab-{lab} (id {lab}, owner pid *): namespaces pn{lab}-web, pn{lab}-host",
-            "*pynetns.cleanup()*",
+            f"left behind: lab lab-{lab} (id {lab}, owner pid *): namespaces pn{lab}-web, pn{lab}-host "
+            "(made during test_session_finish_names_a_lab_never_destroyed.py::test_forgets_to_destroy)",
+            "*`pynetns cleanup`*pynetns.cleanup()*",
         ]
     )
     assert sorted(removed) == [f"namespace pn{lab}-host", f"namespace pn{lab}-web"]
@@ -180,3 +188,67 @@ def test_fixtures_in_this_suite(netns: pynetns.Namespace, netns_factory: Namespa
     web = netlab.namespace("web", [net])
     netlab.apply()
     assert web.exists()
+
+
+DOWNSTREAM_CONFTEST = """
+import pytest
+
+@pytest.fixture(scope="session")
+def pynetns_topology_file(pytestconfig):
+    return pytestconfig.rootpath / "shop.toml"
+
+@pytest.fixture(scope="module")
+def pair(netlab_factory):
+    lab = netlab_factory("pair")
+    net = lab.network("n", subnet="10.97.0.0/24")
+    lab.namespace("server", [net])
+    lab.namespace("client", [net])
+    lab.apply()
+    yield lab
+    lab.destroy()
+"""
+
+DOWNSTREAM = """
+import os
+from pynetns.servers import http_server_argv
+
+def test_served(pair):
+    server = pair["server"].popen(http_server_argv(str(pair.ip("server")), 8000, body="hi"))
+    pair["server"].wait_for_port(8000)
+    url = f"http://{pair.ip('server', 'n')}:8000/"
+    assert pair["client"].run(["curl", "-sS", "--max-time", "5", url]).stdout.startswith("hi")
+    server.stop()
+    assert server.stdout_text == ""
+
+def test_slow(pair):
+    pair.impair("client", delay="20ms")
+    assert pair.endpoint("client").impairment is not None  # netem, or the userspace engine without it
+    pair["client"].run(["ping", "-c1", "-W2", str(pair.ip("server"))])
+
+def test_topology(pynetns_topology):
+    web = pynetns_topology["web"]
+    web.run(["ping", "-c1", "-W2", str(pynetns_topology.ip("db"))])
+    with open(os.environ["PT_RECORD"], "a") as out:
+        made = [*pynetns_topology.namespaces.values(), pynetns_topology.host_namespace]
+        out.write("".join(ns.name + "\\n" for ns in made))
+"""
+
+
+@pytest.mark.root
+def test_a_downstream_project_with_module_and_session_labs(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makeconftest(DOWNSTREAM_CONFTEST)
+    pytester.makepyfile(test_downstream=DOWNSTREAM)
+    shop = Path(__file__).parents[1] / "data" / "topologies" / "shop.toml"
+    (pytester.path / "shop.toml").write_text(shop.read_text())
+    record = tmp_path / "names"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PT_RECORD", str(record))
+        result = pytester.runpytest_subprocess("-n", "2", "--pynetns-require", timeout=INNER_TIMEOUT)
+    run = _run_id(result)
+    try:
+        result.assert_outcomes(passed=3)
+        names = set(record.read_text().split())
+        assert len(names) == 4 and not names & _namespaces()  # the topology's lab is gone with the session
+        assert not _of_run(run) and "pynetns leftovers" not in result.stdout.str()
+    finally:
+        _delete(_of_run(run))
