@@ -8,7 +8,8 @@
     sudo pynetns exec web -- ping -c1 10.30.0.3   # a command in a lab's namespace (``shop:web`` names the lab)
     pynetns explain shop.toml             # the commands ``up`` would run (no root needed)
     sudo pynetns down shop                # remove a lab
-    sudo pynetns cleanup [--all]          # remove the labs whose owner died (every lab with --all)
+    sudo pynetns cleanup [--all] [--orphans]  # remove the labs whose owner died (every lab with --all;
+                                          # --orphans: also tagged objects whose journal is gone)
     sudo pynetns demo [--step]            # the Docker networking walkthrough
     pynetns --help; pynetns up --help
 
@@ -329,6 +330,11 @@ class Cleanup(Command):
     """Remove the labs whose owner process died (with --all, every lab, persistent ones too); needs root"""
 
     everything = cli.Flag("--all", help="Remove every lab, also persistent ones and those whose owner still runs")
+    orphaned = cli.Flag(
+        "--orphans",
+        help="Also remove the namespaces and links tagged by a lab that no journal names (its journal is gone); "
+        "a lab whose journal is in another runtime directory (PYNETNS_RUNTIME_DIR) looks orphaned",
+    )
 
     def main(self) -> int:
         return self.guard(self._cleanup)
@@ -339,7 +345,7 @@ class Cleanup(Command):
 
         self.need_root()
         before = labs()
-        removed = cleanup(all=self.everything)
+        removed = cleanup(all=self.everything, orphans=self.orphaned)
         left = {record.id for record in labs()}
         for item in removed:
             print(f"removed {item}")

@@ -1,7 +1,7 @@
 """Labs: Docker-style networks declared in code or topology files, applied in a few batched processes,
 journaled, and removed without a trace (also after their owner died: :func:`cleanup`)."""
 
-from .cleanup import Cleaned, cleanup, remove
+from .cleanup import Cleaned, Orphans, cleanup, orphans, remove
 from .ipam import taken_networks
 from .journal import LabRecord, find, labs, runtime_dir
 from .lab import Lab
@@ -15,10 +15,12 @@ __all__ = [
     "LabLike",
     "LabRecord",
     "Network",
+    "Orphans",
     "Topology",
     "cleanup",
     "find",
     "labs",
+    "orphans",
     "remove",
     "runtime_dir",
     "taken_networks",

@@ -1,5 +1,6 @@
 """Cleanup: remove the leftovers of labs whose owner died (:func:`cleanup`), or one lab by name (:func:`remove`,
-``pynetns down``), touching only what a journal names and the lab's name or tag marks.
+``pynetns down``), touching only what a journal names and the lab's name or tag marks; and, on request, the
+orphans whose journal is gone (:func:`orphans`, ``pynetns cleanup --orphans``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from ..host import Host
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from .journal import LabRecord, find, labs
 
-__all__ = ["Cleaned", "cleanup", "remove"]
+__all__ = ["Cleaned", "Orphans", "cleanup", "orphans", "remove"]
 
 log = logging.getLogger(__name__)
 
 _LAB_ID = re.compile(r"[0-9a-f]{6}")
+#: a lab's tag, ``pynetns:<id>`` (a Host's own tag, ``pynetns:<pid>-<hex>``, is not a lab's)
+_LAB_TAG = re.compile(r"pynetns:([0-9a-f]{6})")
+#: a kernel name a lab makes: ``pn<id>-<name>`` (namespaces), ``pn<id><kind><n>`` (bridges, veths)
+_LAB_NAME = re.compile(r"pn([0-9a-f]{6})")
 
 
 class Cleaned(list[str]):
@@ -32,17 +37,20 @@ class Cleaned(list[str]):
         self.remaining: dict[str, list[str]] = {}
 
 
-def cleanup(host: Host | None = None, *, all: bool = False) -> Cleaned:
+def cleanup(host: Host | None = None, *, all: bool = False, orphans: bool = False) -> Cleaned:
     """Remove the leftovers of labs whose owner is dead (every lab with ``all=True``), under the host lock.
 
     Only what a journal names is removed, and of that only what carries the lab's id in its name or its
     tag. A lab whose host was another network namespace than ``host``'s is left alone whole (see
     :attr:`Cleaned.skipped`); a journal stays until nothing it names is left (:attr:`Cleaned.remaining`).
+    ``orphans=True`` also removes the labs' objects that no journal names (:func:`orphans`).
     Returns what was removed.
     """
     host = resolve_host(host)
     cleaned = Cleaned()
     with host.lock():
+        if orphans:
+            cleaned += _remove_orphans(host, _find_orphans(host))
         for record in labs(host):
             if (record.alive or record.persistent) and not all:
                 continue
@@ -166,3 +174,86 @@ def _tagged_namespace(host: Host, name: str, tag: str | None) -> bool:
         raise  # not "gone": without the privileges, nothing can be known (and the journal must stay)
     except (CommandError, NotOwned, PynetnsError):
         return False
+
+
+class Orphans(list[str]):
+    """What :func:`orphans` found: the kernel names (namespaces, then host-side links), and :attr:`tags`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: the orphaned labs' tags, ``pynetns:<id>``
+        self.tags: set[str] = set()
+        #: the namespaces among them (the rest are links of the Host's namespace)
+        self.namespaces: list[str] = []
+        #: the host-side links among them
+        self.links: list[str] = []
+        #: the tags of the labs with links in the Host's namespace (their firewall rules may be there too)
+        self.host_tags: set[str] = set()
+
+
+def orphans(host: Host | None = None) -> Orphans:
+    """The objects of labs whose journal is gone: namespaces named ``pn<id>-…`` whose ``lo`` carries the tag
+    ``pynetns:<id>``, and links of ``host``'s namespace named ``pn<id>…`` carrying it, where no journal of
+    ``host``'s runtime names ``<id>``. Nothing is removed (``cleanup(orphans=True)`` does that).
+
+    A journal is written before a lab's first command, so the objects are listed first and the journals
+    read after: an object of a lab being applied right now always has its journal by then, and is left alone.
+    A lab run with another runtime directory (``PYNETNS_RUNTIME_DIR``) has its journal where this cannot see
+    it: its objects look orphaned; run this with the runtime directory the labs were made with.
+    """
+    return _find_orphans(resolve_host(host))
+
+
+def _find_orphans(host: Host) -> Orphans:
+    candidates: list[tuple[str, str, str]] = []  # (kind, name, tag)
+    for namespace in Namespace.all(host):  # first the objects, then the journals: see orphans()
+        match = _LAB_NAME.match(namespace.name)
+        if match is None or not namespace.name.startswith(f"pn{match.group(1)}-"):
+            continue
+        tag = f"pynetns:{match.group(1)}"
+        if _tagged_namespace(host, namespace.name, tag):
+            candidates.append(("namespace", namespace.name, tag))
+    for interface in Namespace.host(host).interfaces():
+        match = _LAB_NAME.match(interface.name)
+        alias = _LAB_TAG.fullmatch(interface.alias or "")
+        if match is not None and alias is not None and alias.group(1) == match.group(1):
+            candidates.append(("interface", interface.name, alias.group(0)))
+    records = labs(host)
+    journaled = {record.id for record in records} | {str(record.data.get("tag", "")) for record in records}
+    found = Orphans()
+    for kind, name, tag in candidates:
+        if tag in journaled or tag.removeprefix("pynetns:") in journaled:
+            continue
+        found.append(f"{kind} {name}")
+        found.tags.add(tag)
+        if kind == "namespace":
+            found.namespaces.append(name)
+        else:
+            found.links.append(name)
+            found.host_tags.add(tag)
+    return found
+
+
+def _remove_orphans(host: Host, found: Orphans) -> list[str]:
+    """Remove what :func:`_find_orphans` found: processes inside, namespaces, links, and the firewall rules of
+    the Host's namespace carrying an orphan's tag. Returns what was removed."""
+    removed: list[str] = []
+    if not found:
+        return removed
+    log.warning("removing the objects of labs whose journal is gone (%s): %s", ", ".join(sorted(found.tags)), found)
+    kill_processes_in(host, found.namespaces)
+    for tag in sorted(found.host_tags):  # an isolated lab's rules went with its namespace
+        try:
+            count = remove_tagged(Namespace.host(host), tag)
+        except PynetnsError as error:
+            log.warning("could not look for firewall rules tagged %s: %s", tag, error)
+        else:
+            if count:
+                removed.append(f"{count} firewall rules tagged {tag}")
+    for name in found.namespaces:
+        if host.ip(NetnsRef.root(), host.links.netns_delete(name), check=False).returncode == 0:
+            removed.append(f"namespace {name}")
+    for name in found.links:
+        if host.ip(NetnsRef.root(), host.links.link_delete(name), check=False).returncode == 0:
+            removed.append(f"interface {name}")
+    return removed

@@ -134,3 +134,23 @@ def test_commands_that_change_namespaces_need_root(monkeypatch, tmp_path, capsys
         err == f"pynetns {args[0]}: error: pynetns {args[0]} needs root, to enter and change network "
         "namespaces (try sudo)\n"
     )
+
+
+def test_cleanup_orphans_asks_for_the_orphans_too(monkeypatch, capsys):
+    from pynetns.lab import Cleaned
+
+    cleanup_module = sys.modules["pynetns.lab.cleanup"]  # the package's ``cleanup`` is the function
+
+    asked = []
+
+    def fake_cleanup(host=None, *, all=False, orphans=False):
+        asked.append((all, orphans))
+        cleaned = Cleaned()
+        cleaned.append("namespace pn1a2b3c-web")
+        return cleaned
+
+    monkeypatch.setattr(cli_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cleanup_module, "cleanup", fake_cleanup)
+    assert cli_module.run(["cleanup", "--orphans"]) == 0
+    assert asked == [(False, True)] and "removed namespace pn1a2b3c-web" in capsys.readouterr().out
+    assert "--orphans" in cli("cleanup", "--help").stdout
