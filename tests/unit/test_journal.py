@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from pynetns import Host
+from pynetns.backends.recording import RecordingRunner
+from pynetns.lab import orphans
 from pynetns.lab.journal import JournalFile, labs, owner_alive
 from pynetns.lab.lab import Lab
 from pynetns.runner import CompletedCommand, Runner
@@ -225,3 +227,29 @@ def test_a_partition_on_the_host_is_journaled_before_its_rules(runtime):
     first = next(data for argv, _, data in runner.seen if "nft" in argv)
     assert first is not None and first["firewall"] is True
     lab.destroy()
+
+
+def test_orphans_are_listed_before_the_journals_are_read(monkeypatch):
+    """A lab writes its journal before its first command: reading the journals after listing the objects
+    never takes a lab being applied right now for an orphan."""
+    cleanup_module = sys.modules["pynetns.lab.cleanup"]
+    runner = RecordingRunner()
+    runner.respond(("ip", "-j", "netns", "list"), json.dumps([{"name": "pnabcdef-web"}, {"name": "other"}]))
+    lo = [{"ifindex": 1, "ifname": "lo", "ifalias": "pynetns:abcdef", "flags": ["UP"], "addr_info": []}]
+    runner.respond(("ip", "-n", "pnabcdef-web"), json.dumps(lo))
+    host = Host(runner=runner)
+    read_at = []
+
+    def journals_now(host=None):
+        read_at.append(len(runner.history))
+        return [] if len(read_at) == 1 else [_Record("abcdef")]
+
+    monkeypatch.setattr(cleanup_module, "labs", journals_now)
+    assert orphans(host) == ["namespace pnabcdef-web"]  # no journal names abcdef
+    assert orphans(host) == []  # its journal appeared: left alone
+    assert read_at[0] == len(runner.history) // 2 and read_at[1] == len(runner.history)  # after every listing
+
+
+class _Record:
+    def __init__(self, id):
+        self.id, self.data = id, {"tag": f"pynetns:{id}"}
