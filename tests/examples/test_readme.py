@@ -49,15 +49,12 @@ def dry(block: Block) -> bool:
 
 
 def params(selected: list[Block], root: bool | None = None) -> list[object]:
-    """``selected`` as pytest params, marked ``root`` unless ``root`` is False (None: unless dry)."""
-    return [
-        pytest.param(
-            block,
-            id=block.id,
-            marks=[pytest.mark.root] if (not dry(block) if root is None else root) else [],
-        )
-        for block in selected
-    ]
+    """``selected`` as pytest params, marked ``root`` if ``root`` says so (None: unless the block is dry)."""
+    found = []
+    for block in selected:
+        needs_root = not dry(block) if root is None else root
+        found.append(pytest.param(block, id=block.id, marks=[pytest.mark.root] if needs_root else []))
+    return found
 
 
 def topology_files(folder: Path) -> list[Path]:
@@ -120,6 +117,7 @@ def test_python_block(block: Block, tmp_path: Path) -> None:
         result = run.result
     if tests:
         assert f"{len(tests)} passed" in result.stdout and "skipped" not in result.stdout, result.stdout
+        assert "pynetns leftovers" not in result.stdout, result.stdout
     if block.output is not None:
         assert result.stdout == block.output, "the output the README shows after the block"
 
@@ -132,8 +130,8 @@ def test_topology_file_loads(block: Block, tmp_path: Path) -> None:
     (path,) = [path for path in topology_files(tmp_path) if path.read_text() == block.code]
     lab = Lab.from_file(path, host=Host(dry_run=True))
     assert lab.namespaces and lab.networks
-    commands = lab.explain()
-    assert "netns add" in commands and "dport 8080" in commands, commands
+    assert len(lab.published) == block.code.count("[[publish]]")
+    assert "netns add" in lab.explain()
 
 
 def test_the_topology_error_the_readme_shows(tmp_path: Path) -> None:
