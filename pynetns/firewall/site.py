@@ -150,7 +150,18 @@ class Site:
         if not self.reads:
             return HostPath()
         links = self.host.links
-        routes = self.host.ip(self.where, links.route_get(address)).json()
+        found = self.host.ip(self.where, links.route_get(address), check=False)
+        if not found.ok and "unreachable" in found.stderr.lower():
+            # a target on no network of the host, e.g. a container not made yet: say so, not only what ip said
+            raise NotFound(
+                f"the host has no route to {address}: create the network it is on (a bridge with an address "
+                "in its subnet, or a lab) before mapping a port to it",
+                argv=found.argv,
+                evidence=found.stderr.strip(),
+            )
+        if not found.ok:
+            raise from_command(found.argv, found.returncode, found.stdout, found.stderr)
+        routes = found.json()
         device = routes[0].get("dev") if routes else None
         if not device or device == "lo":
             return HostPath()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import attrs
 import pytest
 
-from pynetns import Bridge, Host, Masquerade, Namespace, PortInUse, PortMap, Route, Veth, wait_until
+from pynetns import Bridge, Host, Masquerade, Namespace, NotFound, PortInUse, PortMap, Route, Veth, wait_until
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
 from pynetns.servers import http_server_argv, udp_echo_argv
@@ -279,6 +279,15 @@ def test_delete_returns_the_ruleset_to_exactly_what_it_was(lab: Lab) -> None:
 def test_a_missing_mapping_cannot_be_deleted(lab: Lab) -> None:
     with pytest.raises(LookupError):
         lab.portmap(8080, C1, 8000).delete()
+
+
+def test_a_mapping_to_an_address_the_host_cannot_reach_says_so(lab: Lab) -> None:
+    """A container not made yet (the README's PortMap example once): NotFound saying what to do; nothing written."""
+    before = lab.ruleset()
+    with pytest.raises(NotFound, match=r"^the host has no route to 10\.99\.0\.2: create the network") as raised:
+        lab.portmap(8080, "10.99.0.2", 80).create()
+    assert "unreachable" in raised.value.evidence
+    assert lab.ruleset() == before
 
 
 def test_an_ipv6_port_map_from_outside_the_host_and_by_hairpin(
