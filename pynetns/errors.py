@@ -359,6 +359,7 @@ PACKAGES = {
     "ip6tables-save": "iptables",
     "nsenter": "util-linux",
     "unshare": "util-linux",
+    "setpriv": "util-linux",
     "sysctl": "procps",
     "ping": "iputils-ping",
     "curl": "curl",

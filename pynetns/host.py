@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends import available, get_backend
-from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef, ShapingBackend
+from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef, SandboxBackend, ShapingBackend
 from .backends.recording import RecordingRunner
 from .errors import BackendUnavailable, InvalidValue, PynetnsError, UnknownBackend
 from .locking import host_lock
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
 from .runtime import LocalRuntime
+from .sandbox import Sandbox
 from .validation import owner_tag
 
 __all__ = ["Host", "default_host"]
@@ -84,6 +85,49 @@ class Host:
         self._firewall: FirewallBackend | None = firewall if isinstance(firewall, FirewallBackend) else None
         self._firewall_lock = threading.Lock()
         self._netns_key: str | None = None
+        #: the rootless sandbox playing this host (:meth:`rootless`), ended by :meth:`close`
+        self.sandbox: Sandbox | None = None
+
+    @classmethod
+    def rootless(cls, *, sandbox: str | SandboxBackend = "unshare", **options: Any) -> Host:
+        """A Host played by a new rootless sandbox (:mod:`pynetns.sandbox`): an unprivileged user namespace
+        with its own mount, network and PID namespaces. Needs no root, sudo or setuid helper.
+
+        Every command enters the sandbox; its ``/run/netns`` and the lab journals live on its own tmpfs.
+        :meth:`close` (or the end of a ``with`` block, or this process's death) ends it and everything in
+        it. ``options``: as for ``Host()`` (``tag``, ``firewall``, backends), but not ``runner``/``runtime``.
+        :class:`~pynetns.sandbox.SandboxRefused` says how to allow user namespaces where the machine forbids them.
+        """
+        for taken in ("runner", "runtime", "machine", "sudo", "dry_run"):
+            if taken in options:
+                raise InvalidValue(taken, options[taken], "is chosen by Host.rootless() itself")
+        box = Sandbox.start(backend=sandbox)
+        try:
+            host = cls(runner=box.runner, runtime=box.runtime, **options)
+        except BaseException:
+            box.close()
+            raise
+        host.sandbox = box
+        return host
+
+    @classmethod
+    def auto(cls, **options: Any) -> Host:
+        """The Host this process can drive: ``Host()`` as root (CAP_NET_ADMIN and CAP_SYS_ADMIN), else
+        :meth:`rootless`. ``options``: as for either."""
+        if _privileged():
+            return cls(**options)
+        return cls.rootless(**options)
+
+    def close(self) -> None:
+        """End this Host's sandbox (a rootless Host) and everything in it; a no-op for other Hosts."""
+        if self.sandbox is not None:
+            self.sandbox.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def firewall(self) -> FirewallBackend:
@@ -155,7 +199,8 @@ class Host:
         return host_lock(key) if timeout is None else host_lock(key, timeout)
 
     def __repr__(self) -> str:
-        return f"Host(runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"
+        kind = "rootless, " if self.sandbox is not None else ""
+        return f"Host({kind}runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"
 
     # -- what ran ---------------------------------------------------------
 
@@ -230,6 +275,17 @@ def _backend(field: str, choice: object, role: type[Any]) -> Any:
         rule = f"{choice!r} is a {getattr(found, '__name__', found)}, not a {role.__name__}; {_choices(role)}"
         raise InvalidValue(field, choice, rule)
     raise InvalidValue(field, choice, f"must be a {role.__name__} object or a registered name; {_choices(role)}")
+
+
+def _privileged() -> bool:
+    """This process has CAP_NET_ADMIN and CAP_SYS_ADMIN (``ip netns add`` needs both)."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    effective = int(line.split()[1], 16)
+    return all(effective >> bit & 1 for bit in (12, 21))
 
 
 def _choices(role: type[Any]) -> str:
