@@ -266,7 +266,7 @@ class SandboxBackend(ABC):
     @abstractmethod
     def setup_commands(self, runtime: str) -> list[Argv]:
         """Run once inside a new sandbox: a private tmpfs over ``/run`` with ``/run/netns`` (for
-        ``ip netns add``) and ``runtime`` (pynetns' runtime files) on it."""
+        ``ip netns add``) and ``runtime`` (pynetns' runtime files) on it; its loopback up."""
 
 
 # -- firewall ---------------------------------------------------------------

@@ -56,4 +56,5 @@ class Unshare(SandboxBackend):
         return [
             ("mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", TMPFS_SOURCE, "/run"),
             ("mkdir", "-p", "/run/netns", runtime),
+            ("ip", "link", "set", "lo", "up"),  # a new network namespace's loopback starts down
         ]
