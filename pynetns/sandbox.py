@@ -161,20 +161,20 @@ def _backend(choice: str | SandboxBackend) -> SandboxBackend:
     return found()
 
 
-def _init_of(holder: Process) -> int | None:
-    """The PID (here) of the holder's child, PID 1 of the sandbox, once its user namespace is mapped."""
+def _init_of(holder: Process) -> int:
+    """The PID (here) of the holder's child, PID 1 of the sandbox, once its user namespace is mapped (0: not yet)."""
     if not holder.alive():
         stderr = holder.stderr.read().decode(errors="replace").strip() if holder.stderr is not None else ""
         raise _refused(holder.argv, stderr)
     try:
         children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
         if not children:
-            return None
+            return 0
         child = int(children[0])
         if not Path(f"/proc/{child}/uid_map").read_text().strip():
-            return None
+            return 0
     except (OSError, ValueError):
-        return None
+        return 0
     return child
 
 

@@ -68,7 +68,7 @@ def test_refusal_none_where_allowed():
 
 def test_refused_before_any_command():
     launcher = RecordingRunner()
-    with pytest.raises(SandboxRefused, match="user.max_user_namespaces is 0") as caught:
+    with pytest.raises(SandboxRefused, match=r"user\.max_user_namespaces is 0") as caught:
         Sandbox.start(launcher=launcher, read={"user.max_user_namespaces": "0"}.get)
     assert isinstance(caught.value, PermissionDenied)
     assert launcher.history == []
@@ -97,7 +97,7 @@ class FailingHolder(SandboxBackend):
 
 def test_holder_refused_by_the_kernel_is_explained():
     backend = FailingHolder("unshare: unshare failed: Operation not permitted")
-    with pytest.raises(SandboxRefused, match="refused an unprivileged user namespace.*apparmor_restrict"):
+    with pytest.raises(SandboxRefused, match=r"refused an unprivileged user namespace.*apparmor_restrict"):
         Sandbox.start(backend=backend, read=lambda key: None)
 
 
@@ -126,7 +126,7 @@ def test_sandbox_runner_prefixes_commands_and_spawned_programs():
 
 @pytest.mark.parametrize("option", ["runner", "runtime", "sudo", "dry_run", "machine"])
 def test_rootless_refuses_options_it_chooses(option):
-    with pytest.raises(InvalidValue, match="chosen by Host.rootless"):
+    with pytest.raises(InvalidValue, match=r"chosen by Host\.rootless"):
         Host.rootless(**{option: None})
 
 
