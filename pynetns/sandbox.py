@@ -16,17 +16,18 @@ import logging
 import os
 import subprocess
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 from .backends import get_backend
 from .backends.base import SandboxBackend
-from .errors import BackendUnavailable, InvalidValue, PermissionDenied, PynetnsError
+from .errors import BackendUnavailable, InvalidValue, PynetnsError, SandboxRefused
 from .polling import wait_until
 from .runner import LocalRunner, Process, Runner, SandboxRunner
 from .runtime import SandboxRuntime
 
-__all__ = ["RUNTIME", "Sandbox", "SandboxRefused", "refusal"]
+__all__ = ["RUNTIME", "Sandbox", "refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 RUNTIME = "/run/pynetns"
 
 Read = Callable[[str], "str | None"]
-
-
-class SandboxRefused(PermissionDenied):
-    """This machine does not let an unprivileged user make a user namespace; the message says how to allow it."""
 
 
 def read_sysctl(key: str) -> str | None:
@@ -90,6 +87,9 @@ class Sandbox:
         self.runtime = SandboxRuntime(Path(f"/proc/{pid}/root{RUNTIME}"))
         self._closed = False
         self._lock = threading.Lock()
+        # dropped without close(): the sandbox ends when this object is collected (or at exit)
+        self._finalizer = weakref.finalize(self, _end, holder, pipe)
+        _open.add(self)
 
     @classmethod
     def start(
@@ -119,11 +119,15 @@ class Sandbox:
             os.close(reading)
         try:
             pid = wait_until(lambda: _init_of(holder), timeout=timeout, what="the sandbox's holder to start")
-            sandbox = cls(holder, writing, maker, pid, SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix()))
+        except BaseException:
+            _end(holder, writing)
+            raise
+        sandbox = cls(holder, writing, maker, pid, SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix()))
+        try:
             for argv in maker.setup_commands(RUNTIME):
                 sandbox.runner.run(argv)
         except BaseException:
-            _end(holder, writing)
+            sandbox.close()
             raise
         log.debug("sandbox started: holder %s, PID 1 %s", holder.pid, pid)
         return sandbox
@@ -138,8 +142,8 @@ class Sandbox:
             if self._closed:
                 return
             self._closed = True
-            pipe, self._pipe = self._pipe, None
-        _end(self.holder, pipe)
+            self._pipe = None
+        self._finalizer()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -150,6 +154,25 @@ class Sandbox:
     def __repr__(self) -> str:
         state = "running" if self.alive else "closed"
         return f"<Sandbox holder={self.holder.pid} pid1={self.pid} {state}>"
+
+    def _forget(self) -> None:
+        """In a forked child: the sandbox stays its parent's (the child's copy of the pipe must not keep it)."""
+        pipe, self._pipe = self._pipe, None
+        self._finalizer.detach()
+        self._closed = True
+        if pipe is not None:
+            os.close(pipe)
+
+
+_open: weakref.WeakSet[Sandbox] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for sandbox in list(_open):
+        sandbox._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _backend(choice: str | SandboxBackend) -> SandboxBackend:

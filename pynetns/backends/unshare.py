@@ -46,6 +46,7 @@ class Unshare(SandboxBackend):
 
     def enter_prefix(self, pid: int) -> Argv:
         # -p: a process started inside belongs to the sandbox's PID namespace, so it ends with the sandbox
+        # (nsenter forks for it: a program's threads need their process in the PID namespace they start in)
         return ("nsenter", "--preserve-credentials", "-U", "-m", "-n", "-p", "-t", str(pid), "--")
 
     def spawn_prefix(self) -> Argv:

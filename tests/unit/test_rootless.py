@@ -14,9 +14,9 @@ from pynetns import Host
 from pynetns.backends import get_backend
 from pynetns.backends.base import SandboxBackend
 from pynetns.backends.recording import RecordingRunner
-from pynetns.errors import BackendUnavailable, InvalidValue, PermissionDenied
+from pynetns.errors import BackendUnavailable, InvalidValue, PermissionDenied, SandboxRefused
 from pynetns.runner import SandboxRunner
-from pynetns.sandbox import Sandbox, SandboxRefused, refusal
+from pynetns.sandbox import Sandbox, refusal
 
 
 def sysctls(**values: str):
