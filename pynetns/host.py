@@ -42,8 +42,11 @@ class Host:
     ``Host()`` runs commands locally; ``Host(sudo=True)`` through ``sudo -n``;
     ``Host(machine=plumbum_machine)`` on another plumbum machine;
     ``Host(dry_run=True)`` records the commands in :attr:`history` instead of
-    running them. Backends are chosen by registry name or passed as objects,
-    one per role: ``links``, ``enter``, ``firewall``, ``shaping``.
+    running them. ``Host.rootless()`` needs no root: a sandbox (an unprivileged user
+    namespace with its own mount, network and PID namespaces) plays the host, and
+    ``Host.auto()`` is ``Host()`` as root, else ``Host.rootless()``. Backends are
+    chosen by registry name or passed as objects, one per role: ``links``, ``enter``,
+    ``firewall``, ``shaping``.
 
     Every kernel object created through this host is tagged with :attr:`tag`
     (``pynetns:<id>``), so cleanup can find exactly what is ours.

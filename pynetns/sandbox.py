@@ -190,15 +190,33 @@ def _init_of(holder: Process) -> int:
         stderr = holder.stderr.read().decode(errors="replace").strip() if holder.stderr is not None else ""
         raise _refused(holder.argv, stderr)
     try:
-        children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+        children = _children(holder.pid)
         if not children:
             return 0
-        child = int(children[0])
+        child = children[0]
         if not Path(f"/proc/{child}/uid_map").read_text().strip():
             return 0
     except (OSError, ValueError):
         return 0
     return child
+
+
+def _children(pid: int) -> list[int]:
+    """The children of process ``pid`` (by its ``children`` file, or, on a kernel without it, by every ``stat``)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        pass
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(pid):  # after the name: state, then the parent's pid
+                found.append(int(entry.name))
+    return found
 
 
 def _refused(argv: tuple[str, ...], stderr: str) -> PynetnsError:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pynetns import Host, wait_until
+from pynetns import Host, UnknownBackend, wait_until
 
 root = pytest.mark.root
 NOBODY = 65534
@@ -112,6 +112,8 @@ def test_killed_owner_leaves_nothing(nobody):
         assert line, owner.stderr.read() if owner.stderr else ""
         seen = json.loads(line)
         holder, pid1 = int(seen["holder"]), int(seen["pid1"])
+        info = os.stat(f"/proc/{pid1}/ns/net")
+        assert seen["netns"] == f"{info.st_dev}-{info.st_ino}"  # the host lock's key: the sandbox's namespace
         sandbox = _namespaces(pid1) - _namespaces(1)
         assert len(sandbox) == 4  # its own user, mount, network and PID namespaces
         members = [pid for pid, spaces in _running().items() if spaces & sandbox]
@@ -156,3 +158,11 @@ def test_rootless_host_closes_its_sandbox():
         assert host.netns_key != Host().netns_key
     assert not host.sandbox.alive
     wait_until(lambda: not _namespaces(pid1), what="the sandbox's PID 1 to end")
+
+
+def test_rootless_host_with_a_bad_option_leaves_no_sandbox():
+    before = set(_running())
+    with pytest.raises(UnknownBackend, match="nope"):
+        Host.rootless(links="nope")
+    started = [pid for pid in set(_running()) - before if _namespaces(pid) - _namespaces(1)]
+    assert not started
