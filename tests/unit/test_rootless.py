@@ -147,3 +147,28 @@ def test_auto_is_rootless_when_not_privileged(monkeypatch):
     monkeypatch.setattr(host_module.Host, "rootless", classmethod(lambda cls, **options: started.append(options)))
     Host.auto(firewall="nftables")
     assert started == [{"firewall": "nftables"}]
+
+
+def test_commands_enter_the_sandbox_whole():
+    """What a rootless Host starts: the unshare backend's prefix, then the command (a program after setpriv)."""
+    backend = get_backend("unshare")()
+    runner = SandboxRunner(backend.enter_prefix(4242), backend.spawn_prefix())
+    command = runner._local._command(("ip", "netns", "add", "web"))
+    argv = [str(arg) for arg in command.formulate()]
+    assert argv[0].endswith("/nsenter")
+    assert argv[1:] == [
+        "--preserve-credentials",
+        "-U",
+        "-m",
+        "-n",
+        "-p",
+        "-t",
+        "4242",
+        "--",
+        "ip",
+        "netns",
+        "add",
+        "web",
+    ]
+    # not the caller's namespace: Host.netns_key (the host lock's key) is asked through the runner, in the sandbox
+    assert not runner.in_caller_namespace
