@@ -77,7 +77,7 @@ def kill(host: Host) -> None:
     web.popen(http_server_argv("0.0.0.0", 80, body="doomed"))
     wait_until(lambda: fetch(host, "http://127.0.0.1:8080/"), what="the published port")
     assert host.sandbox is not None
-    say(holder=host.sandbox.holder.pid, pid1=host.sandbox.pid, netns=host.netns_key, owner=os.getpid())
+    say(holder=host.sandbox.holder.pid, pid1=host.sandbox.pid, netns=host.netns_key, lab=lab.id, owner=os.getpid())
     time.sleep(60)  # the test kills this process
 
 
