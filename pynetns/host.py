@@ -26,7 +26,7 @@ from .locking import host_lock
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
 from .runtime import LocalRuntime
-from .sandbox import Sandbox
+from .sandbox import Sandbox, privileged
 from .validation import owner_tag
 
 __all__ = ["Host", "default_host"]
@@ -117,7 +117,7 @@ class Host:
     def auto(cls, **options: Any) -> Host:
         """The Host this process can drive: ``Host()`` as root (CAP_NET_ADMIN and CAP_SYS_ADMIN), else
         :meth:`rootless`. ``options``: as for either."""
-        if _privileged():
+        if privileged():
             return cls(**options)
         return cls.rootless(**options)
 
@@ -278,17 +278,6 @@ def _backend(field: str, choice: object, role: type[Any]) -> Any:
         rule = f"{choice!r} is a {getattr(found, '__name__', found)}, not a {role.__name__}; {_choices(role)}"
         raise InvalidValue(field, choice, rule)
     raise InvalidValue(field, choice, f"must be a {role.__name__} object or a registered name; {_choices(role)}")
-
-
-def _privileged() -> bool:
-    """This process has CAP_NET_ADMIN and CAP_SYS_ADMIN (``ip netns add`` needs both)."""
-    try:
-        with open("/proc/self/status") as status:
-            line = next(line for line in status if line.startswith("CapEff:"))
-    except (OSError, StopIteration):
-        return os.geteuid() == 0
-    effective = int(line.split()[1], 16)
-    return all(effective >> bit & 1 for bit in (12, 21))
 
 
 def _choices(role: type[Any]) -> str:

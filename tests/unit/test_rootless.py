@@ -66,7 +66,10 @@ def test_refusal_none_where_allowed():
     assert refusal(lambda key: None) is None  # a kernel without those keys
 
 
-def test_refused_before_any_command():
+def test_refused_before_any_command(monkeypatch):
+    import pynetns.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "privileged", lambda: False)  # the settings hold back users only
     launcher = RecordingRunner()
     with pytest.raises(SandboxRefused, match=r"user\.max_user_namespaces is 0") as caught:
         Sandbox.start(launcher=launcher, read={"user.max_user_namespaces": "0"}.get)
@@ -133,7 +136,7 @@ def test_rootless_refuses_options_it_chooses(option):
 def test_auto_is_the_plain_host_when_privileged(monkeypatch):
     import pynetns.host as host_module
 
-    monkeypatch.setattr(host_module, "_privileged", lambda: True)
+    monkeypatch.setattr(host_module, "privileged", lambda: True)
     host = Host.auto(tag="pynetns:auto-test")
     assert host.sandbox is None and host.tag == "pynetns:auto-test"
     host.close()  # a no-op
@@ -143,7 +146,7 @@ def test_auto_is_rootless_when_not_privileged(monkeypatch):
     import pynetns.host as host_module
 
     started = []
-    monkeypatch.setattr(host_module, "_privileged", lambda: False)
+    monkeypatch.setattr(host_module, "privileged", lambda: False)
     monkeypatch.setattr(host_module.Host, "rootless", classmethod(lambda cls, **options: started.append(options)))
     Host.auto(firewall="nftables")
     assert started == [{"firewall": "nftables"}]
