@@ -99,7 +99,15 @@ class Host:
         Every command enters the sandbox; its ``/run/netns`` and the lab journals live on its own tmpfs.
         :meth:`close` (or the end of a ``with`` block, or this process's death) ends it and everything in
         it. ``options``: as for ``Host()`` (``tag``, ``firewall``, backends), but not ``runner``/``runtime``.
-        :class:`~pynetns.sandbox.SandboxRefused` says how to allow user namespaces where the machine forbids them.
+        :class:`~pynetns.errors.SandboxRefused` says how to allow user namespaces where the machine forbids them.
+
+        Example (as any user)::
+
+            with Host.rootless() as host, Lab("shop", host=host) as lab:
+                web = lab.namespace("web", networks=[lab.network("front")])
+                lab.publish(web, 8080, 80)
+                lab.apply()
+                host.run(["curl", "-s", "http://127.0.0.1:8080/"])   # from the sandbox's host namespace
         """
         for taken in ("runner", "runtime", "machine", "sudo", "dry_run"):
             if taken in options:
