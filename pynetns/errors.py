@@ -20,6 +20,7 @@
     ├── AlreadyExists                       the object already exists
     ├── NotFound (+LookupError)             the object does not exist
     ├── PermissionDenied                    not allowed: not root, no CAP_NET_ADMIN, …
+    │   └── SandboxRefused                  the machine forbids unprivileged user namespaces (says how to allow)
     ├── PortInUse                           a host port is already mapped or listened on
     ├── NfqueueError (+OSError)             the userspace impairment engine: a queue refused, a failed start
     └── CommandError                        a command failed: argv, returncode, stderr
@@ -73,6 +74,7 @@ __all__ = [
     "PortInUseCommandError",
     "PynetnsError",
     "ResourceBusy",
+    "SandboxRefused",
     "SubnetOverlap",
     "TopologyError",
     "UnknownBackend",
@@ -228,6 +230,11 @@ class PermissionDenied(_Condition):
     """Not allowed: not root, missing CAP_NET_ADMIN, or a file pynetns needs cannot be written."""
 
 
+class SandboxRefused(PermissionDenied):
+    """This machine does not let an unprivileged user make a user namespace (a rootless Host's sandbox);
+    the message names the setting that forbids it and how to allow it."""
+
+
 class PortInUse(_Condition):
     """A host port is already published by pynetns or bound by a process.
 
@@ -359,6 +366,7 @@ PACKAGES = {
     "ip6tables-save": "iptables",
     "nsenter": "util-linux",
     "unshare": "util-linux",
+    "setpriv": "util-linux",
     "sysctl": "procps",
     "ping": "iputils-ping",
     "curl": "curl",

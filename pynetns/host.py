@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backends import available, get_backend
-from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef, ShapingBackend
+from .backends.base import EnterBackend, FirewallBackend, LinkBackend, NetnsRef, SandboxBackend, ShapingBackend
 from .backends.recording import RecordingRunner
 from .errors import BackendUnavailable, InvalidValue, PynetnsError, UnknownBackend
 from .locking import host_lock
 from .plan import Plan, Step
 from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
 from .runtime import LocalRuntime
+from .sandbox import Sandbox, privileged
 from .validation import owner_tag
 
 __all__ = ["Host", "default_host"]
@@ -41,8 +42,11 @@ class Host:
     ``Host()`` runs commands locally; ``Host(sudo=True)`` through ``sudo -n``;
     ``Host(machine=plumbum_machine)`` on another plumbum machine;
     ``Host(dry_run=True)`` records the commands in :attr:`history` instead of
-    running them. Backends are chosen by registry name or passed as objects,
-    one per role: ``links``, ``enter``, ``firewall``, ``shaping``.
+    running them. ``Host.rootless()`` needs no root: a sandbox (an unprivileged user
+    namespace with its own mount, network and PID namespaces) plays the host, and
+    ``Host.auto()`` is ``Host()`` as root, else ``Host.rootless()``. Backends are
+    chosen by registry name or passed as objects, one per role: ``links``, ``enter``,
+    ``firewall``, ``shaping``.
 
     Every kernel object created through this host is tagged with :attr:`tag`
     (``pynetns:<id>``), so cleanup can find exactly what is ours.
@@ -84,6 +88,57 @@ class Host:
         self._firewall: FirewallBackend | None = firewall if isinstance(firewall, FirewallBackend) else None
         self._firewall_lock = threading.Lock()
         self._netns_key: str | None = None
+        #: the rootless sandbox playing this host (:meth:`rootless`), ended by :meth:`close`
+        self.sandbox: Sandbox | None = None
+
+    @classmethod
+    def rootless(cls, *, sandbox: str | SandboxBackend = "unshare", **options: Any) -> Host:
+        """A Host played by a new rootless sandbox (:mod:`pynetns.sandbox`): an unprivileged user namespace
+        with its own mount, network and PID namespaces. Needs no root, sudo or setuid helper.
+
+        Every command enters the sandbox; its ``/run/netns`` and the lab journals live on its own tmpfs.
+        :meth:`close` (or the end of a ``with`` block, or this process's death) ends it and everything in
+        it. ``options``: as for ``Host()`` (``tag``, ``firewall``, backends), but not ``runner``/``runtime``.
+        :class:`~pynetns.errors.SandboxRefused` says how to allow user namespaces where the machine forbids them.
+
+        Example (as any user)::
+
+            with Host.rootless() as host, Lab("shop", host=host) as lab:
+                web = lab.namespace("web", networks=[lab.network("front")])
+                lab.publish(web, 8080, 80)
+                lab.apply()
+                host.run(["curl", "-s", "http://127.0.0.1:8080/"])   # from the sandbox's host namespace
+        """
+        for taken in ("runner", "runtime", "machine", "sudo", "dry_run"):
+            if taken in options:
+                raise InvalidValue(taken, options[taken], "is chosen by Host.rootless() itself")
+        box = Sandbox.start(backend=sandbox)
+        try:
+            host = cls(runner=box.runner, runtime=box.runtime, **options)
+        except BaseException:
+            box.close()
+            raise
+        host.sandbox = box
+        return host
+
+    @classmethod
+    def auto(cls, **options: Any) -> Host:
+        """The Host this process can drive: ``Host()`` as root (CAP_NET_ADMIN and CAP_SYS_ADMIN), else
+        :meth:`rootless`. ``options``: as for either."""
+        if privileged():
+            return cls(**options)
+        return cls.rootless(**options)
+
+    def close(self) -> None:
+        """End this Host's sandbox (a rootless Host) and everything in it; a no-op for other Hosts."""
+        if self.sandbox is not None:
+            self.sandbox.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def firewall(self) -> FirewallBackend:
@@ -155,7 +210,8 @@ class Host:
         return host_lock(key) if timeout is None else host_lock(key, timeout)
 
     def __repr__(self) -> str:
-        return f"Host(runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"
+        kind = "rootless, " if self.sandbox is not None else ""
+        return f"Host({kind}runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"
 
     # -- what ran ---------------------------------------------------------
 

@@ -33,7 +33,17 @@ import tenacity
 from .errors import BackendUnavailable, CommandTimeout, InvalidValue, ResourceBusy, from_command
 from .views import Viewable
 
-__all__ = ["Call", "Commands", "CompletedCommand", "LocalRunner", "Process", "Runner", "as_argv", "commands"]
+__all__ = [
+    "Call",
+    "Commands",
+    "CompletedCommand",
+    "LocalRunner",
+    "Process",
+    "Runner",
+    "SandboxRunner",
+    "as_argv",
+    "commands",
+]
 
 log = logging.getLogger(__name__)
 
@@ -445,3 +455,31 @@ class LocalRunner(Runner):
 
     def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
         return self._command(argv).popen(stdin=stdin, stdout=stdout, stderr=stderr)
+
+
+class SandboxRunner(Runner):
+    """Runs every command inside a rootless sandbox (:mod:`pynetns.sandbox`), entering it with ``enter``.
+
+    ``enter`` (``nsenter --preserve-credentials -U -m -n -p -t PID --``) prefixes every command;
+    a long-running process gets ``spawn`` after it too (``setpriv --pdeathsig KILL --``), so that
+    stopping the entering process stops the program. The commands run on the local machine, as
+    this user, through a :class:`LocalRunner`.
+    """
+
+    def __init__(self, enter: Sequence[str], spawn: Sequence[str] = (), *, path: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.enter = _check_argv(enter)
+        self.spawn = as_argv(spawn)
+        self._local = LocalRunner(path=path, wrap=self.enter)
+
+    def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+        return self._local._execute(argv, input, timeout)
+
+    def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
+        if self.spawn:
+            self._local._program(argv[0])  # a missing tool is named, not the wrapper's complaint
+            argv = (*self.spawn, *argv)
+        return self._local._spawn(argv, stdin, stdout, stderr)
+
+    def __repr__(self) -> str:
+        return f"SandboxRunner({shlex.join(self.enter)!r})"

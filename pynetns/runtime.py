@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JournalFile", "LocalRuntime", "owner_alive", "remove_journal", "runtime_dir"]
+__all__ = ["JournalFile", "LocalRuntime", "SandboxRuntime", "owner_alive", "remove_journal", "runtime_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,22 @@ class LocalRuntime:
         if not os.access(existing, os.W_OK | os.X_OK):
             return f"cannot write lab journals in {folder} ({existing} is not writable by this user)"
         return None
+
+
+class SandboxRuntime(LocalRuntime):
+    """The runtime files of a rootless sandbox: on its own tmpfs, reached from outside through its
+    holder's root (``/proc/PID/root/run/pynetns/labs``), so they end with the sandbox.
+
+    >>> SandboxRuntime(Path("/proc/4242/root/run/pynetns")).folder
+    PosixPath('/proc/4242/root/run/pynetns/labs')
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    @property
+    def folder(self) -> Path:
+        return self.base / "labs"
 
 
 def runtime_dir() -> Path:

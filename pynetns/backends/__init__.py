@@ -27,6 +27,7 @@ _registry: dict[str, Any] = {
     "nftables": "pynetns.backends.nftables:Nftables",
     "iptables": "pynetns.backends.iptables:Iptables",
     "tc": "pynetns.backends.tc:Tc",
+    "unshare": "pynetns.backends.unshare:Unshare",
 }
 _scanned = False
 

@@ -39,6 +39,7 @@ __all__ = [
     "ListedRule",
     "NetnsRef",
     "QueueHook",
+    "SandboxBackend",
     "ShapingBackend",
     "canonical_address",
     "check_comment",
@@ -241,6 +242,31 @@ class EnterBackend(ABC):
     @abstractmethod
     def wrap(self, where: NetnsRef, argv: Sequence[str]) -> Argv:
         """``argv`` run inside ``where`` (a ``pid`` or ``path`` reference)."""
+
+
+class SandboxBackend(ABC):
+    """Makes the commands of a rootless sandbox: an unprivileged user namespace with its own mount,
+    network and PID namespaces, held by one small process, that plays the host."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def holder_command(self) -> Argv:
+        """The long-lived process that makes and holds the namespaces; it ends at EOF on its standard input
+        (its owner's pipe), and every process in the sandbox ends with it."""
+
+    @abstractmethod
+    def enter_prefix(self, pid: int) -> Argv:
+        """The prefix that runs a command inside the sandbox held by process ``pid`` (the PID namespace's init)."""
+
+    @abstractmethod
+    def spawn_prefix(self) -> Argv:
+        """The prefix, inside the sandbox, of a long-running process: it dies when the entering process does."""
+
+    @abstractmethod
+    def setup_commands(self, runtime: str) -> list[Argv]:
+        """Run once inside a new sandbox: a private tmpfs over ``/run`` with ``/run/netns`` (for
+        ``ip netns add``) and ``runtime`` (pynetns' runtime files) on it; its loopback up."""
 
 
 # -- firewall ---------------------------------------------------------------

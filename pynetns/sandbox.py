@@ -1,0 +1,248 @@
+"""A rootless sandbox: an unprivileged user namespace, with its own mount, network and PID namespaces,
+that plays the host for a :meth:`Host.rootless() <pynetns.Host.rootless>`.
+
+One small process (``cat`` reading its owner's pipe, PID 1 of the sandbox) holds the namespaces. Every
+command enters them through a :class:`~pynetns.runner.SandboxRunner`; a tmpfs over the sandbox's
+``/run`` holds ``/run/netns`` and pynetns' runtime files, so a kill leaves no file behind. The sandbox
+ends, with everything in it, at :meth:`Sandbox.close` or when its owner dies (the pipe closes).
+
+>>> print(refusal(read=lambda key: {"user.max_user_namespaces": "0"}.get(key)))
+unprivileged user namespaces are disabled: user.max_user_namespaces is 0; allow them with `sudo sysctl -w ...=15000`
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+from .backends import get_backend
+from .backends.base import SandboxBackend
+from .errors import BackendUnavailable, InvalidValue, PynetnsError, SandboxRefused
+from .polling import wait_until
+from .runner import LocalRunner, Process, Runner, SandboxRunner
+from .runtime import SandboxRuntime
+
+__all__ = ["RUNTIME", "Sandbox", "privileged", "refusal"]
+
+log = logging.getLogger(__name__)
+
+#: where, inside the sandbox, pynetns keeps its runtime files (on the sandbox's tmpfs)
+RUNTIME = "/run/pynetns"
+
+Read = Callable[[str], "str | None"]
+
+
+def read_sysctl(key: str) -> str | None:
+    """The value of sysctl ``key`` (``kernel.unprivileged_userns_clone``), or None where the kernel has no such key."""
+    try:
+        return Path("/proc/sys", *key.split(".")).read_text().strip()
+    except OSError:
+        return None
+
+
+def privileged() -> bool:
+    """This process has CAP_NET_ADMIN and CAP_SYS_ADMIN (``ip netns add`` needs both; no sandbox needed)."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    effective = int(line.split()[1], 16)
+    return all(effective >> bit & 1 for bit in (12, 21))
+
+
+def refusal(read: Read = read_sysctl) -> str | None:
+    """Why this machine forbids unprivileged user namespaces, and how to allow them (None: it allows them).
+
+    ``read`` gives a sysctl's value (None: no such key); tests pass a fake one. (A setting written with
+    ``sysctl -w`` lasts until a reboot; a file in ``/etc/sysctl.d/`` keeps it.)
+    """
+    if read("kernel.unprivileged_userns_clone") == "0":
+        return (
+            "unprivileged user namespaces are disabled: kernel.unprivileged_userns_clone is 0; "
+            "allow them with `sudo sysctl -w kernel.unprivileged_userns_clone=1`"
+        )
+    if read("user.max_user_namespaces") == "0":
+        return (
+            "unprivileged user namespaces are disabled: user.max_user_namespaces is 0; "
+            "allow them with `sudo sysctl -w user.max_user_namespaces=15000`"
+        )
+    if read("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return (
+            "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns is 1, "
+            "as on Ubuntu 24.04); allow them with `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, "
+            "or give the Python interpreter an AppArmor profile with the `userns` permission"
+        )
+    return None
+
+
+class Sandbox:
+    """A running rootless sandbox: its holder process, the runner that enters it, and its runtime files.
+
+    ``Sandbox.start()`` makes one; ``close()`` ends it and everything in it. ``backend``: the registry
+    name (or object) of the :class:`~pynetns.backends.base.SandboxBackend` making its commands;
+    ``launcher``: the runner that starts the holder (the local machine, as this user).
+    """
+
+    def __init__(self, holder: Process, pipe: int, backend: SandboxBackend, pid: int, runner: SandboxRunner) -> None:
+        self.holder = holder
+        self._pipe: int | None = pipe
+        self.backend = backend
+        #: the sandbox's PID 1 (the process commands enter), as this machine numbers it
+        self.pid = pid
+        self.runner = runner
+        self.runtime = SandboxRuntime(Path(f"/proc/{pid}/root{RUNTIME}"))
+        self._closed = False
+        self._lock = threading.Lock()
+        # dropped without close(): the sandbox ends when this object is collected (or at exit)
+        self._finalizer = weakref.finalize(self, _end, holder, pipe)
+        _open.add(self)
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        backend: str | SandboxBackend = "unshare",
+        launcher: Runner | None = None,
+        read: Read = read_sysctl,
+        timeout: float = 10.0,
+    ) -> Sandbox:
+        """Start a sandbox; :class:`SandboxRefused` (saying how to allow it) where the machine forbids it."""
+        maker = _backend(backend)
+        why = None if privileged() else refusal(read)  # those settings hold back unprivileged users only
+        if why is not None:
+            raise SandboxRefused(why)
+        launcher = LocalRunner() if launcher is None else launcher
+        # the holder reads this pipe; only this process holds its writing end (not inherited: O_CLOEXEC)
+        reading, writing = os.pipe()
+        try:
+            holder = launcher.popen(
+                maker.holder_command(), stdin=reading, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except BaseException:
+            os.close(writing)
+            raise
+        finally:
+            os.close(reading)
+        try:
+            pid = wait_until(lambda: _init_of(holder), timeout=timeout, what="the sandbox's holder to start")
+        except BaseException:
+            _end(holder, writing)
+            raise
+        sandbox = cls(holder, writing, maker, pid, SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix()))
+        try:
+            for argv in maker.setup_commands(RUNTIME):
+                sandbox.runner.run(argv)
+        except BaseException:
+            sandbox.close()
+            raise
+        log.debug("sandbox started: holder %s, PID 1 %s", holder.pid, pid)
+        return sandbox
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self.holder.alive()
+
+    def close(self) -> None:
+        """End the sandbox and everything in it (namespaces, processes, mounts, runtime files). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pipe = None
+        self._finalizer()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "closed"
+        return f"<Sandbox holder={self.holder.pid} pid1={self.pid} {state}>"
+
+    def _forget(self) -> None:
+        """In a forked child: the sandbox stays its parent's (the child's copy of the pipe must not keep it)."""
+        pipe, self._pipe = self._pipe, None
+        self._finalizer.detach()
+        self._closed = True
+        if pipe is not None:
+            os.close(pipe)
+
+
+_open: weakref.WeakSet[Sandbox] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for sandbox in list(_open):
+        sandbox._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _backend(choice: str | SandboxBackend) -> SandboxBackend:
+    if isinstance(choice, SandboxBackend):
+        return choice
+    found = get_backend(choice) if isinstance(choice, str) else None
+    if not (isinstance(found, type) and issubclass(found, SandboxBackend)):
+        raise InvalidValue("backend", choice, "must be a SandboxBackend object or the registered name of one")
+    return found()
+
+
+def _init_of(holder: Process) -> int:
+    """The PID (here) of the holder's child, PID 1 of the sandbox, once its user namespace is mapped (0: not yet)."""
+    if not holder.alive():
+        stderr = holder.stderr.read().decode(errors="replace").strip() if holder.stderr is not None else ""
+        raise _refused(holder.argv, stderr)
+    try:
+        children = _children(holder.pid)
+        if not children:
+            return 0
+        child = children[0]
+        if not Path(f"/proc/{child}/uid_map").read_text().strip():
+            return 0
+    except (OSError, ValueError):
+        return 0
+    return child
+
+
+def _children(pid: int) -> list[int]:
+    """The children of process ``pid`` (by its ``children`` file, or, on a kernel without it, by every ``stat``)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        pass
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(pid):  # after the name: state, then the parent's pid
+                found.append(int(entry.name))
+    return found
+
+
+def _refused(argv: tuple[str, ...], stderr: str) -> PynetnsError:
+    if "Operation not permitted" in stderr or "Permission denied" in stderr:
+        return SandboxRefused(
+            f"this machine refused an unprivileged user namespace ({argv[0]}: {stderr}); "
+            "check kernel.unprivileged_userns_clone, user.max_user_namespaces and AppArmor's "
+            "kernel.apparmor_restrict_unprivileged_userns, or seccomp rules of a container"
+        )
+    return BackendUnavailable(argv[0], detail=f"the sandbox's holder exited: {stderr or 'no message'}")
+
+
+def _end(holder: Process, pipe: int | None) -> None:
+    """Close the holder's pipe (its PID 1 reads EOF and ends, and the kernel ends the rest), then reap it."""
+    if pipe is not None:
+        os.close(pipe)
+    holder.stop()
