@@ -273,6 +273,8 @@ def _leftovers(state: _RunState, *, whole_run: bool) -> set[str]:
 
 def _privilege_problem(host: Host) -> str | None:
     """None if ``host`` can make network namespaces, else a skip reason that says how to enable them."""
+    if isinstance(host, _Refused):
+        return host.why
     if host.dry_run:
         return None
     runner = host.runner
@@ -296,30 +298,45 @@ def _privilege_problem(host: Host) -> str | None:
 # -- fixtures ---------------------------------------------------------------
 
 
+class _Refused(Host):
+    """The Host of a user for whom no sandbox could be made: every fixture skips with ``why``."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__()
+        self.why = why
+
+
 def _unprivileged_host() -> Host:
     """ROOTLESS DEFAULT: the one place where the fixtures choose the Host of a user who is not root.
 
-    Today a plain ``Host()``: ``_pynetns_ready`` then finds it cannot make namespaces, and the fixtures
-    skip (or fail, with ``--pynetns-require``). With the rootless Host of issue 12 this returns
-    ``Host.rootless()``, and nothing else in this module changes.
+    A rootless Host (:meth:`Host.rootless`: an unprivileged user namespace with its own mount and network
+    namespaces plays the host), so a downstream ``pytest -n 4`` needs no sudo. Where the machine forbids
+    unprivileged user namespaces, the fixtures skip saying which setting does (or fail, with
+    ``--pynetns-require``).
     """
-    return Host()
+    try:
+        return Host.rootless()
+    except PynetnsError as error:
+        return _Refused(f"pynetns fixtures run rootless without root, and cannot here: {error}")
 
 
 @pytest.fixture(scope="session")
-def pynetns_host() -> Host:
+def pynetns_host() -> Iterator[Host]:
     """``pynetns_host`` (session scope; needs nothing): the Host every pynetns fixture works on.
 
-    By default ``Host()``: commands run locally, the firewall backend is chosen
-    on first use. Override it in your ``conftest.py`` to choose::
+    As root ``Host()``: commands run locally, the firewall backend is chosen on first use. Not root: a
+    rootless Host (:meth:`Host.rootless`), ended with the session. Override it in your ``conftest.py``
+    to choose::
 
         @pytest.fixture(scope="session")
         def pynetns_host():
             return pynetns.Host(sudo=True, firewall="iptables")
-
-    Not root: the Host chosen for users without privileges (today the fixtures then skip).
     """
-    return Host() if os.geteuid() == 0 else _unprivileged_host()
+    host = Host() if os.geteuid() == 0 else _unprivileged_host()
+    try:
+        yield host
+    finally:
+        host.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,23 +14,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pynetns import Host, UnknownBackend, wait_until
+from tests.support.nobody import nobody as as_nobody
 
 root = pytest.mark.root
-NOBODY = 65534
 SCENARIO = Path(__file__).resolve().parent.parent / "support" / "rootless.py"
-WORKTREE = Path(__file__).resolve().parent.parent.parent
 #: how many times the owner is killed (``PYNETNS_SWEEP=N``, the suite's common size knob)
 SWEEP = max(1, int(os.environ.get("PYNETNS_SWEEP", "1")))
-AS_NOBODY = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
 pytestmark = [
     root,
     pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
@@ -38,33 +33,11 @@ pytestmark = [
 ]
 
 
-def _interpreter(env: dict[str, str]) -> list[str] | None:
-    """A Python the unprivileged user may run, with pynetns' dependencies (this venv's may be under /root)."""
-    site = sysconfig.get_paths()["purelib"]
-    for python, path in ((sys.executable, str(WORKTREE)), ("/usr/bin/python3", f"{WORKTREE}:{site}")):
-        probe = {**env, "PYTHONPATH": path}
-        # the lab's servers run as sys.executable: the child must be able to start it again
-        script = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import pynetns'], check=True)"
-        check = [*AS_NOBODY, python, "-c", script]
-        if subprocess.run(check, env=probe, capture_output=True, cwd="/").returncode == 0:
-            env["PYTHONPATH"] = path
-            return [python]
-    return None
-
-
 @pytest.fixture
 def nobody() -> Iterator[tuple[list[str], dict[str, str]]]:
-    """The argv prefix and environment of a Python run as uid 65534, HOME and XDG_RUNTIME_DIR its own."""
-    folder = tempfile.mkdtemp(prefix="pynetns-rootless-")
-    os.chown(folder, NOBODY, NOBODY)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder, "XDG_RUNTIME_DIR": folder}
-    python = _interpreter(env)
-    try:
-        if python is None:
-            pytest.skip("no Python interpreter with pynetns' dependencies is runnable by uid 65534")
-        yield [*AS_NOBODY, *python, str(SCENARIO)], env
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    """The argv of the scenario run as uid 65534, and its environment (HOME and XDG_RUNTIME_DIR its own)."""
+    with as_nobody() as (python, env, _):
+        yield [*python, str(SCENARIO)], env
 
 
 def facts(output: str) -> dict[str, object]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import pynetns
-from pynetns.pytest_plugin import HOW_TO_ENABLE, _RunState
+from pynetns.pytest_plugin import _RunState
 from tests.support.plugin import INNER_TIMEOUT
 
 pytest_plugins = ["pytester"]
@@ -122,13 +122,31 @@ def test_lab(netlab):
 """
 
 
+NO_SANDBOX = """
+import os
+
+from pynetns import Host
+from pynetns.errors import SandboxRefused
+
+
+def refuse(cls, **options):
+    raise SandboxRefused("unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone=0): "
+                         "allow them with sysctl -w kernel.unprivileged_userns_clone=1")
+
+
+os.geteuid = lambda: 1000  # play an unprivileged user on a machine that forbids user namespaces
+Host.rootless = classmethod(refuse)
+"""
+
+
 def test_skip_without_root_says_how_to_enable(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest("import os\nos.geteuid = lambda: 1000  # play an unprivileged user\n")
+    pytester.makeconftest(NO_SANDBOX)
     pytester.makepyfile(SKIPPING_TESTS)
     result = pytester.runpytest_subprocess("-rs", timeout=INNER_TIMEOUT)
     result.assert_outcomes(skipped=3)
-    result.stdout.fnmatch_lines(["SKIPPED *pynetns fixtures need root*Host(sudo=True)*"] * 3)
-    assert HOW_TO_ENABLE in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["SKIPPED *run rootless without root, and cannot here*unprivileged_userns_clone=1*"] * 3
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -163,7 +181,7 @@ def test_skip_when_the_probe_fails_shows_what_ip_said(pytester: pytest.Pytester)
 
 @pytest.mark.parametrize("how", ["option", "ini"])
 def test_require_makes_cannot_run_an_error(pytester: pytest.Pytester, how: str) -> None:
-    pytester.makeconftest("import os\nos.geteuid = lambda: 1000  # play an unprivileged user\n")
+    pytester.makeconftest(NO_SANDBOX)
     pytester.makepyfile(SKIPPING_TESTS)
     if how == "ini":
         pytester.makeini("[pytest]\npynetns_require = true\n")
@@ -171,7 +189,9 @@ def test_require_makes_cannot_run_an_error(pytester: pytest.Pytester, how: str) 
     result = pytester.runpytest_subprocess("-rE", *args, timeout=INNER_TIMEOUT)
     result.assert_outcomes(errors=3)
     for test in ("test_netns", "test_factory", "test_lab"):
-        result.stdout.fnmatch_lines([f"*ERROR at setup of {test}*", "pynetns fixtures need root*(--pynetns-require:*"])
+        result.stdout.fnmatch_lines(
+            [f"*ERROR at setup of {test}*", "pynetns fixtures run rootless*(--pynetns-require:*"]
+        )
     assert result.ret == pytest.ExitCode.TESTS_FAILED and "Traceback" not in result.stdout.str()
 
 
