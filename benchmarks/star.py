@@ -10,12 +10,18 @@ route and one published TCP port (host port 20000+i → 80):
       usable nftables API, so its rules go in one ``nft -f`` as in (d)
   (d) a hand-written raw script: one ``ip -batch`` for the host side, one per
       namespace, one ``nft -f``
+  (e) the same ``Lab(isolated=True)`` as (a) on ``Host.rootless()``: every command enters a
+      rootless sandbox (``nsenter -U -m -n -p -t PID``). The sandbox is started before the
+      clock starts and ended after it stops (its start is printed on its own line): the row
+      compares Lab up + down, as issue 12 asks.
 
 Everything happens in namespaces the benchmark creates (the machine's own
 firewall and sysctls are never touched).
 
 Run as root:  python benchmarks/star.py -n 200
               python benchmarks/star.py --scaling     (pynetns' time per namespace, N=50 vs N=400)
+              python benchmarks/star.py --rootless 50,200   (only (a) and (e), side by side per N)
+As another user only (e) runs (the other ways need root).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from pynetns import Lab
+from pynetns import Host, Lab, PynetnsError
+from pynetns.sandbox import privileged
 
 
 def run(argv: list[str], input: str | None = None) -> None:
@@ -54,12 +61,59 @@ def nft_script(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pynetns_lab(n: int, prefix: str) -> None:
-    with Lab(isolated=True) as lab:
+def pynetns_lab(n: int, prefix: str, host: Host | None = None) -> None:
+    with Lab(isolated=True, host=host) as lab:
         net = lab.network("net", subnet="10.200.0.0/16")
         for index in range(n):
             lab.publish(lab.namespace(f"c{index}", networks=[net]), 20000 + index, 80)
         lab.apply()
+
+
+class Rootless:
+    """(e): the Lab of (a) on one rootless sandbox, started once (outside the timed part) and reused."""
+
+    def __init__(self) -> None:
+        started = time.perf_counter()
+        self.host = Host.rootless()
+        self.startup = time.perf_counter() - started
+
+    def __call__(self, n: int, prefix: str) -> None:
+        pynetns_lab(n, prefix, self.host)
+
+    def close(self) -> None:
+        self.host.close()
+
+
+def processes(host: Host, n: int) -> int:
+    """How many processes one Lab up + down on ``host`` starts (``host.capture()``)."""
+    with host.capture() as calls:
+        pynetns_lab(n, "", host)
+    return len(calls)
+
+
+def side_by_side(counts: list[int], rootless: Rootless) -> None:
+    """(a) and (e) at each N, alternating, best of three each; the processes each starts."""
+    root = Host() if privileged() else None
+    print(f"pynetns Lab(isolated=True), up + down; the rootless sandbox started in {rootless.startup * 1000:.0f} ms")
+    print(f"  {'N':>4}  {'root':>8}  {'rootless':>8}  {'ratio':>5}  processes root/rootless")
+    for n in counts:
+        best = {"root": float("inf"), "rootless": float("inf")}
+        try:
+            for _ in range(3):
+                if root is not None:
+                    best["root"] = min(best["root"], measure(pynetns_lab, n))
+                best["rootless"] = min(best["rootless"], measure(rootless, n))
+        except PynetnsError as error:
+            print(f"  {n:>4}  failed: {str(error).splitlines()[0]}")
+            continue
+        if root is None:
+            print(f"  {n:>4}  {'-':>8}  {best['rootless']:7.2f}s  {'-':>5}  -/{processes(rootless.host, n)}")
+            continue
+        ratio = best["rootless"] / best["root"]
+        started = f"{processes(root, n)}/{processes(rootless.host, n)}"
+        print(
+            f"  {n:>4}  {best['root']:7.2f}s  {best['rootless']:7.2f}s  {ratio:5.2f}  {started} (target ratio <= 1.3)"
+        )
 
 
 def naive(n: int, prefix: str) -> None:
@@ -144,7 +198,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="namespaces in the star (default 200)")
     parser.add_argument("--scaling", action="store_true", help="only (a), at N=50 and N=400: time per namespace")
+    parser.add_argument(
+        "--rootless",
+        metavar="N,N",
+        help="only (a) and (e) at these N (e.g. 50,200), side by side: best of three, ratio, processes started",
+    )
     args = parser.parse_args()
+    if args.rootless:
+        counts = [int(count) for count in args.rootless.split(",")]
+        rootless = Rootless()
+        try:
+            measure(rootless, 5)  # warm up, as --scaling does
+            if privileged():
+                measure(pynetns_lab, 5)
+            side_by_side(counts, rootless)
+        finally:
+            rootless.close()
+        return 0
     if args.scaling:
         measure(pynetns_lab, 10)  # warm up (imports, the firewall's detection), so N=50 is not charged for it
         small, large = (measure(pynetns_lab, count) / count for count in (50, 400))
@@ -153,22 +223,39 @@ def main() -> int:
             f"ratio {large / small:.2f} (target <= 1.3)"
         )
         return 0
-    ways: dict[str, Callable[[int, str], None]] = {
-        "(a) pynetns Lab": pynetns_lab,
-        "(b) naive, a process per command": naive,
-        "(d) raw ip -batch script": raw_script,
-    }
-    try:
-        import pyroute2  # noqa: F401
+    rootless = Rootless()
+    ways: dict[str, Callable[[int, str], None]] = {}
+    if privileged():
+        ways["(a) pynetns Lab"] = pynetns_lab
+        ways["(b) naive, a process per command"] = naive
+        ways["(d) raw ip -batch script"] = raw_script
+        try:
+            import pyroute2  # noqa: F401
 
-        ways["(c) pyroute2"] = pyroute2_way
-    except ImportError:
-        print("pyroute2 not installed: (c) skipped (pip install pyroute2)")
-    times = {label: measure(function, args.n) for label, function in ways.items()}
-    base = times["(a) pynetns Lab"]
+            ways["(c) pyroute2"] = pyroute2_way
+        except ImportError:
+            print("pyroute2 not installed: (c) skipped (pip install pyroute2)")
+    else:
+        print("not root: only (e) runs")
+    ways["(e) pynetns Lab, rootless"] = rootless
+    times: dict[str, float | str] = {}
+    try:
+        for label, function in ways.items():
+            try:
+                times[label] = measure(function, args.n)
+            except PynetnsError as error:
+                times[label] = str(error).splitlines()[0]
+    finally:
+        rootless.close()
+    base = times.get("(a) pynetns Lab")
     print(f"star topology, N={args.n} namespaces, up + down")
     for label, seconds in sorted(times.items()):
-        print(f"  {label:<36} {seconds:7.2f} s   {seconds / args.n * 1000:6.2f} ms/ns   x{seconds / base:5.2f} of (a)")
+        if isinstance(seconds, str):
+            print(f"  {label:<36} failed: {seconds}")
+            continue
+        ratio = f"x{seconds / base:5.2f} of (a)" if isinstance(base, float) else ""
+        print(f"  {label:<36} {seconds:7.2f} s   {seconds / args.n * 1000:6.2f} ms/ns   {ratio}")
+    print(f"  (e)'s sandbox started in {rootless.startup * 1000:.0f} ms, outside the timed part")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"  peak RSS: this process {own:.1f} MiB, largest child {children:.1f} MiB")

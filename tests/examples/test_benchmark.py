@@ -14,5 +14,17 @@ def test_star_benchmark_small_n():
     result = subprocess.run([sys.executable, str(script), "-n", "5"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "(a) pynetns Lab" in result.stdout and "(d) raw ip -batch script" in result.stdout
+    assert "(e) pynetns Lab, rootless" in result.stdout and "failed" not in result.stdout
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert " bn" not in f" {leftovers}"
+
+
+def test_star_benchmark_rootless_side_by_side():
+    """``--rootless``: root and rootless Lab at each N, with the processes each starts (the same count)."""
+    script = Path(__file__).parent.parent.parent / "benchmarks" / "star.py"
+    argv = [sys.executable, str(script), "--rootless", "3"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["3"])
+    assert "failed:" not in row, result.stdout
+    assert row[4].count("/") == 1, result.stdout
