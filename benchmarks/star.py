@@ -61,56 +61,68 @@ def nft_script(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pynetns_lab(n: int, prefix: str, host: Host | None = None) -> None:
+def pynetns_lab(n: int, prefix: str, host: Host | None = None, ports: bool = True) -> None:
+    """(a): ``ports=False`` leaves out the published ports (the star's links and addresses only)."""
     with Lab(isolated=True, host=host) as lab:
         net = lab.network("net", subnet="10.200.0.0/16")
         for index in range(n):
-            lab.publish(lab.namespace(f"c{index}", networks=[net]), 20000 + index, 80)
+            namespace = lab.namespace(f"c{index}", networks=[net])
+            if ports:
+                lab.publish(namespace, 20000 + index, 80)
         lab.apply()
 
 
 class Rootless:
     """(e): the Lab of (a) on one rootless sandbox, started once (outside the timed part) and reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: bool = True) -> None:
+        self.ports = ports
         started = time.perf_counter()
         self.host = Host.rootless()
         self.startup = time.perf_counter() - started
 
     def __call__(self, n: int, prefix: str) -> None:
-        pynetns_lab(n, prefix, self.host)
+        pynetns_lab(n, prefix, self.host, self.ports)
 
     def close(self) -> None:
         self.host.close()
 
 
-def processes(host: Host, n: int) -> int:
+def processes(host: Host, n: int, ports: bool) -> int:
     """How many processes one Lab up + down on ``host`` starts (``host.capture()``)."""
     with host.capture() as calls:
-        pynetns_lab(n, "", host)
+        pynetns_lab(n, "", host, ports)
     return len(calls)
 
 
 def side_by_side(counts: list[int], rootless: Rootless) -> None:
     """(a) and (e) at each N, alternating, best of three each; the processes each starts."""
-    root = Host() if privileged() else None
-    print(f"pynetns Lab(isolated=True), up + down; the rootless sandbox started in {rootless.startup * 1000:.0f} ms")
+    root = privileged()
+    ports = rootless.ports
+
+    def root_lab(n: int, prefix: str) -> None:
+        pynetns_lab(n, prefix, None, ports)
+
+    what = "" if ports else " without published ports"
+    print(
+        f"pynetns Lab(isolated=True){what}, up + down; the rootless sandbox started in {rootless.startup * 1000:.0f} ms"
+    )
     print(f"  {'N':>4}  {'root':>8}  {'rootless':>8}  {'ratio':>5}  processes root/rootless")
     for n in counts:
         best = {"root": float("inf"), "rootless": float("inf")}
         try:
             for _ in range(3):
-                if root is not None:
-                    best["root"] = min(best["root"], measure(pynetns_lab, n))
+                if root:
+                    best["root"] = min(best["root"], measure(root_lab, n))
                 best["rootless"] = min(best["rootless"], measure(rootless, n))
         except PynetnsError as error:
             print(f"  {n:>4}  failed: {str(error).splitlines()[0]}")
             continue
-        if root is None:
-            print(f"  {n:>4}  {'-':>8}  {best['rootless']:7.2f}s  {'-':>5}  -/{processes(rootless.host, n)}")
+        if not root:
+            print(f"  {n:>4}  {'-':>8}  {best['rootless']:7.2f}s  {'-':>5}  -/{processes(rootless.host, n, ports)}")
             continue
         ratio = best["rootless"] / best["root"]
-        started = f"{processes(root, n)}/{processes(rootless.host, n)}"
+        started = f"{processes(Host(), n, ports)}/{processes(rootless.host, n, ports)}"
         print(
             f"  {n:>4}  {best['root']:7.2f}s  {best['rootless']:7.2f}s  {ratio:5.2f}  {started} (target ratio <= 1.3)"
         )
@@ -203,10 +215,11 @@ def main() -> int:
         metavar="N,N",
         help="only (a) and (e) at these N (e.g. 50,200), side by side: best of three, ratio, processes started",
     )
+    parser.add_argument("--no-ports", action="store_true", help="with --rootless: a star without published ports")
     args = parser.parse_args()
     if args.rootless:
         counts = [int(count) for count in args.rootless.split(",")]
-        rootless = Rootless()
+        rootless = Rootless(ports=not args.no_ports)
         try:
             measure(rootless, 5)  # warm up, as --scaling does
             if privileged():
