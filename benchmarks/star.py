@@ -267,7 +267,7 @@ def main() -> int:
             print(f"  {label:<36} failed: {seconds}")
             continue
         ratio = f"x{seconds / base:5.2f} of (a)" if isinstance(base, float) else ""
-        print(f"  {label:<36} {seconds:7.2f} s   {seconds / args.n * 1000:6.2f} ms/ns   {ratio}")
+        print(f"  {label:<36} {seconds:7.2f} s   {seconds / args.n * 1000:6.2f} ms/ns   {ratio}".rstrip())
     print(f"  (e)'s sandbox started in {rootless.startup * 1000:.0f} ms, outside the timed part")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
