@@ -1,12 +1,12 @@
 """Docker's networking (--network none, --network host, the default bridge) rebuilt by pynetns.
 
-Run it as root::
+Run it as root, or as any user (a rootless sandbox then plays the host)::
 
-    sudo python examples/docker_walkthrough.py
+    python examples/docker_walkthrough.py
 
 It prints every step with the exact commands pynetns ran, then removes
 everything it created, also on Ctrl-C. The steps themselves live in
-``pynetns/demo.py``, written to be read; ``pynetns demo`` runs the same code.
+``pynetns/cli/demo.py``, written to be read; ``pynetns demo`` runs the same code.
 """
 
 import sys

@@ -368,7 +368,7 @@ class Cleanup(Command):
 
 @Pynetns.subcommand("demo")
 class Demo(Command):
-    """Walk through Docker's networking (none, host, the default bridge), printing every command; needs root"""
+    """Walk through Docker's networking (none, host, the default bridge), printing every command; no root needed"""
 
     prefix = cli.SwitchAttr(
         "--prefix",

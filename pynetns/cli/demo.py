@@ -4,13 +4,16 @@ It rebuilds, from pynetns objects, what Docker does for ``--network none``,
 ``--network host`` and the default bridge network, and prints every command
 it ran, so the output reads as a shell script with comments::
 
-    $ sudo pynetns demo
-    $ sudo python examples/docker_walkthrough.py
+    $ pynetns demo
+    $ python examples/docker_walkthrough.py
 
-or from Python (as root)::
+or from Python::
 
     from pynetns.cli.demo import walkthrough
     walkthrough()
+
+As root it works on the machine itself; as any other user a rootless sandbox
+(:meth:`Host.auto() <pynetns.Host.auto>`) plays the host, and ends with the demo.
 
 This module is meant to be read: each method of :class:`Walkthrough` is one
 step. Everything it creates carries a unique prefix (``pn-<4 hex>``) and is
@@ -36,7 +39,7 @@ from ..errors import DemoFailed, InvalidName, NotFound, PynetnsError, WaitTimeou
 from ..host import Host
 from ..lab.ipam import Allocator, pick_subnet, taken_networks
 from ..links import Bridge, Veth
-from ..namespace import Namespace, resolve_host
+from ..namespace import Namespace
 from ..polling import wait_until
 from ..routes import Route
 from ..runner import Call
@@ -104,9 +107,14 @@ def walkthrough(
     of everything created (default ``pn-<4 hex>``); ``commands=False`` leaves
     the commands out; ``pause`` is called between steps. A KeyboardInterrupt
     (or any other exception) propagates — after everything was removed.
+    Without ``host``: :meth:`Host.auto` — as root the machine itself, else a
+    rootless sandbox, closed at the end.
     """
     named = {} if prefix is None else {"prefix": prefix}
-    return Walkthrough(resolve_host(host), out, commands=commands, pause=pause, **named).run()
+    if host is not None:
+        return Walkthrough(host, out, commands=commands, pause=pause, **named).run()
+    with Host.auto() as made:
+        return Walkthrough(made, out, commands=commands, pause=pause, **named).run()
 
 
 @attrs.define
@@ -141,6 +149,9 @@ class Walkthrough:
         self.out("# pynetns demo: Docker's networking, rebuilt from plain ip commands.")
         self.out(f"# Everything is named {self.prefix}-* and removed at the end, also on an error or Ctrl-C.")
         self.out("# Lines without '#' are the exact commands pynetns ran; '#   ' lines show what came back.")
+        if self.host.sandbox is not None:
+            self.out("# Not root: a rootless sandbox (a user namespace with its own network namespace) plays the")
+            self.out("# host, and every command runs in it; as root they would run on this machine itself.")
         failure: PynetnsError | None = None
         reason = "done"
         try:

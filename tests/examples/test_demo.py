@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from pynetns import Host
+from pynetns import Host, wait_until
 from pynetns.backends.recording import RecordingRunner
 from pynetns.cli.demo import Walkthrough, check_prefix, format_calls, walkthrough
 from pynetns.errors import InvalidName
 from pynetns.lab.ipam import pick_subnet, taken_networks
 from pynetns.runner import Call
+from tests.support.marked import mark, marked
+from tests.support.nobody import nobody as as_nobody
 
 root = pytest.mark.root
 
@@ -292,3 +294,22 @@ def test_command_errors_are_one_line(capsys):
 
     assert Demo("pynetns demo").guard(broken) == 1
     assert capsys.readouterr().err == "pynetns demo: error: OSError: no space left on device\n"
+
+
+# -- without root ------------------------------------------------------------------
+
+
+@root
+def test_demo_runs_as_an_unprivileged_user():
+    """``pynetns demo`` as uid 65534: a rootless sandbox plays the host, and ends with the demo."""
+    with as_nobody() as (python, env, _):
+        token = mark(env)
+        result = subprocess.run(
+            [*python, "-m", "pynetns.cli", "demo", "-q"],
+            env=env, capture_output=True, text=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a rootless sandbox" in result.stdout and "# == 9/9 " in result.stdout
+    assert "nothing the demo made is left" in result.stdout
+    assert "ip netns add" not in result.stdout  # -q: no commands
+    wait_until(lambda: not marked(token), timeout=10, what="every process of the demo's sandbox to end")

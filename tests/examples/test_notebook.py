@@ -20,7 +20,10 @@ from typing import Any
 
 import pytest
 
+from pynetns import wait_until
 from pynetns.runner import LocalRunner
+from tests.support.marked import mark, marked
+from tests.support.nobody import nobody as as_nobody
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "docker_networking.ipynb"
 CELL_TIMEOUT = 60
@@ -170,4 +173,59 @@ def test_notebook_runs_top_to_bottom_and_leaves_nothing(token, tmp_path, monkeyp
     assert "3 packets transmitted, 3 received, 0% packet loss" in text  # c1 pings c2
     assert "nsenter -t " in text and "the same namespace as" in text  # nsenter -t PID -n
     assert "refused: " in text and "DNAT rule: 0 -> 4 packets" in text  # -p 8080:80 and its counter
+    assert "left behind: nothing" in text
+
+
+# -- without root ------------------------------------------------------------------------
+
+#: run as uid 65534: execute the notebook in a kernel of this very interpreter (a kernelspec in its own
+#: folder), run the cleanup cell after a failure, and save the executed notebook for the test to read
+AS_NOBODY = """
+import json, sys
+from pathlib import Path
+import nbclient, nbformat
+
+notebook_path, folder = sys.argv[1], Path(sys.argv[2])
+spec = folder / "kernels" / "nobody"
+spec.mkdir(parents=True)
+argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+(spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "nobody", "language": "python"}))
+notebook = nbformat.read(notebook_path, as_version=4)
+cleanup = next(index for index, cell in enumerate(notebook.cells) if "cleanup" in cell.metadata.get("tags", []))
+client = nbclient.NotebookClient(notebook, timeout=int(sys.argv[3]), kernel_name="nobody",
+                                 resources={"metadata": {"path": str(folder)}})
+failure = ""
+with client.setup_kernel():
+    for index, cell in enumerate(notebook.cells):
+        try:
+            client.execute_cell(cell, index, execution_count=index + 1)
+        except Exception as error:
+            failure = f"cell {index}: {error}"
+            if index != cleanup:
+                client.execute_cell(notebook.cells[cleanup], cleanup)
+            break
+nbformat.write(notebook, str(folder / "ran.ipynb"))
+print(failure)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.timeout(300)
+def test_notebook_runs_as_an_unprivileged_user(token):
+    """The notebook as uid 65534, top to bottom: a rootless sandbox plays the host; nothing is left."""
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[notebook]')")
+    with as_nobody() as (python, env, folder):
+        mark_token = mark(env)
+        env.update(PYNETNS_NOTEBOOK_TOKEN=token, JUPYTER_PATH=str(folder), JUPYTER_RUNTIME_DIR=str(folder))
+        script = [*python, "-c", AS_NOBODY, str(NOTEBOOK), str(folder), str(CELL_TIMEOUT)]
+        result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=280, cwd="/")
+        ran = folder / "ran.ipynb"
+        notebook = nbformat.read(ran, as_version=4) if ran.exists() else None
+        wait_until(lambda: not marked(mark_token), timeout=10, what="every process of the notebook to end")
+    assert result.returncode == 0 and not result.stdout.strip(), ANSI.sub("", result.stdout + result.stderr)[-3000:]
+    assert notebook is not None and not settled_leftovers(token)  # its namespaces were the sandbox's
+    text = "\n".join(text_of(cell) for cell in notebook.cells)
+    assert "the host: a rootless sandbox that plays it" in text
+    assert "3 packets transmitted, 3 received, 0% packet loss" in text
+    assert "the same namespace as" in text and "DNAT rule: 0 -> 4 packets" in text
     assert "left behind: nothing" in text
