@@ -407,6 +407,12 @@ class FirewallBackend(ABC):
         """An instance suited to the machine ``run`` executes on (``None``: a dry run, no probing)."""
         return cls()
 
+    def chunks(self, lines: Sequence[str]) -> list[list[str]] | None:
+        """``lines`` (a script of :meth:`script`) cut into scripts that, applied in order, do the same; for a
+        kernel that refuses the whole batch at once (in a user namespace nft cannot enlarge its netlink
+        buffer: "Message too long"). ``None`` (the default): this backend's scripts cannot be cut."""
+        return None
+
     @classmethod
     def usable_command(cls) -> Argv | None:
         """A command that succeeds where this backend can work (a Host choosing its firewall runs it);

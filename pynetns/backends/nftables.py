@@ -186,6 +186,13 @@ class Nftables(FirewallBackend):
         lines.extend(f"add rule {table} {_CHAINS[rule.chain]} {self.rule_text(family, rule)}" for rule in add)
         return lines
 
+    #: lines per script when a batch must be cut (a rootless sandbox took 400 rules, not 404)
+    CHUNK = 250
+
+    def chunks(self, lines: Sequence[str]) -> list[list[str]]:
+        # every line is a command of its own; in order, the tables and chains come before their rules
+        return [list(lines[start : start + self.CHUNK]) for start in range(0, len(lines), self.CHUNK)]
+
     def rule_text(self, family: Family, rule: FirewallRule) -> str:
         """The body of one ``add rule`` line: matches, statements, comment."""
         if rule.family != family:

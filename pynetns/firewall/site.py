@@ -105,8 +105,27 @@ class Site:
         return self.host.exec_argv(self.where, backend.batch_command(family))
 
     def apply(self, backend: FirewallBackend, family: Family, lines: Sequence[str]) -> None:
-        if lines:
-            self.host.runner.run_batch(self.batch_argv(backend, family), lines, atomic=True)
+        """Write ``lines`` in one atomic batch; where the kernel refuses a batch that large (a rootless
+        sandbox: "Message too long"), in the backend's chunks, in order — the transaction's undo covers
+        a failure between them."""
+        if not lines:
+            return
+        argv = self.batch_argv(backend, family)
+        try:
+            self.host.runner.run_batch(argv, lines, atomic=True)
+        except CommandError as error:
+            chunks = backend.chunks(lines) if "Message too long" in error.stderr else None
+            if not chunks or len(chunks) < 2:
+                note = getattr(error, "add_note", None)  # Python 3.11+
+                if note is not None and "Message too long" in error.stderr:
+                    note(
+                        "the kernel refused a batch this large (in a user namespace nft cannot enlarge its "
+                        "netlink buffer): apply fewer objects at once"
+                    )
+                raise
+            log.info("%s refused %d lines at once; writing them in %d parts", backend.name, len(lines), len(chunks))
+            for chunk in chunks:
+                self.host.runner.run_batch(argv, chunk, atomic=True)
 
     def setting(self, key: str, value: str | None = None) -> str:
         """Read a setting (a sysctl, or ``hairpin.<port>``); with ``value``, write it."""

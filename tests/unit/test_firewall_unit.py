@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pynetns import Host, InvalidValue, Lab, Namespace
+from pynetns import Host, InvalidValue, Lab, Namespace, PynetnsError
 from pynetns.backends import get_backend
 from pynetns.backends.iproute2 import Iproute2
 from pynetns.backends.iptables import PARTITION_CHAIN, Iptables
@@ -164,3 +164,32 @@ def test_listeners_and_conntrack_commands_come_from_backends():
     create_all([PortMap(5353, "10.0.0.2", 53, "udp", host_ip="192.0.2.1", host_port_end=5354, host=host)])
     flushed = [call.argv for call in host.history if call.argv[0] == "conntrack"]
     assert [argv[7] for argv in flushed] == ["5353", "5354"] and all("192.0.2.1" in argv for argv in flushed)
+
+
+class SmallBuffer(RecordingRunner):
+    """A kernel that refuses a batch of more than 250 lines, as nft in a user namespace does."""
+
+    def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+        if input is not None and input.count("\n") > 250:
+            return CompletedCommand(argv, 1, "", "netlink: Error: Could not process rule: Message too long\n")
+        return super()._execute(argv, input, timeout)
+
+
+def test_a_batch_too_large_for_the_kernel_is_written_in_parts_in_order():
+    host = Host(runner=SmallBuffer(), firewall="nftables", tag=TAG)
+    gw = Namespace("gw", host=host)
+    create_all([PortMap(20000 + n, f"10.0.{n // 250}.{n % 250 + 2}", 80, namespace=gw, host=host) for n in range(150)])
+    scripts = [call.input for call in host.runner.history if call.input is not None]
+    whole, *parts = [script for script in scripts if "add rule ip pynetns published" in script]
+    assert whole.count("\n") > 250 and len(parts) >= 2
+    assert "".join(parts) == whole  # the same lines, in the same order
+    assert all(part.count("\n") <= 250 for part in parts)
+
+
+def test_a_backend_whose_scripts_cannot_be_cut_raises_the_kernels_refusal():
+    host = Host(runner=SmallBuffer(), firewall="iptables", tag=TAG)
+    gw = Namespace("gw", host=host)
+    with pytest.raises(PynetnsError, match="Message too long"):
+        create_all(
+            [PortMap(20000 + n, f"10.0.{n // 250}.{n % 250 + 2}", 80, namespace=gw, host=host) for n in range(150)]
+        )
