@@ -44,6 +44,10 @@ class Unshare(SandboxBackend):
             "cat",
         )
 
+    def keeper_command(self) -> Argv:
+        # its own session (no terminal's signals); PID 1 sleeps until killed, as PID 1 ignores other signals
+        return ("setsid", *self.holder_command()[:-1], "sleep", "infinity")
+
     def enter_prefix(self, pid: int) -> Argv:
         # -p: a process started inside belongs to the sandbox's PID namespace, so it ends with the sandbox
         # (nsenter forks for it: a program's threads need their process in the PID namespace they start in)
