@@ -116,7 +116,7 @@ class Sandbox:
         self._closed = False
         self._lock = threading.Lock()
         # dropped without close(): a sandbox held by a pipe ends when this object is collected (or at exit)
-        self._finalizer = weakref.finalize(self, _end, holder, pipe) if not persistent else None
+        self._finalizer = None if persistent or holder is None else weakref.finalize(self, _end, holder, pipe)
         _open.add(self)
 
     @classmethod
