@@ -3,6 +3,8 @@
 >>> sandbox = Unshare()
 >>> " ".join(sandbox.holder_command())
 'unshare --user --map-root-user --net --mount --propagation private --pid --fork --kill-child -- cat'
+>>> " ".join(sandbox.keeper_command()[-3:])
+'-- sleep infinity'
 >>> sandbox.enter_prefix(4242)
 ('nsenter', '--preserve-credentials', '-U', '-m', '-n', '-p', '-t', '4242', '--')
 """

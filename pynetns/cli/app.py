@@ -13,6 +13,14 @@
     sudo pynetns demo [--step]            # the Docker networking walkthrough
     pynetns --help; pynetns up --help
 
+Without root, ``up`` builds the lab in a persistent rootless sandbox of its own
+(:meth:`Sandbox.start(persistent=True) <pynetns.sandbox.Sandbox.start>`), which outlives
+the command; its record (PID 1 and that process's identity) is kept under
+``$XDG_RUNTIME_DIR/pynetns/sandboxes/`` (``~/.cache/pynetns/sandboxes/`` without it).
+``ls``, ``show`` and ``exec`` find labs in the user's sandboxes too; ``down`` ends the
+lab's sandbox; ``cleanup`` forgets sandboxes that are gone and ends those with no lab left.
+As root, nothing of this applies.
+
 Exit status: 0 success; 1 failure, told in one line (``--debug`` logs every
 command and shows the traceback); 2 usage error; 130 / 143 / 129 after
 SIGINT / SIGTERM / SIGHUP, once everything created was removed. ``exec``
