@@ -243,11 +243,13 @@ class Down(Command):
         record, host = locate(name)
         if host is None:
             self.need_root()
-        for item in remove(record.id, host):
-            print(f"removed {item}")
-        if host is not None and host.sandbox is not None:
-            _end_sandbox(host)
-            print(f"ended its sandbox (PID 1 {host.sandbox.pid})")
+        try:
+            for item in remove(record.id, host):
+                print(f"removed {item}")
+        finally:
+            if host is not None and host.sandbox is not None:  # ending it removes whatever was left in it
+                _end_sandbox(host)
+                print(f"ended its sandbox (PID 1 {host.sandbox.pid})")
         print(f"lab {record.name} ({record.id}) is down")
         return 0
 
