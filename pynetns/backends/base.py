@@ -257,8 +257,8 @@ class SandboxBackend(ABC):
 
     def keeper_command(self) -> Argv:
         """The holder of a persistent sandbox (``pynetns up`` without root): it outlives its starter, in a
-        session of its own, until its PID 1 is killed (SIGKILL from outside). None by default."""
-        raise NotImplementedError(f"the {self.name} sandbox backend cannot make a persistent sandbox")
+        session of its own, until its PID 1 is killed (SIGKILL from outside). A backend without one refuses."""
+        raise BackendUnavailable(self.name, detail="this sandbox backend cannot make a persistent sandbox")
 
     @abstractmethod
     def enter_prefix(self, pid: int) -> Argv:
