@@ -12,8 +12,10 @@ unprivileged user namespaces are disabled: user.max_user_namespaces is 0; allow 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import threading
 import weakref
@@ -27,7 +29,7 @@ from .polling import wait_until
 from .runner import LocalRunner, Process, Runner, SandboxRunner
 from .runtime import SandboxRuntime
 
-__all__ = ["RUNTIME", "Sandbox", "privileged", "refusal"]
+__all__ = ["RUNTIME", "Sandbox", "identity", "privileged", "refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +91,32 @@ class Sandbox:
     ``launcher``: the runner that starts the holder (the local machine, as this user).
     """
 
-    def __init__(self, holder: Process, pipe: int, backend: SandboxBackend, pid: int, runner: SandboxRunner) -> None:
+    def __init__(
+        self,
+        holder: Process | None,
+        pipe: int | None,
+        backend: SandboxBackend,
+        pid: int,
+        runner: SandboxRunner,
+        *,
+        persistent: bool = False,
+    ) -> None:
+        #: the process that started the sandbox (None for a sandbox :meth:`attach` found)
         self.holder = holder
-        self._pipe: int | None = pipe
+        self._pipe = pipe
         self.backend = backend
         #: the sandbox's PID 1 (the process commands enter), as this machine numbers it
         self.pid = pid
+        #: PID 1's start time and user namespace (:func:`identity`): a reused pid is never taken for it
+        self.identity = identity(pid)
+        #: it outlives this process (``start(persistent=True)`` or :meth:`attach`); only :meth:`close` ends it
+        self.persistent = persistent
         self.runner = runner
         self.runtime = SandboxRuntime(Path(f"/proc/{pid}/root{RUNTIME}"))
         self._closed = False
         self._lock = threading.Lock()
-        # dropped without close(): the sandbox ends when this object is collected (or at exit)
-        self._finalizer = weakref.finalize(self, _end, holder, pipe)
+        # dropped without close(): a sandbox held by a pipe ends when this object is collected (or at exit)
+        self._finalizer = None if persistent or holder is None else weakref.finalize(self, _end, holder, pipe)
         _open.add(self)
 
     @classmethod
@@ -111,13 +127,21 @@ class Sandbox:
         launcher: Runner | None = None,
         read: Read = read_sysctl,
         timeout: float = 10.0,
+        persistent: bool = False,
     ) -> Sandbox:
-        """Start a sandbox; :class:`SandboxRefused` (saying how to allow it) where the machine forbids it."""
+        """Start a sandbox; :class:`SandboxRefused` (saying how to allow it) where the machine forbids it.
+
+        ``persistent``: it outlives this process (``pynetns up``): held by the backend's
+        :meth:`~pynetns.backends.base.SandboxBackend.keeper_command` instead of this process's pipe, until
+        :meth:`close` (here, or on a Sandbox :meth:`attach` made) kills its PID 1.
+        """
         maker = _backend(backend)
         why = None if privileged() else refusal(read)  # those settings hold back unprivileged users only
         if why is not None:
             raise SandboxRefused(why)
         launcher = LocalRunner() if launcher is None else launcher
+        if persistent:
+            return cls._persistent(maker, launcher, timeout)
         # the holder reads this pipe; only this process holds its writing end (not inherited: O_CLOEXEC)
         reading, writing = os.pipe()
         try:
@@ -144,9 +168,51 @@ class Sandbox:
         log.debug("sandbox started: holder %s, PID 1 %s", holder.pid, pid)
         return sandbox
 
+    @classmethod
+    def _persistent(cls, maker: SandboxBackend, launcher: Runner, timeout: float) -> Sandbox:
+        holder = launcher.popen(
+            maker.keeper_command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            pid = wait_until(lambda: _init_of(holder), timeout=timeout, what="the sandbox's holder to start")
+        except BaseException:
+            holder.stop()
+            raise
+        runner = SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix())
+        sandbox = cls(holder, None, maker, pid, runner, persistent=True)
+        try:
+            if sandbox.identity is None:
+                raise PynetnsError(f"the sandbox's PID 1 ({pid}) ended as it started")
+            for argv in maker.setup_commands(RUNTIME):
+                sandbox.runner.run(argv)
+        except BaseException:
+            sandbox.close()
+            raise
+        log.debug("persistent sandbox started: holder %s, PID 1 %s", holder.pid, pid)
+        return sandbox
+
+    @classmethod
+    def attach(cls, pid: int, known: str, *, backend: str | SandboxBackend = "unshare") -> Sandbox:
+        """The running persistent sandbox whose PID 1 is ``pid`` and whose :func:`identity` was ``known``
+        (as its record says); :class:`PynetnsError` if that process is gone (a pid alone is never trusted:
+        the kernel reuses them)."""
+        if pid <= 1:
+            raise InvalidValue("pid", pid, "must be the pid of a sandbox's PID 1 (over 1)")
+        now = identity(pid)
+        if now is None or now != known:
+            raise PynetnsError(f"sandbox {pid} is gone (its PID 1 {'ended' if now is None else 'is another process'})")
+        maker = _backend(backend)
+        return cls(
+            None, None, maker, pid, SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix()), persistent=True
+        )
+
     @property
     def alive(self) -> bool:
-        return not self._closed and self.holder.alive()
+        if self._closed:
+            return False
+        if self.persistent:
+            return self.identity is not None and identity(self.pid) == self.identity
+        return self.holder is not None and self.holder.alive()
 
     def close(self) -> None:
         """End the sandbox and everything in it (namespaces, processes, mounts, runtime files). Idempotent."""
@@ -155,7 +221,16 @@ class Sandbox:
                 return
             self._closed = True
             self._pipe = None
-        self._finalizer()
+        if self._finalizer is not None:
+            self._finalizer()
+            return
+        # persistent: SIGKILL its PID 1 (the kernel ends the rest), if it is still the same process
+        if self.identity is not None and identity(self.pid) == self.identity:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        if self.holder is not None:
+            self.holder.stop()
+        wait_until(lambda: identity(self.pid) != self.identity, timeout=10.0, what=f"sandbox {self.pid} to end")
 
     def __enter__(self) -> Sandbox:
         return self
@@ -165,12 +240,14 @@ class Sandbox:
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "closed"
-        return f"<Sandbox holder={self.holder.pid} pid1={self.pid} {state}>"
+        holder = "-" if self.holder is None else self.holder.pid
+        return f"<Sandbox holder={holder} pid1={self.pid} {state}>"
 
     def _forget(self) -> None:
         """In a forked child: the sandbox stays its parent's (the child's copy of the pipe must not keep it)."""
         pipe, self._pipe = self._pipe, None
-        self._finalizer.detach()
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._closed = True
         if pipe is not None:
             os.close(pipe)
@@ -194,6 +271,17 @@ def _backend(choice: str | SandboxBackend) -> SandboxBackend:
     if not (isinstance(found, type) and issubclass(found, SandboxBackend)):
         raise InvalidValue("backend", choice, "must be a SandboxBackend object or the registered name of one")
     return found()
+
+
+def identity(pid: int) -> str | None:
+    """Who process ``pid`` is: its start time and its user namespace (``"123456:user:[4026532]"``); None if it
+    is gone (or a zombie, whose namespaces are gone). A reused pid gives another identity."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user = os.readlink(f"/proc/{pid}/ns/user")
+    except (OSError, IndexError):
+        return None
+    return f"{fields[19]}:{user}"  # after the name, field 22 (starttime) is the 20th
 
 
 def _init_of(holder: Process) -> int:

@@ -255,6 +255,11 @@ class SandboxBackend(ABC):
         """The long-lived process that makes and holds the namespaces; it ends at EOF on its standard input
         (its owner's pipe), and every process in the sandbox ends with it."""
 
+    def keeper_command(self) -> Argv:
+        """The holder of a persistent sandbox (``pynetns up`` without root): it outlives its starter, in a
+        session of its own, until its PID 1 is killed (SIGKILL from outside). A backend without one refuses."""
+        raise BackendUnavailable(self.name, detail="this sandbox backend cannot make a persistent sandbox")
+
     @abstractmethod
     def enter_prefix(self, pid: int) -> Argv:
         """The prefix that runs a command inside the sandbox held by process ``pid`` (the PID namespace's init)."""

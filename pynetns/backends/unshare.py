@@ -3,6 +3,8 @@
 >>> sandbox = Unshare()
 >>> " ".join(sandbox.holder_command())
 'unshare --user --map-root-user --net --mount --propagation private --pid --fork --kill-child -- cat'
+>>> " ".join(sandbox.keeper_command()[-3:])
+'-- sleep infinity'
 >>> sandbox.enter_prefix(4242)
 ('nsenter', '--preserve-credentials', '-U', '-m', '-n', '-p', '-t', '4242', '--')
 """
@@ -43,6 +45,10 @@ class Unshare(SandboxBackend):
             "--",
             "cat",
         )
+
+    def keeper_command(self) -> Argv:
+        # its own session (no terminal's signals); PID 1 sleeps until killed, as PID 1 ignores other signals
+        return ("setsid", *self.holder_command()[:-1], "sleep", "infinity")
 
     def enter_prefix(self, pid: int) -> Argv:
         # -p: a process started inside belongs to the sandbox's PID namespace, so it ends with the sandbox

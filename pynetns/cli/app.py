@@ -13,6 +13,14 @@
     sudo pynetns demo [--step]            # the Docker networking walkthrough
     pynetns --help; pynetns up --help
 
+Without root, ``up`` builds the lab in a persistent rootless sandbox of its own
+(:meth:`Sandbox.start(persistent=True) <pynetns.sandbox.Sandbox.start>`), which outlives
+the command; its record (PID 1 and that process's identity) is kept under
+``$XDG_RUNTIME_DIR/pynetns/sandboxes/`` (``~/.cache/pynetns/sandboxes/`` without it).
+``ls``, ``show`` and ``exec`` find labs in the user's sandboxes too; ``down`` ends the
+lab's sandbox; ``cleanup`` forgets sandboxes that are gone and ends those with no lab left.
+As root, nothing of this applies.
+
 Exit status: 0 success; 1 failure, told in one line (``--debug`` logs every
 command and shows the traceback); 2 usage error; 130 / 143 / 129 after
 SIGINT / SIGTERM / SIGHUP, once everything created was removed. ``exec``
@@ -37,8 +45,19 @@ from plumbum import cli
 
 from .. import __version__
 from ..errors import InvalidValue, PynetnsError
-from ..lab.journal import find
-from .records import describe, find_member, split_target, summary, table, which_exist
+from .records import (
+    SandboxEntry,
+    describe,
+    every_lab,
+    find_member,
+    host_of,
+    locate,
+    sandbox_entries,
+    split_target,
+    summary,
+    table,
+    which_exist,
+)
 from .signals import Forwarding, Signals, Terminated
 
 if TYPE_CHECKING:
@@ -149,7 +168,7 @@ class _TopologyCommand(Command):
 
 @Pynetns.subcommand("up")
 class Up(_TopologyCommand):
-    """Create the lab a topology file (TOML, JSON, YAML) declares and leave it up; needs root"""
+    """Create the lab a topology file (TOML, JSON, YAML) declares and leave it up (without root: in a sandbox)"""
 
     DESCRIPTION_MORE = (
         "The lab is persistent: owned by no process, so 'pynetns cleanup' leaves it alone until "
@@ -165,15 +184,22 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
-        from ..lab.journal import labs
+        from ..sandbox import Sandbox, privileged
 
         lab = self.lab(file)
-        self.need_root()
-        clash = [record for record in labs(lab.host) if record.name == lab.name]
+        clash = [record for record, _ in every_lab() if record.name == lab.name]
         if clash:
             ids = ", ".join(f"{record.id} ({record.state})" for record in clash)
             hint = "run 'pynetns cleanup'" if all(record.state == "stale" for record in clash) else "'pynetns down' it"
             raise InvalidValue("name", lab.name, f"a lab of that name exists: {ids}; {hint} or pass --name")
+        sandbox = None
+        if not privileged():  # without root: the lab gets a persistent sandbox of its own, which 'down' ends
+            sandbox = Sandbox.start(persistent=True)
+            try:
+                lab = self.lab(file, host=host_of(sandbox))
+            except BaseException:
+                sandbox.close()
+                raise
         progress = None
         if self.verbose or len(lab.namespaces) > LARGE_LAB:
             progress = _progress
@@ -184,14 +210,21 @@ class Up(_TopologyCommand):
         try:
             lab.apply(progress=progress)
             record = lab.detach()
+            if sandbox is not None:
+                SandboxEntry.save(record.name, sandbox)
         except BaseException:
             try:
                 lab.destroy()  # apply removed what it made; this also removes the journal it wrote
             except Exception as error:  # the first error is the one to tell
                 log.warning("while removing lab %s after a failure: %s", lab.name, error)
+            finally:
+                if sandbox is not None:
+                    sandbox.close()
             raise
         for line in describe(record):
             print(line)
+        if sandbox is not None:
+            print(f"# without root: in a sandbox of its own (PID 1 {sandbox.pid}), which 'pynetns down' ends")
         name = record.name
         print(f"# next: pynetns show {name} | pynetns exec {name}:NAMESPACE -- CMD | pynetns down {name}")
         return 0
@@ -199,7 +232,7 @@ class Up(_TopologyCommand):
 
 @Pynetns.subcommand("down")
 class Down(Command):
-    """Remove a lab (by name or id), whoever owns it; needs root"""
+    """Remove a lab (by name or id), whoever owns it (without root: a lab of the user's sandboxes, and its sandbox)"""
 
     def main(self, name: str) -> int:
         return self.guard(lambda: self._down(name))
@@ -207,10 +240,16 @@ class Down(Command):
     def _down(self, name: str) -> int:
         from ..lab.cleanup import remove
 
-        self.need_root()
-        record = find(name)
-        for item in remove(record.id):
-            print(f"removed {item}")
+        record, host = locate(name)
+        if host is None:
+            self.need_root()
+        try:
+            for item in remove(record.id, host):
+                print(f"removed {item}")
+        finally:
+            if host is not None and host.sandbox is not None:  # ending it removes whatever was left in it
+                _end_sandbox(host)
+                print(f"ended its sandbox (PID 1 {host.sandbox.pid})")
         print(f"lab {record.name} ({record.id}) is down")
         return 0
 
@@ -225,9 +264,7 @@ class Ls(Command):
         return self.guard(self._ls)
 
     def _ls(self) -> int:
-        from ..lab.journal import labs
-
-        records = labs()
+        records = [record for record, _ in every_lab()]
         if self.as_json:
             print(json.dumps([summary(record) for record in records], indent=2))
             return 0
@@ -257,8 +294,8 @@ class Show(Command):
         return self.guard(lambda: self._show(name))
 
     def _show(self, name: str) -> int:
-        record = find(name)
-        live = which_exist(record)
+        record, host = locate(name)
+        live = which_exist(record, host)
         if self.as_json:
             data = {
                 **record.data,
@@ -276,7 +313,7 @@ class Show(Command):
 
 @Pynetns.subcommand("exec")
 class Exec(Command):
-    """Run a command inside a lab's namespace, by the name the topology gives it; needs root"""
+    """Run a command inside a lab's namespace, by the name the topology gives it (without root: in a sandbox)"""
 
     DESCRIPTION_MORE = (
         "NAMESPACE is a name like 'web'; 'shop:web' (or 'shop/web', or --lab shop) says which lab's, "
@@ -299,9 +336,10 @@ class Exec(Command):
         return self.guard(lambda: self._exec(lab_name or self.lab_name, name, command))
 
     def _exec(self, lab_name: str | None, name: str, command: Sequence[str]) -> int:
-        self.need_root()
-        record = find_member(lab_name, name)
-        namespace = record.namespace(name)
+        record, host = find_member(lab_name, name)
+        if host is None:
+            self.need_root()
+        namespace = record.namespace(name, host)
         if not namespace.exists():
             raise PynetnsError(
                 f"namespace {name} of lab {record.name} ({namespace.name}) does not exist "
@@ -342,8 +380,10 @@ class Cleanup(Command):
     def _cleanup(self) -> int:
         from ..lab.cleanup import cleanup
         from ..lab.journal import labs
+        from ..sandbox import privileged
 
-        self.need_root()
+        if not privileged():
+            return self._cleanup_sandboxes()
         before = labs()
         removed = cleanup(all=self.everything, orphans=self.orphaned)
         left = {record.id for record in labs()}
@@ -364,6 +404,38 @@ class Cleanup(Command):
         if not removed and not gone and not removed.skipped and not removed.remaining:
             print(f"{self.PROGNAME}: nothing to remove", file=sys.stderr)
         return 1 if removed.remaining else 0
+
+    def _cleanup_sandboxes(self) -> int:
+        """Without root: the user's sandboxes. Records of sandboxes that are gone are removed; in a running
+        one, labs are cleaned up as root's are; a sandbox whose lab is gone is ended."""
+        from ..lab.cleanup import cleanup
+        from ..lab.journal import labs
+
+        entries = sandbox_entries()
+        failed = False
+        for entry in entries:
+            sandbox = entry.attach()
+            if sandbox is None:
+                entry.forget()
+                print(f"removed the record of sandbox {entry.pid} (lab {entry.lab}): it is gone")
+                continue
+            host = host_of(sandbox)
+            before = labs(host)
+            removed = cleanup(host, all=self.everything, orphans=self.orphaned)
+            for item in removed:
+                print(f"removed {item}")
+            left = labs(host)
+            for record in before:
+                if record.id not in {kept.id for kept in left}:
+                    print(f"removed lab {record.name} ({record.id})")
+            failed = failed or bool(removed.remaining)
+            if not left:
+                _end_sandbox(host)
+                entry.forget()
+                print(f"ended sandbox {entry.pid} (lab {entry.lab}): no lab is left in it")
+        if not entries:
+            print(f"{self.PROGNAME}: nothing to remove (no sandbox of this user)", file=sys.stderr)
+        return 1 if failed else 0
 
 
 @Pynetns.subcommand("demo")
@@ -400,6 +472,16 @@ class Demo(Command):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+def _end_sandbox(host: Host) -> None:
+    """End the persistent sandbox playing ``host`` and forget its record."""
+    if host.sandbox is None:
+        return
+    host.sandbox.close()
+    for entry in sandbox_entries():
+        if entry.pid == host.sandbox.pid and entry.identity == host.sandbox.identity:
+            entry.forget()
 
 
 def _print(line: str) -> None:

@@ -8,17 +8,37 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ..errors import InvalidValue, PynetnsError
-from ..lab.journal import find
 
 if TYPE_CHECKING:
+    from ..host import Host
     from ..lab.journal import LabRecord
+    from ..sandbox import Sandbox
 
-__all__ = ["describe", "find_member", "known", "split_target", "summary", "table", "which_exist"]
+__all__ = [
+    "SandboxEntry",
+    "describe",
+    "every_lab",
+    "find_member",
+    "host_of",
+    "known",
+    "locate",
+    "sandbox_entries",
+    "sandbox_folder",
+    "split_target",
+    "summary",
+    "table",
+    "which_exist",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +56,15 @@ def split_target(target: str) -> tuple[str | None, str, str]:
     return None, "", target
 
 
-def find_member(lab_name: str | None, name: str) -> LabRecord:
-    """The lab that has a namespace called ``name`` (and is ``lab_name``, if given)."""
-    from ..lab.journal import labs
-
+def find_member(lab_name: str | None, name: str) -> tuple[LabRecord, Host | None]:
+    """The lab that has a namespace called ``name`` (and is ``lab_name``, if given), and the Host of the
+    user's sandbox it is in (None: this machine)."""
     if lab_name is not None:
-        return find(lab_name)
-    records = labs()
-    found = [record for record in records if name in record.data.get("members", {})]
+        return locate(lab_name)
+    every = every_lab()
+    records = [record for record, _ in every]
+    matches = [item for item in every if name in item[0].data.get("members", {})]
+    found = [record for record, _ in matches]
     if not found:
         have = [f"{record.name}:{member}" for record in records for member in record.data.get("members", {})]
         raise InvalidValue(
@@ -53,10 +74,10 @@ def find_member(lab_name: str | None, name: str) -> LabRecord:
         raise InvalidValue(
             "namespace", name, f"is in {len(found)} labs: {known(found)}; say which, as LAB:{name} or with --lab"
         )
-    return found[0]
+    return matches[0]
 
 
-def which_exist(record: LabRecord) -> dict[str, Any]:
+def which_exist(record: LabRecord, host: Host | None = None) -> dict[str, Any]:
     """Which of the lab's namespaces exist now (one ``ip netns list``); ``None`` values if that cannot be told."""
     from ..host import Host
     from ..namespace import Namespace
@@ -64,7 +85,7 @@ def which_exist(record: LabRecord) -> dict[str, Any]:
     members: dict[str, str] = record.data.get("members", {})
     host_namespace: str | None = record.data.get("host_namespace")
     try:
-        existing: set[str] | None = {namespace.name for namespace in Namespace.all(Host())}
+        existing: set[str] | None = {namespace.name for namespace in Namespace.all(host or Host())}
     except PynetnsError as error:
         log.debug("cannot list namespaces: %s", error)
         existing = None
@@ -142,3 +163,113 @@ def table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], indent: s
         indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
         for row in everything
     ]
+
+
+# -- the user's persistent sandboxes (``pynetns up`` without root) ---------------------------------
+
+
+def sandbox_folder() -> Path:
+    """Where the records of this user's persistent sandboxes live: ``$XDG_RUNTIME_DIR/pynetns/sandboxes``
+    (``~/.cache/pynetns/sandboxes`` where XDG_RUNTIME_DIR is unset)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    root = Path(base) / "pynetns" if base else Path.home() / ".cache" / "pynetns"
+    return root / "sandboxes"
+
+
+@attrs.frozen
+class SandboxEntry:
+    """The record of a persistent sandbox holding lab ``lab``: what :meth:`Sandbox.attach` needs."""
+
+    lab: str
+    pid: int
+    identity: str
+    backend: str
+    path: Path
+
+    @classmethod
+    def load(cls, path: Path) -> SandboxEntry:
+        try:
+            data = json.loads(path.read_text())
+            return cls(str(data["lab"]), int(data["pid"]), str(data["identity"]), str(data["backend"]), path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise PynetnsError(f"{path}: not a sandbox record: {error}") from error
+
+    @classmethod
+    def save(cls, lab: str, sandbox: Sandbox) -> SandboxEntry:
+        if sandbox.identity is None:
+            raise PynetnsError(f"sandbox {sandbox.pid} is gone; nothing to record")
+        folder = sandbox_folder()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = cls(lab, sandbox.pid, sandbox.identity, sandbox.backend.name, folder / f"{lab}.json")
+        data = {"lab": lab, "pid": entry.pid, "identity": entry.identity, "backend": entry.backend}
+        partial = entry.path.with_suffix(".tmp")
+        partial.write_text(json.dumps(data))
+        partial.replace(entry.path)
+        return entry
+
+    def attach(self) -> Sandbox | None:
+        """The sandbox, still running; None if it is gone (its PID 1 ended, or the pid is another process's)."""
+        from ..sandbox import Sandbox
+
+        try:
+            return Sandbox.attach(self.pid, self.identity, backend=self.backend)
+        except PynetnsError as error:
+            log.debug("%s: %s", self.path, error)
+            return None
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def sandbox_entries() -> list[SandboxEntry]:
+    """Every sandbox record of this user (an unreadable one is skipped, saying why with ``--debug``)."""
+    found = []
+    for path in sorted(sandbox_folder().glob("*.json")):
+        try:
+            found.append(SandboxEntry.load(path))
+        except PynetnsError as error:
+            log.debug("%s", error)
+    return found
+
+
+def host_of(sandbox: Sandbox) -> Host:
+    """A Host played by ``sandbox`` (its runner and runtime), as :meth:`Host.rootless` makes one."""
+    from ..host import Host
+
+    host = Host(runner=sandbox.runner, runtime=sandbox.runtime)
+    host.sandbox = sandbox
+    return host
+
+
+def every_lab(sandboxes: bool | None = None) -> list[tuple[LabRecord, Host | None]]:
+    """The labs of this machine (host None), and, without root (or with ``sandboxes=True``), those in the
+    user's running persistent sandboxes (with the Host each is in)."""
+    from ..lab.journal import labs
+    from ..sandbox import privileged
+
+    found: list[tuple[LabRecord, Host | None]] = []
+    try:
+        found += [(record, None) for record in labs()]
+    except OSError as error:  # a runtime folder this user may not read
+        log.debug("cannot list the machine's labs: %s", error)
+    if sandboxes is None:
+        sandboxes = not privileged()
+    if sandboxes:
+        for entry in sandbox_entries():
+            sandbox = entry.attach()
+            if sandbox is not None:
+                host = host_of(sandbox)
+                found += [(record, host) for record in labs(host)]
+    return found
+
+
+def locate(name: str) -> tuple[LabRecord, Host | None]:
+    """The lab called (or whose id is) ``name``, and the Host of the sandbox it is in (None: this machine)."""
+    every = every_lab()
+    found = [item for item in every if item[0].id == name] or [item for item in every if item[0].name == name]
+    if not found:
+        raise InvalidValue("lab", name, f"no such lab (labs: {known(record for record, _ in every)})")
+    if len(found) > 1:
+        ids = ", ".join(record.id for record, _ in found)
+        raise InvalidValue("lab", name, f"names {len(found)} labs; use an id: {ids}")
+    return found[0]

@@ -123,17 +123,35 @@ def test_unknown_labs_are_one_line_listing_the_known_ones(token):
     assert json.loads(cli("ls", "--json").stdout) == []
 
 
-@pytest.mark.parametrize("args", [("up", "x.toml"), ("down", "x"), ("cleanup",), ("exec", "web", "--", "true")])
-def test_commands_that_change_namespaces_need_root(monkeypatch, tmp_path, capsys, args):
+@pytest.mark.parametrize("args", [("down", "x"), ("exec", "web", "--", "true")])
+def test_labs_of_the_machine_need_root(monkeypatch, capsys, args):
+    """Without root, a lab on the machine itself (not in one of the user's sandboxes) is still root's."""
+    from types import SimpleNamespace
+
+    found = (SimpleNamespace(name="x", id="1a2b3c", data={"members": {"web": "pn1a2b3c-web"}}), None)
     monkeypatch.setattr(cli_module.os, "geteuid", lambda: 1000)
-    if args[0] == "up":
-        args = ("up", str(write_topology(tmp_path, "x")))
+    monkeypatch.setattr(cli_module, "locate", lambda name: found)
+    monkeypatch.setattr(cli_module, "find_member", lambda lab, name: found)
     assert cli_module.run(list(args)) == 1
     err = capsys.readouterr().err
     assert (
         err == f"pynetns {args[0]}: error: pynetns {args[0]} needs root, to enter and change network "
         "namespaces (try sudo)\n"
     )
+
+
+def test_up_without_root_says_why_no_sandbox_can_be_made(monkeypatch, tmp_path, capsys):
+    from pynetns import SandboxRefused, sandbox
+
+    def refuse(**options):
+        raise SandboxRefused("unprivileged user namespaces are disabled: user.max_user_namespaces is 0")
+
+    monkeypatch.setattr(sandbox, "privileged", lambda: False)
+    monkeypatch.setattr(sandbox.Sandbox, "start", refuse)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert cli_module.run(["up", str(write_topology(tmp_path, "x"))]) == 1
+    err = capsys.readouterr().err
+    assert err == "pynetns up: error: unprivileged user namespaces are disabled: user.max_user_namespaces is 0\n"
 
 
 def test_cleanup_orphans_asks_for_the_orphans_too(monkeypatch, capsys):
