@@ -10,7 +10,7 @@
     sudo pynetns down shop                # remove a lab
     sudo pynetns cleanup [--all] [--orphans]  # remove the labs whose owner died (every lab with --all;
                                           # --orphans: also tagged objects whose journal is gone)
-    sudo pynetns demo [--step]            # the Docker networking walkthrough
+    pynetns demo [--step]                 # the Docker networking walkthrough (no root needed)
     pynetns --help; pynetns up --help
 
 Without root, ``up`` builds the lab in a persistent rootless sandbox of its own
