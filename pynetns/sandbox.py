@@ -159,12 +159,7 @@ class Sandbox:
             _end(holder, writing)
             raise
         sandbox = cls(holder, writing, maker, pid, SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix()))
-        try:
-            for argv in maker.setup_commands(RUNTIME):
-                sandbox.runner.run(argv)
-        except BaseException:
-            sandbox.close()
-            raise
+        sandbox._set_up()
         log.debug("sandbox started: holder %s, PID 1 %s", holder.pid, pid)
         return sandbox
 
@@ -180,16 +175,21 @@ class Sandbox:
             raise
         runner = SandboxRunner(maker.enter_prefix(pid), maker.spawn_prefix())
         sandbox = cls(holder, None, maker, pid, runner, persistent=True)
-        try:
-            if sandbox.identity is None:
-                raise PynetnsError(f"the sandbox's PID 1 ({pid}) ended as it started")
-            for argv in maker.setup_commands(RUNTIME):
-                sandbox.runner.run(argv)
-        except BaseException:
+        if sandbox.identity is None:
             sandbox.close()
-            raise
+            raise PynetnsError(f"the sandbox's PID 1 ({pid}) ended as it started")
+        sandbox._set_up()
         log.debug("persistent sandbox started: holder %s, PID 1 %s", holder.pid, pid)
         return sandbox
+
+    def _set_up(self) -> None:
+        """The sandbox's ``/run`` tmpfs and ``lo``; on failure the sandbox ends, leaving nothing."""
+        try:
+            for argv in self.backend.setup_commands(RUNTIME):
+                self.runner.run(argv)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def attach(cls, pid: int, known: str, *, backend: str | SandboxBackend = "unshare") -> Sandbox:
