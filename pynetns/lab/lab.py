@@ -45,6 +45,7 @@ from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet
 from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
 from .model import Endpoint, LabPortMap, Network, refuse_overlap
+from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
 from .topology import Topology, flag
@@ -333,14 +334,33 @@ class Lab(Viewable):
     # -- partitions --------------------------------------------------------
 
     def partition(
-        self, group_a: Iterable[Namespace | str] | Namespace | str, group_b: Iterable[Namespace | str] | Namespace | str
-    ) -> None:
-        """Make the namespaces of ``group_a`` and ``group_b`` unable to reach each other (both ways, all IP
-        traffic, silently dropped: clients time out), while each group still works inside. :meth:`heal` ends it.
+        self,
+        group_a: Iterable[Namespace | str] | Namespace | str | None = None,
+        group_b: Iterable[Namespace | str] | Namespace | str | None = None,
+        *,
+        shape: str | None = None,
+        one_way: bool = False,
+        seed: int | None = None,
+        among: Iterable[Namespace | str] | None = None,
+    ) -> Partition:
+        """Cut namespaces from each other (all IP traffic, silently dropped: clients time out); returns who no
+        longer hears whom (:class:`~pynetns.lab.shapes.Partition`). :meth:`heal` ends every partition.
+
+        - ``partition(a, b)``: the groups cannot reach each other, both ways; each still works inside.
+        - ``partition(a, b, one_way=True)``: ``a → b`` dropped, ``b → a`` open (b's packets arrive at a, but
+          a's replies do not come back: UDP gets through, TCP and ping do not).
+        - ``partition(shape=...)``: Jepsen's shapes over ``among`` (default: every namespace of the lab, in
+          declaration order): ``"halves"``, ``"random-halves"`` (drawn with ``seed``; a fresh one, in the
+          result, when it is None), ``"isolate"`` (see :meth:`isolate`), ``"majorities-ring"`` (each hears a
+          majority around itself, no two the same one), ``"bridge"`` (two halves, one namespace in both).
 
         Works within one network and across networks; several partitions add up.
         """
-        partitions.partition(self._state, group_a, group_b)
+        return partitions.partition(self._state, group_a, group_b, shape=shape, one_way=one_way, seed=seed, among=among)
+
+    def isolate(self, node: Namespace | str) -> Partition:
+        """Cut ``node`` from every other namespace of the lab, both ways (:meth:`heal` ends it)."""
+        return partitions.isolate(self._state, node)
 
     def heal(self) -> None:
         """End every partition."""

@@ -1,5 +1,6 @@
 """Partitions: namespaces of a lab that cannot reach each other (:meth:`Lab.partition <pynetns.Lab.partition>`),
-as drops in each namespace and, on the lab's host, drops of routed traffic; and healing them."""
+by two groups, one way, or Jepsen's named shapes (:mod:`~pynetns.lab.shapes`), as drops in each namespace of
+what it must not hear and, on the lab's host, drops of routed traffic; and healing them."""
 
 from __future__ import annotations
 
@@ -9,26 +10,69 @@ from typing import Any
 from ..errors import InvalidValue
 from ..firewall import ForwardDrops, create_all, delete_all
 from ..namespace import Namespace
+from .shapes import Partition, complete_grudge, grudge, one_way_grudge
 from .state import LabState
 
-__all__ = ["addresses", "cut", "heal", "partition", "write_partitions"]
+__all__ = ["addresses", "cut", "heal", "isolate", "partition", "write_partitions"]
 
 
 def partition(
     state: LabState,
-    group_a: Iterable[Namespace | str] | Namespace | str,
-    group_b: Iterable[Namespace | str] | Namespace | str,
-) -> None:
-    """Make the namespaces of ``group_a`` and ``group_b`` unable to reach each other (both ways, all IP
-    traffic, silently dropped: clients time out), while each group still works inside. :func:`heal` ends it.
+    group_a: Iterable[Namespace | str] | Namespace | str | None = None,
+    group_b: Iterable[Namespace | str] | Namespace | str | None = None,
+    *,
+    shape: str | None = None,
+    one_way: bool = False,
+    seed: int | None = None,
+    among: Iterable[Namespace | str] | None = None,
+    node: Namespace | str | None = None,
+) -> Partition:
+    """Cut the lab's namespaces from each other (all IP traffic, silently dropped: clients time out) and say how.
 
-    Works within one network and across networks; several partitions add up.
+    Either two groups, cut both ways (each group still works inside) or, with ``one_way=True``, only
+    ``group_a → group_b`` (what ``group_b`` receives from ``group_a`` is dropped; what ``group_a`` receives
+    from ``group_b`` arrives, but a reply back to ``group_b`` is dropped as well, so only one-way
+    protocols such as UDP get through); or a named ``shape`` (:data:`~pynetns.lab.shapes.SHAPES`) over
+    ``among`` (default: every namespace of the lab, in declaration order), drawn with ``seed`` where it is
+    random. :func:`heal` ends it; several partitions add up.
     """
-    side_a, side_b = _group(state, "group_a", group_a), _group(state, "group_b", group_b)
-    both = [state.name_of(namespace) for namespace in side_a if namespace in side_b]
-    if both:
-        raise InvalidValue("group_b", both, "a namespace cannot be on both sides of a partition")
-    state.partitions.append((side_a, side_b))
+    if shape is None:
+        if group_a is None or group_b is None:
+            raise InvalidValue("group_b", None, "a partition takes two groups, or a shape")
+        for field, value in (("seed", seed), ("among", among), ("node", node)):
+            if value is not None:
+                raise InvalidValue(field, str(value), "is for a partition by shape, not by groups")
+        side_a, side_b = _group(state, "group_a", group_a), _group(state, "group_b", group_b)
+        both = [state.name_of(namespace) for namespace in side_a if namespace in side_b]
+        if both:
+            raise InvalidValue("group_b", both, "a namespace cannot be on both sides of a partition")
+        names_a, names_b = [state.name_of(n) for n in side_a], [state.name_of(n) for n in side_b]
+        if one_way:
+            made = Partition("one-way", one_way_grudge(names_a, names_b))
+        else:
+            made = Partition("groups", complete_grudge([names_a, names_b]))
+    else:
+        if group_a is not None or group_b is not None or one_way:
+            raise InvalidValue("shape", shape, "a partition by shape takes no groups and is not one-way")
+        members = _group(state, "among", among if among is not None else list(_applied(state)))
+        names = [state.name_of(namespace) for namespace in members]
+        picked = None if node is None else state.name_of(_group(state, "node", node)[0])
+        drops, seed = grudge(shape, names, seed=seed, node=picked)
+        made = Partition(shape, drops, seed)
+    return _add(state, made)
+
+
+def isolate(state: LabState, node: Namespace | str) -> Partition:
+    """Cut ``node`` from every other namespace of the lab, both ways."""
+    return partition(state, shape="isolate", node=node)
+
+
+def _applied(state: LabState) -> Iterator[Namespace]:
+    return (namespace for namespace in state.namespaces.values() if namespace.name in state.applied_namespaces)
+
+
+def _add(state: LabState, made: Partition) -> Partition:
+    state.partitions.append(made)
     if not state.isolated:
         state.write_journal(firewall=True)  # it writes firewall rules on the host from now on: cleanup must know
     try:
@@ -37,6 +81,7 @@ def partition(
         state.partitions.pop()
         write_partitions(state)
         raise
+    return made
 
 
 def heal(state: LabState) -> None:
@@ -65,12 +110,11 @@ def addresses(state: LabState, namespace: Namespace) -> list[Any]:
 
 
 def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:
-    """Every (namespace, namespace it must not hear) of the partitions in force, both ways."""
-    for side_a, side_b in state.partitions:
-        for mine, theirs in ((side_a, side_b), (side_b, side_a)):
-            for namespace in mine:
-                for other in theirs:
-                    yield namespace, other
+    """Every (namespace, namespace it must not hear) of the partitions in force."""
+    for made in state.partitions:
+        for name, others in made.drops.items():
+            for other in others:
+                yield state.namespaces[name], state.namespaces[other]
 
 
 def write_partitions(state: LabState) -> None:
@@ -95,12 +139,13 @@ def write_partitions(state: LabState) -> None:
 
 
 def _write_forward_drops(state: LabState) -> None:
-    """The host side of the partitions: routed traffic, and the way round through published ports."""
+    """The host side of the partitions: routed traffic, and the way round through published ports (each cut
+    direction on its own: a one-way cut drops only the packets of its sources to its destinations)."""
     pairs = [
         (source, destination)
         for namespace, other in cut(state)
-        for source in addresses(state, namespace)
-        for destination in addresses(state, other)
+        for source in addresses(state, other)
+        for destination in addresses(state, namespace)
         if source.version == destination.version
     ]
     old, state.drops = state.drops, []

@@ -19,6 +19,7 @@ from ..validation import IPNetwork, interface_name
 from .ipam import taken_networks
 from .journal import HOW_TO_PRIVILEGE
 from .model import Endpoint, Impairments, Network
+from .shapes import Partition
 
 __all__ = ["LabState"]
 
@@ -44,7 +45,8 @@ class LabState:
         self.ports: dict[tuple[str, int], list[PortMap]] = {}
         #: the firewall objects applied (NAT, isolation, published ports)
         self.firewall: list[Firewalled] = []
-        self.partitions: list[tuple[list[Namespace], list[Namespace]]] = []
+        #: the partitions in force
+        self.partitions: list[Partition] = []
         #: the namespaces holding partition drops
         self.blocked: set[str] = set()
         #: the partitions' drops of routed traffic on the lab's host
