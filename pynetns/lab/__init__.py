@@ -6,9 +6,11 @@ from .ipam import taken_networks
 from .journal import LabRecord, find, labs, runtime_dir
 from .lab import Lab
 from .model import Endpoint, LabLike, Network
+from .shapes import SHAPES, Partition
 from .topology import Topology
 
 __all__ = [
+    "SHAPES",
     "Cleaned",
     "Endpoint",
     "Lab",
@@ -16,6 +18,7 @@ __all__ = [
     "LabRecord",
     "Network",
     "Orphans",
+    "Partition",
     "Topology",
     "cleanup",
     "find",

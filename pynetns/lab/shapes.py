@@ -37,7 +37,7 @@ class Partition:
     """
 
     shape: str
-    drops: Mapping[str, tuple[str, ...]] = attrs.field(eq=False)
+    drops: Mapping[str, tuple[str, ...]] = attrs.field(hash=False)
     seed: int | None = None
 
     def reaches(self, source: str, destination: str) -> bool:
@@ -87,6 +87,8 @@ def grudge(
     """
     if shape not in SHAPES:
         raise InvalidValue("shape", shape, f"must be one of {', '.join(SHAPES)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InvalidValue("seed", seed, "must be an integer")
     members = list(members)
     if len(set(members)) != len(members):
         raise InvalidValue("members", members, "must be distinct")

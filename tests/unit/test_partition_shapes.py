@@ -3,6 +3,7 @@
 import pytest
 
 from pynetns.errors import InvalidValue
+from pynetns.lab import Lab
 from pynetns.lab.shapes import Partition, bisect, complete_grudge, grudge, one_way_grudge
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
@@ -83,6 +84,7 @@ def test_bridge_two_halves_plus_one_node_in_both():
         ("bridge", ["a", "b"], {}, "at least 3"),
         ("halves", ["a"], {}, "at least 2"),
         ("halves", ["a", "a"], {}, "distinct"),
+        ("halves", NODES, {"seed": "7"}, "integer"),
         ("halves", NODES, {"node": "n1"}, "only the isolate"),
         ("isolate", NODES, {"node": "n9"}, "not one of"),
     ],
@@ -90,3 +92,25 @@ def test_bridge_two_halves_plus_one_node_in_both():
 def test_bad_shapes_are_refused(shape, members, options, match):
     with pytest.raises(InvalidValue, match=match):
         grudge(shape, members, **options)
+
+
+def test_the_lab_returns_each_partition_and_refuses_bad_ones_before_any_command(dry_host):
+    with Lab("shapes", host=dry_host, isolated=True) as lab:
+        net = lab.network("net", subnet="10.9.0.0/24")
+        for name in NODES:
+            lab.namespace(name, networks=[net])
+        lab.apply()
+        assert lab.partition(shape="bridge").drops["n3"] == ()
+        assert lab.isolate("n2") == Partition("isolate", complete_grudge([["n2"], ["n1", "n3", "n4", "n5"]]))
+        assert lab.partition(["n1"], ["n2", "n3"], one_way=True).cut == [("n1", "n2"), ("n1", "n3")]
+        drawn = lab.partition(shape="random-halves", among=["n1", "n2", "n3", "n4"])
+        assert lab.partition(shape="random-halves", among=["n1", "n2", "n3", "n4"], seed=drawn.seed) == drawn
+        lab.heal()
+        for bad, match in [
+            ({"shape": "halves", "one_way": True}, "takes no groups"),
+            ({"group_a": "n1"}, "two groups, or a shape"),
+            ({"group_a": "n1", "group_b": "n2", "seed": 3}, "by shape, not by groups"),
+            ({"shape": "halves", "among": ["n1", "n9"]}, "not a namespace of this lab"),
+        ]:
+            with pytest.raises(InvalidValue, match=match):
+                lab.partition(**bad)
