@@ -74,3 +74,19 @@ def test_mtu_reaches_the_bridge_and_both_ends_of_each_veth():
         assert mtu(hostns, front.bridge) == mtu(hostns, endpoint.host_interface) == mtu(web, "eth0") == 1400
         assert web.run(["ping", "-c1", "-W1", "-M", "do", "-s", "1372", "10.56.0.1"], check=False).returncode == 0
         assert web.run(["ping", "-c1", "-W1", "-M", "do", "-s", "1373", "10.56.0.1"], check=False).returncode != 0
+
+
+@root
+def test_isolate_modes_hold_between_two_labs_on_one_host(playhost):
+    """The later lab reads the earlier one's modes from its journal: off with off connects, strict cuts off."""
+    with Lab("one", host=playhost) as one, Lab("two", host=playhost) as two:
+        a = one.namespace("a", networks=[one.network("open", subnet="10.57.0.0/24", isolate=False)])
+        s = one.namespace("s", networks=[one.network("strict", subnet="10.58.0.0/24", isolate="strict")])
+        one.apply()
+        b = two.namespace("b", networks=[two.network("open", subnet="10.59.0.0/24", isolate=False)])
+        two.publish(b, 8080, 80)
+        two.apply()
+        serve(b, "0.0.0.0", 80, "b")
+        assert ping(a, "10.59.0.2") and ping(b, "10.57.0.2")
+        assert not ping(s, "10.59.0.2") and not ping(b, "10.58.0.2")
+        assert fetch(a, "http://10.57.0.1:8080/") == "b" and fetch(s, "http://10.58.0.1:8080/") is None
