@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import pytest
 
+from pynetns import Host
+from pynetns.backends.iptables import Iptables
+from pynetns.backends.nftables import Nftables
 from pynetns.lab import Lab
 from tests.support.lab import assert_gone, ping
 from tests.support.web import fetch, serve
 
 root = pytest.mark.root
 
+BACKENDS = {
+    "nftables": Nftables,
+    "iptables-nft": lambda: Iptables("nft"),
+    "iptables-legacy": lambda: Iptables("legacy"),
+}
+
 
 @root
-def test_isolate_on_off_and_strict():
-    with Lab("iso", isolated=True) as lab:
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_isolate_on_off_and_strict(backend):
+    with Lab("iso", host=Host(firewall=BACKENDS[backend]()), isolated=True) as lab:
         docker = lab.namespace("docker", networks=[lab.network("docker", subnet="10.50.0.0/24")])
         other = lab.namespace("other", networks=[lab.network("other", subnet="10.51.0.0/24")])
         open1 = lab.namespace("open1", networks=[lab.network("open1", subnet="10.52.0.0/24", isolate=False)])
