@@ -264,6 +264,8 @@ class Lab(Viewable):
         for a new :meth:`publish` in this lab. One not yet applied is only forgotten.
         """
         state = self._state
+        if state.destroyed:
+            raise LabDestroyed(f"lab {self.name} was destroyed")
         if portmap not in state.published:  # port maps compare by identity
             raise NotFound(f"{portmap} is not published in lab {self.name}")
         if portmap in state.firewall:

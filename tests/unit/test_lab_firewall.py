@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pynetns import Host, InvalidValue, NotFound
+from pynetns import Host, InvalidValue, LabDestroyed, NotFound
 from pynetns.lab import Lab
 
 
@@ -79,3 +79,6 @@ def test_unpublish_frees_the_host_port_for_a_new_mapping():
         lab.unpublish(first)
     with pytest.raises(InvalidValue, match="already published"):
         lab.publish("web", 8080, 81)
+    lab.destroy()
+    with pytest.raises(LabDestroyed):
+        lab.unpublish(second)
