@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .errors import InvalidAddress, InvalidName, InvalidValue
 
@@ -25,6 +25,7 @@ __all__ = [
     "IPAddress",
     "IPInterface",
     "IPNetwork",
+    "IsolateMode",
     "argv",
     "attrs_validator",
     "batch_token",
@@ -33,6 +34,7 @@ __all__ = [
     "interface_address",
     "interface_name",
     "ip_address",
+    "isolate",
     "mac_address",
     "mtu",
     "namespace_name",
@@ -180,6 +182,17 @@ def mtu(field: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 68 <= value <= 65535:
         raise InvalidValue(field, value, "must be an integer from 68 to 65535")
     return value
+
+
+#: a network's isolation from the others: Docker's (True), none (False, netavark's default), or "strict"
+IsolateMode = Literal[True, False, "strict"]
+
+
+def isolate(field: str, value: object) -> IsolateMode:
+    """``True``, ``False`` or ``"strict"`` (a network's isolation, as netavark's ``isolate`` option)."""
+    if value is True or value is False or value == "strict":
+        return value
+    raise InvalidValue(field, value, 'must be true, false or "strict"')
 
 
 def mac_address(field: str, value: object) -> str:

@@ -440,8 +440,10 @@ class Isolation(_Drops):
 
     Like Docker's ``DOCKER-ISOLATION`` chains: two networks cannot reach each
     other, but a published port stays reachable from any network (DNATed
-    connections are let through). With ``internal=True`` the bridge's traffic
-    may not leave it at all, like ``docker network create --internal``.
+    connections are let through). From the bridges of ``strict`` not even
+    that: nothing is forwarded either way (netavark's ``isolate=strict``).
+    With ``internal=True`` the bridge's traffic may not leave it at all, like
+    ``docker network create --internal``.
     One object covers one IP version (``family``); :meth:`both` gives the
     pair a bridge needs, since interfaces forward IPv6 as readily as IPv4.
     """
@@ -451,10 +453,13 @@ class Isolation(_Drops):
     internal: bool = False
     #: the IP version whose forwarding this covers; :meth:`both` makes one of each
     family: Family = attrs.field(default=4, converter=_family, kw_only=True)
+    #: bridges cut off even from the published ports behind this one, and this one from theirs
+    strict: tuple[str, ...] = attrs.field(default=(), converter=_bridge_names, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        if self.bridge in self.others:
-            raise InvalidValue("others", list(self.others), f"must not contain the bridge {self.bridge} itself")
+        for field, bridges in (("others", self.others), ("strict", self.strict)):
+            if self.bridge in bridges:
+                raise InvalidValue(field, list(bridges), f"must not contain the bridge {self.bridge} itself")
         super().__attrs_post_init__()
 
     @classmethod
@@ -467,8 +472,11 @@ class Isolation(_Drops):
         return self._id("isolate", self.bridge)
 
     def __str__(self) -> str:
+        froms = [", ".join(self.others)] * bool(self.others) + [f"strictly {', '.join(self.strict)}"] * bool(
+            self.strict
+        )
         return (
-            f"isolate {self.bridge} from {', '.join(self.others) or 'nothing'}"
+            f"isolate {self.bridge} from {' and '.join(froms) or 'nothing'}"
             + (" (internal)" * self.internal)
             + (" (IPv6)" * (self.family == 6))
         )
@@ -480,6 +488,11 @@ class Isolation(_Drops):
             rules += [
                 FirewallRule("isolate", comment, family, iif=self.bridge, oif=other, not_ct_dnat=True, action="drop"),
                 FirewallRule("isolate", comment, family, iif=other, oif=self.bridge, not_ct_dnat=True, action="drop"),
+            ]
+        for other in self.strict:  # published ports too: no exception for DNATed connections
+            rules += [
+                FirewallRule("isolate", comment, family, iif=self.bridge, oif=other, action="drop"),
+                FirewallRule("isolate", comment, family, iif=other, oif=self.bridge, action="drop"),
             ]
         if self.internal:
             rules += [

@@ -19,6 +19,7 @@ from ..namespace import Namespace
 from ..plan import Plan, Step, attach_undo_errors, undo_errors
 from ..polling import wait_until
 from ..runner import Call
+from ..validation import IsolateMode
 from .journal import labs
 from .model import LabPortMap
 from .state import LabState
@@ -128,33 +129,44 @@ def firewall_job(state: LabState) -> FirewallJob | None:
 
 def firewall_objects(state: LabState) -> list[Firewalled]:
     objects: list[Firewalled] = []
-    bridges = [net.bridge for net in state.networks.values()]
+    networks = list(state.networks.values())
     foreign = foreign_bridges(state)
-    for index, net in enumerate(state.networks.values()):
+    for index, net in enumerate(networks):
         if net.applied:
             continue
         where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
         if net.nat:
             objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
-        others = bridges[:index] + foreign
-        if others or net.internal:
+        # each pair of networks once, by the later one: its rules see the earlier ones (and those of other labs)
+        pairs = [(other.bridge, other.isolate) for other in networks[:index]] + foreign
+        others = [bridge for bridge, mode in pairs if isolating(net.isolate, mode) == "ports open"]
+        strict = [bridge for bridge, mode in pairs if isolating(net.isolate, mode) == "strict"]
+        if others or strict or net.internal:
             # IPv6 too, whatever the subnet: a namespace can always send IPv6 to its gateway's link-local address
-            objects += Isolation.both(net.bridge, others, net.internal, **where)
+            objects += Isolation.both(net.bridge, others, net.internal, strict=strict, **where)
     objects += [portmap for portmap in state.published if portmap not in state.firewall]
     return objects
 
 
-def foreign_bridges(state: LabState) -> list[str]:
-    """The bridges of the other live labs on the same host namespace: Docker isolates every network
-    from every other, not only those of one project (an isolated lab has its host to itself)."""
+def isolating(one: IsolateMode, other: IsolateMode) -> str | None:
+    """How two networks are kept apart: "strict" if either is, "ports open" if both isolate (Docker's), else not."""
+    if "strict" in (one, other):
+        return "strict"
+    return "ports open" if one and other else None
+
+
+def foreign_bridges(state: LabState) -> list[tuple[str, IsolateMode]]:
+    """The bridges of the other live labs on the same host namespace, with their isolation: Docker isolates every
+    network from every other, not only those of one project (an isolated lab has its host to itself)."""
     if state.isolated or state.host.dry_run:
         return []
-    return [
-        bridge
-        for record in labs(state.host)
-        if record.id != state.id and (record.alive or record.persistent) and not record.data.get("isolated")
-        for bridge in record.data.get("links", ())
-    ]
+    found: list[tuple[str, IsolateMode]] = []
+    for record in labs(state.host):
+        if record.id == state.id or not (record.alive or record.persistent) or record.data.get("isolated"):
+            continue
+        modes = {net.get("bridge"): net.get("isolate", True) for net in record.data.get("networks", ())}
+        found += [(bridge, modes.get(bridge, True)) for bridge in record.data.get("links", ())]
+    return found
 
 
 def write_journal(state: LabState) -> None:

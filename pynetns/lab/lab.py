@@ -35,7 +35,8 @@ from ..impairment import DurationLike, FractionLike, Impairment, RateLike
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, attach_undo_errors, undo_errors
 from ..runner import Call, Commands, LocalRunner, commands
-from ..validation import IPAddress, interface_name, namespace_name
+from ..validation import IPAddress, IsolateMode, interface_name, namespace_name
+from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
@@ -144,8 +145,15 @@ class Lab(Viewable):
         nat: bool = True,
         mtu: int | None = None,
         internal: bool = False,
+        isolate: IsolateMode = True,
     ) -> Network:
         """Declare a network; without ``subnet`` a free one is taken from the default pools.
+
+        ``isolate``: two networks cannot reach each other, only each other's published ports, when both isolate
+        (``True``, as Docker's bridges always do); ``False`` (netavark's default) forwards freely to and from the
+        networks that do not isolate either; ``"strict"`` (netavark's) cuts a network off from every other one,
+        isolating or not, published ports included (a connection through the host to a port published by
+        another network is dropped too). The lab's host still reaches it and its published ports.
 
         That one is tentative (:meth:`explain` shows it): :meth:`apply` takes it for good, under the host lock,
         or the next free one if another lab took it meanwhile (addresses keep their place in the subnet).
@@ -155,6 +163,7 @@ class Lab(Viewable):
             raise InvalidValue("name", name, "a network of that name is already declared in this lab")
         if mtu is not None:
             valid_mtu("mtu", mtu)
+        isolate = valid_isolate("isolate", isolate)
         taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
@@ -167,6 +176,7 @@ class Lab(Viewable):
             nat=nat and not internal,
             internal=internal,
             mtu=mtu,
+            isolate=isolate,
             pooled=subnet is None,
             impairments=self._state.impairments,
         )
@@ -247,6 +257,30 @@ class Lab(Viewable):
             self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
         self.published.append(portmap)
         return portmap
+
+    def unpublish(self, portmap: PortMap) -> None:
+        """Stop publishing ``portmap`` (what :meth:`publish` returned), like removing ``-p`` from a container.
+
+        An applied one's rules go at once (and the conntrack entries of its UDP ports); its host ports are free
+        for a new :meth:`publish` in this lab. One not yet applied is only forgotten.
+        """
+        state = self._state
+        if state.destroyed:
+            raise LabDestroyed(f"lab {self.name} was destroyed")
+        if portmap not in state.published:  # port maps compare by identity
+            raise NotFound(f"{portmap} is not published in lab {self.name}")
+        if portmap in state.firewall:
+            delete_all([portmap])
+            state.firewall.remove(portmap)
+        state.published.remove(portmap)
+        low, high = portmap.host_ports
+        for number in range(low, high + 1):
+            key = (portmap.protocol, number)
+            state.ports[key] = [other for other in state.ports.get(key, ()) if other is not portmap]
+            if not state.ports[key]:
+                del state.ports[key]
+        if state.journal_file is not None:
+            write_journal(state)
 
     def _endpoint(self, target: Namespace | Endpoint | str) -> Endpoint:
         if isinstance(target, Endpoint):

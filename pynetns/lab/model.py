@@ -19,7 +19,7 @@ from ..host import Host
 from ..impair.link import ImpairedLink, netem_available
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from ..namespace import Namespace
-from ..validation import IPInterface, IPNetwork
+from ..validation import IPInterface, IPNetwork, IsolateMode
 from ..views import Viewable
 from .ipam import Allocator
 
@@ -168,6 +168,8 @@ class Network(Viewable):
     nat: bool = True
     internal: bool = False
     mtu: int | None = None
+    #: isolated from the other networks as Docker does (True), not at all (False), or "strict" (ports too)
+    isolate: IsolateMode = True
     applied: bool = False
     #: declared without a subnet: its first apply may move it to the next free one of the default pools
     pooled: bool = attrs.field(default=False, repr=False)

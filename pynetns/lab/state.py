@@ -146,6 +146,7 @@ class LabState:
                     "gateway": str(net.gateway),
                     "nat": net.nat,
                     "internal": net.internal,
+                    "isolate": net.isolate,
                 }
                 for net in self.networks.values()
             ],

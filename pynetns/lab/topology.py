@@ -66,7 +66,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 import attrs
 
 from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue, TopologyError
-from ..validation import IPAddress, IPNetwork, converter, interface_name, ip_address, namespace_name, optional
+from ..validation import (
+    IPAddress,
+    IPNetwork,
+    IsolateMode,
+    converter,
+    interface_name,
+    ip_address,
+    namespace_name,
+    optional,
+)
+from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import port as valid_port
 from ..validation import protocol as valid_protocol
@@ -108,6 +118,7 @@ class Declarable(Protocol):
         nat: bool = ...,
         mtu: int | None = ...,
         internal: bool = ...,
+        isolate: IsolateMode = ...,
     ) -> Any: ...
 
     def namespace(self, name: str) -> Any: ...
@@ -171,6 +182,7 @@ class NetworkSpec:
     nat: bool = attrs.field(default=True, converter=converter(flag))  # type: ignore[misc]
     internal: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
     mtu: int | None = attrs.field(default=None, converter=converter(optional(valid_mtu)))  # type: ignore[misc]
+    isolate: IsolateMode = attrs.field(default=True, converter=converter(valid_isolate))  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
         if self.subnet is None:
@@ -505,6 +517,7 @@ class Topology:
                     nat=spec.nat,
                     mtu=spec.mtu,
                     internal=spec.internal,
+                    isolate=spec.isolate,
                 )
         for namespace in self.namespaces:
             with self._declaring(f"namespaces.{_key(namespace.name)}"):
@@ -556,7 +569,7 @@ class Topology:
 # -- parsing --------------------------------------------------------------
 
 _TOP = ("name", "isolated", "networks", "namespaces", "links", "publish")
-_NETWORK = ("subnet", "gateway", "nat", "internal", "mtu")
+_NETWORK = ("subnet", "gateway", "nat", "internal", "mtu", "isolate")
 _NAMESPACE = ("networks",)
 _ATTACH = ("network", "ip", "ifname")
 _LINK = ("namespace", "network", "ip", "ifname")

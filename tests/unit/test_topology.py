@@ -64,7 +64,7 @@ def test_yml_suffix_format_override_and_text(tmp_path):
 def test_to_dict_round_trips_through_json():
     data = SHOP.to_dict()
     assert data["namespaces"]["web"] == {"networks": [{"network": "front"}, {"network": "back"}]}
-    assert data["networks"]["back"] == {"subnet": "10.31.0.0/24", "nat": True, "internal": True}
+    assert data["networks"]["back"] == {"subnet": "10.31.0.0/24", "nat": True, "internal": True, "isolate": True}
     assert Topology.from_text(json.dumps(data), "json") == SHOP
     assert Topology.from_dict(data) == SHOP
 
@@ -286,7 +286,7 @@ REFUSED = [
     (
         '[networks.front]\ncolour = "red"',
         "networks.front.colour",
-        "unknown key; expected one of: subnet, gateway, nat, internal, mtu",
+        "unknown key; expected one of: subnet, gateway, nat, internal, mtu, isolate",
     ),
     (
         NETS + '[namespaces.web]\nnetworks = [{netwrk = "front"}]',
@@ -638,3 +638,13 @@ def test_specs_are_frozen_and_hashable():
     assert hash(SHOP) == hash(Topology.from_file(DATA / "shop.json"))
     with pytest.raises(AttributeError):
         SHOP.name = "other"
+
+
+def test_a_network_isolate_option_from_a_file_reaches_the_lab():
+    text = '[networks.a]\nisolate = false\n[networks.b]\nisolate = "strict"\n[networks.c]\n'
+    topology = Topology.from_text(text, "toml")
+    lab = Lab.from_topology(topology, host=Host(dry_run=True))
+    assert [net.isolate for net in lab.networks.values()] == [False, "strict", True]
+    assert Topology.from_dict(topology.to_dict()) == topology
+    with pytest.raises(TopologyError, match=r"networks\.a\.isolate"):
+        Topology.from_text('[networks.a]\nisolate = "loose"\n', "toml")
