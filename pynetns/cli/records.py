@@ -73,8 +73,9 @@ def find_member(lab_name: str | None, name: str) -> tuple[LabRecord, Host | None
     found = [record for record, _ in matches]
     if not found:
         have = [f"{record.name}:{member}" for record in records for member in record.data.get("members", {})]
+        hint = "; an isolated lab's host side is LAB:host" if name == HOST_SIDE else ""
         raise InvalidValue(
-            "namespace", name, f"no lab has a namespace of that name (namespaces: {', '.join(have) or 'none'})"
+            "namespace", name, f"no lab has a namespace of that name (namespaces: {', '.join(have) or 'none'}){hint}"
         )
     if len(found) > 1:
         raise InvalidValue(
