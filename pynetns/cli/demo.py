@@ -233,7 +233,8 @@ class Walkthrough:
             "The Docker daemon creates the bridge docker0 "
             "and gives it the first address of its subnet, 172.17.0.0/16 unless that is in use "
             "here: the containers' gateway. (Docker also enables IP forwarding and adds NAT "
-            "rules so containers reach the outside; this demo does neither.)",
+            "rules so containers reach the outside: step 7 shows the rule of a published port, in a "
+            "namespace of its own.)",
         ):
             with self.host.lock():
                 taken = taken_networks(self.host)
