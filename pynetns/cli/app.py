@@ -5,9 +5,11 @@
     sudo pynetns up shop.toml             # create the lab a topology file declares; it stays up
     pynetns ls                            # labs: state (persistent, alive, stale), owner, namespaces, networks
     pynetns show shop [--json]            # one lab: networks, namespaces, addresses, published ports
-    sudo pynetns exec web -- ping -c1 10.30.0.3   # a command in a lab's namespace (``shop:web`` names the lab)
+    sudo pynetns exec web ping -c1 10.30.0.3   # a command in a lab's namespace (``shop:web`` names the lab;
+                                          # ``shop:host``: an isolated lab's host side)
+    pynetns graph shop [--format dot|mermaid|svg]   # the lab as a picture
     pynetns explain shop.toml             # the commands ``up`` would run (no root needed)
-    sudo pynetns down shop                # remove a lab
+    sudo pynetns down shop                # remove a lab (or: down shop.toml, the lab the file describes)
     sudo pynetns cleanup [--all] [--orphans]  # remove the labs whose owner died (every lab with --all;
                                           # --orphans: also tagged objects whose journal is gone)
     pynetns demo [--step]                 # the Docker networking walkthrough (no root needed)
@@ -21,8 +23,8 @@ the command; its record (PID 1 and that process's identity) is kept under
 lab's sandbox; ``cleanup`` forgets sandboxes that are gone and ends those with no lab left.
 As root, nothing of this applies.
 
-Exit status: 0 success; 1 failure, told in one line (``--debug`` logs every
-command and shows the traceback); 2 usage error; 130 / 143 / 129 after
+Exit status: 0 success; 1 failure, told in one line (``--debug``, before or
+after the subcommand, logs every command and shows the traceback); 2 usage error; 130 / 143 / 129 after
 SIGINT / SIGTERM / SIGHUP, once everything created was removed. ``exec``
 exits with the command's status (128 + N if signal N ended it).
 
@@ -46,12 +48,17 @@ from plumbum import cli
 from .. import __version__
 from ..errors import InvalidValue, PynetnsError
 from .records import (
+    GRAPH_FORMATS,
     SandboxEntry,
     describe,
+    dot_graph,
     every_lab,
     find_member,
     host_of,
+    lab_named_by,
     locate,
+    member_or_host_side,
+    mermaid_graph,
     sandbox_entries,
     split_target,
     summary,
@@ -92,18 +99,24 @@ class Pynetns(cli.Application):
             self.help()
             return USAGE
         if self.debug:
-            logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
-            logging.getLogger("pynetns").setLevel(logging.DEBUG)
+            _debug_logging()
         return 0
 
 
 class Command(cli.Application):
     """Base of the subcommands."""
 
+    _debug_here = False
+
+    @cli.switch("--debug", help="Log every command on stderr and show tracebacks (as 'pynetns --debug')")
+    def debug_here(self) -> None:
+        self._debug_here = True
+        _debug_logging()
+
     @property
     def debug(self) -> bool:
-        """``pynetns --debug`` was given."""
-        return isinstance(self.parent, Pynetns) and bool(self.parent.debug)
+        """``--debug`` was given, before the subcommand (``pynetns --debug``) or after it."""
+        return self._debug_here or (isinstance(self.parent, Pynetns) and bool(self.parent.debug))
 
     def guard(self, work: Callable[[], int]) -> int:
         """Run ``work``; an error becomes one line on stderr and status 1 (``--debug``: the traceback)."""
@@ -179,6 +192,7 @@ class Up(_TopologyCommand):
     verbose = cli.Flag(
         "--verbose", help=f"Report each stage on stderr (always done for labs of over {LARGE_LAB} namespaces)"
     )
+    as_json = cli.Flag("--json", help="Print the lab as 'pynetns ls --json' does (one object) instead of text")
 
     def main(self, file: str) -> int:
         return self.guard(lambda: self._up(file))
@@ -221,6 +235,10 @@ class Up(_TopologyCommand):
                 if sandbox is not None:
                     sandbox.close()
             raise
+        if self.as_json:
+            sandbox_pid = None if sandbox is None else sandbox.pid
+            print(json.dumps({**summary(record), "sandbox_pid": sandbox_pid}, indent=2))
+            return 0
         for line in describe(record):
             print(line)
         if sandbox is not None:
@@ -232,24 +250,39 @@ class Up(_TopologyCommand):
 
 @Pynetns.subcommand("down")
 class Down(Command):
-    """Remove a lab (by name or id), whoever owns it (without root: a lab of the user's sandboxes, and its sandbox)"""
+    """Remove a lab (by name or id, or the lab a topology file describes), whoever owns it (without root: a lab
+    of the user's sandboxes, and its sandbox)"""
+
+    USAGE = "    {progname} [SWITCHES] LAB|FILE\n"
+
+    as_json = cli.Flag("--json", help="Print what was removed as a JSON object instead of text")
 
     def main(self, name: str) -> int:
         return self.guard(lambda: self._down(name))
 
-    def _down(self, name: str) -> int:
+    def _down(self, target: str) -> int:
         from ..lab.cleanup import remove
 
-        record, host = locate(name)
+        record, host = locate(lab_named_by(target))
         if host is None:
             self.need_root()
+        removed: list[str] = []
+        sandbox_pid: int | None = None
         try:
-            for item in remove(record.id, host):
-                print(f"removed {item}")
+            removed = [str(item) for item in remove(record.id, host)]
         finally:
             if host is not None and host.sandbox is not None:  # ending it removes whatever was left in it
                 _end_sandbox(host)
-                print(f"ended its sandbox (PID 1 {host.sandbox.pid})")
+                sandbox_pid = host.sandbox.pid
+            if not self.as_json:
+                for item in removed:
+                    print(f"removed {item}")
+                if sandbox_pid is not None:
+                    print(f"ended its sandbox (PID 1 {sandbox_pid})")
+        if self.as_json:
+            data = {"name": record.name, "id": record.id, "removed": removed, "sandbox_pid": sandbox_pid}
+            print(json.dumps(data, indent=2))
+            return 0
         print(f"lab {record.name} ({record.id}) is down")
         return 0
 
@@ -317,8 +350,9 @@ class Exec(Command):
 
     DESCRIPTION_MORE = (
         "NAMESPACE is a name like 'web'; 'shop:web' (or 'shop/web', or --lab shop) says which lab's, "
-        "when more than one lab has a 'web'. Put '--' before the command. Standard input and output "
-        "are the command's own; the exit status is the command's.\n"
+        "when more than one lab has a 'web'; 'shop:host' is an isolated lab's host side (the namespace "
+        "that plays the host). Everything after NAMESPACE is the command, switches too ('--' before it "
+        "is optional). Standard input and output are the command's own; the exit status is the command's.\n"
     )
 
     USAGE = "    {progname} [SWITCHES] [LAB:]NAMESPACE -- COMMAND [ARG...]\n"
@@ -339,7 +373,7 @@ class Exec(Command):
         record, host = find_member(lab_name, name)
         if host is None:
             self.need_root()
-        namespace = record.namespace(name, host)
+        namespace = member_or_host_side(record, name, host)
         if not namespace.exists():
             raise PynetnsError(
                 f"namespace {name} of lab {record.name} ({namespace.name}) does not exist "
@@ -347,6 +381,44 @@ class Exec(Command):
             )
         with Forwarding() as forwarding:
             return forwarding.run(lambda: namespace.popen(list(command), stdin=None, stdout=None, stderr=None))
+
+
+@Pynetns.subcommand("graph")
+class Graph(Command):
+    """Draw a lab (by name or id, or the lab a topology file describes): its networks, namespaces, addresses
+    and published ports, as Graphviz DOT, Mermaid or SVG"""
+
+    USAGE = "    {progname} [SWITCHES] LAB|FILE\n"
+
+    output_format = cli.SwitchAttr(
+        "--format",
+        cli.Set(*GRAPH_FORMATS),
+        argname="FORMAT",
+        default="dot",
+        help="dot (Graphviz source), mermaid (a flowchart for Markdown), or svg (drawn by Graphviz's dot)",
+    )
+
+    def main(self, name: str) -> int:
+        return self.guard(lambda: self._graph(name))
+
+    def _graph(self, target: str) -> int:
+        from ..display.diagrams import Diagram
+
+        record, _ = locate(lab_named_by(target))
+        if self.output_format == "mermaid":
+            sys.stdout.write(mermaid_graph(record))
+            return 0
+        dot = dot_graph(record)
+        if self.output_format == "dot":
+            sys.stdout.write(dot)
+            return 0
+        svg = Diagram(record.name, dot).svg()
+        if svg is None:
+            raise PynetnsError(
+                "Graphviz's dot is not installed (apt-get install graphviz); --format dot prints the source"
+            )
+        sys.stdout.write(svg)
+        return 0
 
 
 @Pynetns.subcommand("explain")
@@ -484,6 +556,46 @@ def _end_sandbox(host: Host) -> None:
             entry.forget()
 
 
+def _debug_logging() -> None:
+    """``--debug``: every command pynetns runs, logged on stderr."""
+    logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pynetns").setLevel(logging.DEBUG)
+
+
+def command_separated(args: Sequence[str]) -> list[str]:
+    """``exec NAMESPACE COMMAND...`` without ``--``: insert it before COMMAND, so the command's own switches
+    (``ip -br a``) are the command's, not taken for exec's. exec's own switches may come before or right
+    after NAMESPACE.
+
+    >>> command_separated(["--debug", "exec", "--lab", "shop", "web", "ip", "-br", "a"])
+    ['--debug', 'exec', '--lab', 'shop', 'web', '--', 'ip', '-br', 'a']
+    >>> command_separated(["exec", "web", "--lab=shop", "--debug", "ip", "-br", "a"])
+    ['exec', 'web', '--lab=shop', '--debug', '--', 'ip', '-br', 'a']
+    >>> command_separated(["exec", "web", "--", "ip", "-br", "a"])
+    ['exec', 'web', '--', 'ip', '-br', 'a']
+    """
+    args = list(args)
+    start = next((index for index, arg in enumerate(args) if not arg.startswith("-")), None)
+    if start is None or args[start] != "exec":
+        return args
+    index, target = start + 1, False
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return args
+        if arg == "--lab":
+            index += 2  # the switch and its value
+        elif arg.startswith("--lab=") or arg in ("--debug", "--help", "-h", "--help-all", "-v", "--version"):
+            index += 1
+        elif not target and not arg.startswith("-"):
+            index, target = index + 1, True  # NAMESPACE
+        else:
+            if target:
+                args.insert(index, "--")
+            return args
+    return args
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -498,7 +610,7 @@ def _wait_for_enter() -> None:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
-    args = ["pynetns", *(sys.argv[1:] if argv is None else argv)]
+    args = ["pynetns", *command_separated(sys.argv[1:] if argv is None else argv)]
     try:
         _, status = Pynetns.run(args, exit=False)
         return int(status)

@@ -18,7 +18,9 @@ As root it works on the machine itself; as any other user a rootless sandbox
 This module is meant to be read: each method of :class:`Walkthrough` is one
 step. Everything it creates carries a unique prefix (``pn-<4 hex>``) and is
 removed at the end, also after an error or Ctrl-C. It changes no sysctl and
-no firewall rule, and sends traffic only to the namespaces it created.
+no firewall rule of the machine (``-p 8080:80`` is written, with the iptables
+backend, in a namespace of its own that plays the host), and sends traffic only
+to the namespaces it created.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from typing import Protocol, TypeVar
 
 import attrs
 
+from ..backends.base import NetnsRef
 from ..errors import DemoFailed, InvalidName, NotFound, PynetnsError, WaitTimeout
+from ..firewall import PortMap
 from ..host import Host
 from ..lab.ipam import Allocator, pick_subnet, taken_networks
 from ..links import Bridge, Veth
@@ -58,8 +62,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: the number of steps, teardown included
-STEPS = 9
-HTTP_PORT = 8000
+STEPS = 11
+#: the container's port and the host port publishing it: ``-p 8080:80``
+HTTP_PORT = 80
+PUBLISHED_PORT = 8080
+#: the iptables backend's chain of published ports, where Docker has DOCKER
+DNAT_CHAIN = "PYNETNS-DNAT"
 WIDTH = 78
 
 
@@ -74,6 +82,20 @@ class _KernelObject(Protocol):
 
 
 _T = TypeVar("_T", bound=_KernelObject)
+
+
+@attrs.define
+class Published:
+    """A published port as the demo's bookkeeping sees it: removed with the rest, newest first."""
+
+    mapping: PortMap
+    name: str = attrs.field(default=attrs.Factory(lambda self: f"-p {self.mapping}", takes_self=True))
+
+    def create(self) -> None:
+        self.mapping.create()
+
+    def delete(self) -> None:
+        self.mapping.delete()
 
 
 @attrs.frozen
@@ -161,6 +183,8 @@ class Walkthrough:
             c1, c2 = self.containers(bridge)
             self.ping(c1, c2)
             self.http(c2)
+            self.publish(bridge, c2)
+            self.enter_by_pid(c2)
             self.inspect(c1, bridge)
             self.remove_container(c1, bridge)
         except PynetnsError as error:
@@ -209,7 +233,8 @@ class Walkthrough:
             "The Docker daemon creates the bridge docker0 "
             "and gives it the first address of its subnet, 172.17.0.0/16 unless that is in use "
             "here: the containers' gateway. (Docker also enables IP forwarding and adds NAT "
-            "rules so containers reach the outside; this demo does neither.)",
+            "rules so containers reach the outside: step 7 shows the rule of a published port, in a "
+            "namespace of its own.)",
         ):
             with self.host.lock():
                 taken = taken_networks(self.host)
@@ -288,7 +313,7 @@ class Walkthrough:
             body = f"hello from {c2.name}"
             server = c2.namespace.popen(http_server_argv(c2.ip, HTTP_PORT, body=body))
             self._background.add(server.argv)
-            url = f"http://{c2.ip}:{HTTP_PORT}/"
+            url = f"http://{c2.ip}/"
             curl = ["curl", "--silent", "--show-error", "--noproxy", "*", "--max-time", "2", url]
             root = Namespace.host(self.host)
 
@@ -303,10 +328,83 @@ class Walkthrough:
                 raise DemoFailed(f"unexpected reply from {url}: {reply!r}")
             self.show("the server saw the host's request come from the gateway address, across the bridge.")
 
+    def publish(self, bridge: Bridge, c2: Container) -> PortMap:
+        """``docker run -p 8080:80``: a DNAT rule (iptables backend) in a namespace that plays the host."""
+        with self.step(
+            7,
+            f"docker run -p {PUBLISHED_PORT}:{HTTP_PORT}: publish {c2.name}'s port",
+            "Docker publishes a port with a DNAT rule in the nat table: packets to the host's port "
+            f"{PUBLISHED_PORT} get {c2.name}'s address and port {HTTP_PORT}, also from 127.0.0.1 (route_localnet "
+            "and a masquerade rule). So that the demo never touches this machine's firewall, a new "
+            f"namespace {self.name('host')} plays the host: its eth0 sits on the bridge, like docker0's host "
+            "side, and the rule is written in it with the iptables backend.",
+        ):
+            assert bridge.address is not None
+            playhost = self.create(Namespace(self.name("host"), host=self.host))
+            address = Allocator(bridge.address.network).allocate(bridge.address.network[4])
+            self.create(
+                Veth(
+                    self.name("vh"),
+                    "eth0",
+                    peer_namespace=playhost,
+                    master=bridge,
+                    peer_address=address,
+                    host=self.host,
+                )
+            )
+            Route("default", via=bridge.address.ip, namespace=playhost, host=self.host).create()
+            iptables = Host(runner=self.host.runner, runtime=self.host.runtime, firewall="iptables", tag=self.host.tag)
+            mapping = PortMap(PUBLISHED_PORT, c2.ip, HTTP_PORT, namespace=playhost, host=iptables)
+            self.create(Published(mapping))
+            # what a Docker user types; "iptables" is the flavour (nft or legacy) the backend detected from it
+            listing = ["iptables", "-w", "-t", "nat", "-nvL", DNAT_CHAIN]
+            before = mapping.counters()
+            self.show(
+                f"iptables -nvL -t nat in {playhost.name}:",
+                *playhost.run(listing).stdout.splitlines(),
+                f"packets DNATed so far: {before.packets}",
+            )
+            url = f"http://localhost:{PUBLISHED_PORT}/"
+            curl = ["curl", "--silent", "--show-error", "--noproxy", "*", "--max-time", "2", url]
+            reply = wait_until(
+                lambda: playhost.run(curl, check=False).stdout, timeout=10, what=f"{url} in {playhost.name}"
+            )
+            self.show(*reply.splitlines())
+            if not reply.startswith(f"hello from {c2.name}"):
+                raise DemoFailed(f"unexpected reply from {url} in {playhost.name}: {reply!r}")
+            after = mapping.counters()
+            self.show(
+                *playhost.run(listing).stdout.splitlines(),
+                f"packets DNATed: {before.packets} before curl, {after.packets} after: the rule sent "
+                f"localhost:{PUBLISHED_PORT} to {c2.ip}:{HTTP_PORT}.",
+            )
+            if after.packets <= before.packets:
+                raise DemoFailed(f"the DNAT rule for {mapping} counted no packet for {url}")
+        return mapping
+
+    def enter_by_pid(self, c2: Container) -> None:
+        """``nsenter -t PID -n``: into a container's namespace through one of its processes."""
+        with self.step(
+            8,
+            f"nsenter -t PID -n: into {c2.name} by a process's PID",
+            "Docker's containers have no name under /run/netns; the way in is a process running in the "
+            "container: PID=$(docker inspect -f '{{.State.Pid}}' NAME), then nsenter -t $PID -n. Here the "
+            "PID is the HTTP server's, found with ip netns pids.",
+        ):
+            listing = self.host.ip_argv(NetnsRef.root(), self.host.links.netns_pids(c2.name))
+            pids = self.host.run(listing).stdout.split()
+            if not pids:
+                raise DemoFailed(f"no process runs in {c2.name}")
+            inside = Namespace.from_pid(int(pids[0]), host=self.host)
+            interfaces = inside.interfaces()
+            self.show(f"nsenter -t {pids[0]} -n ip addr:", *interfaces)
+            if not any(c2.address in item.addresses for item in interfaces):
+                raise DemoFailed(f"process {pids[0]} does not see {c2.name}'s address {c2.address}")
+
     def inspect(self, c1: Container, bridge: Bridge) -> None:
         """What exists: c1's interfaces and routes, the bridge's ports, and which veth end is c1's eth0."""
         with self.step(
-            7,
+            9,
             "inspect",
             "What 'ip addr', 'ip route' and 'ip link show master' show. "
             "eth0@ifN means: my peer is interface N, in another namespace (link-netnsid).",
@@ -331,7 +429,7 @@ class Walkthrough:
     def remove_container(self, c1: Container, bridge: Bridge) -> None:
         """Delete c1's namespace and watch its host-side veth vanish."""
         with self.step(
-            8,
+            10,
             f"remove {c1.name}",
             "When a network namespace goes away the kernel destroys "
             "the interfaces inside; destroying one end of a veth destroys the other, so the "
@@ -390,7 +488,8 @@ class Walkthrough:
             if left:
                 self.show("left behind: " + ", ".join(left))
             elif self.made:
-                self.show(f"nothing the demo made is left ({len(self.made)} namespaces and interfaces).")
+                kernel = [thing for thing in self.made if isinstance(thing, (Namespace, Bridge, Veth))]
+                self.show(f"nothing the demo made is left ({len(kernel)} namespaces and interfaces).")
         if stop is not None:
             raise stop
         return clean and not left
@@ -403,7 +502,7 @@ class Walkthrough:
             for thing in self.made
             if isinstance(thing, Namespace) and thing.name in namespaces
         ]
-        interfaces = [thing.name for thing in self.made if not isinstance(thing, Namespace)]  # all on the host
+        interfaces = [thing.name for thing in self.made if isinstance(thing, (Bridge, Veth))]  # all on the host
         still_there: list[str] = []
 
         def gone() -> bool:

@@ -22,16 +22,22 @@ from ..errors import InvalidValue, PynetnsError
 if TYPE_CHECKING:
     from ..host import Host
     from ..lab.journal import LabRecord
+    from ..namespace import Namespace
     from ..sandbox import Sandbox
 
 __all__ = [
+    "GRAPH_FORMATS",
     "SandboxEntry",
     "describe",
+    "dot_graph",
     "every_lab",
     "find_member",
     "host_of",
     "known",
+    "lab_named_by",
     "locate",
+    "member_or_host_side",
+    "mermaid_graph",
     "sandbox_entries",
     "sandbox_folder",
     "split_target",
@@ -67,8 +73,9 @@ def find_member(lab_name: str | None, name: str) -> tuple[LabRecord, Host | None
     found = [record for record, _ in matches]
     if not found:
         have = [f"{record.name}:{member}" for record in records for member in record.data.get("members", {})]
+        hint = "; an isolated lab's host side is LAB:host" if name == HOST_SIDE else ""
         raise InvalidValue(
-            "namespace", name, f"no lab has a namespace of that name (namespaces: {', '.join(have) or 'none'})"
+            "namespace", name, f"no lab has a namespace of that name (namespaces: {', '.join(have) or 'none'}){hint}"
         )
     if len(found) > 1:
         raise InvalidValue(
@@ -273,3 +280,116 @@ def locate(name: str) -> tuple[LabRecord, Host | None]:
         ids = ", ".join(record.id for record, _ in found)
         raise InvalidValue("lab", name, f"names {len(found)} labs; use an id: {ids}")
     return found[0]
+
+
+#: the file names read as a topology file where a lab's name is expected (``down FILE``, ``graph FILE``)
+TOPOLOGY_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
+
+#: what ``graph --format`` draws
+GRAPH_FORMATS = ("dot", "mermaid", "svg")
+
+#: the name ``exec LAB:host`` gives an isolated lab's host side
+HOST_SIDE = "host"
+
+
+def lab_named_by(target: str) -> str:
+    """The lab's name or id ``target`` is, or, if it is a topology file (``.toml``, ``.json``, ``.yaml``, or a
+    path with a ``/``), the name that file gives its lab."""
+    path = Path(target)
+    if not (path.suffix in TOPOLOGY_SUFFIXES or "/" in target):
+        return target
+    from ..lab.topology import Topology
+
+    try:
+        name = Topology.from_file(path).name
+    except OSError as error:
+        raise PynetnsError(f"{target}: cannot read it: {error.strerror or error}") from error
+    if name is None:
+        raise PynetnsError(f"{target} gives its lab no name: name the lab by its id instead (see 'pynetns ls')")
+    return name
+
+
+def member_or_host_side(record: LabRecord, name: str, host: Host | None = None) -> Namespace:
+    """The lab's namespace ``name``; ``host`` (if no member has that name): an isolated lab's host side."""
+    from ..namespace import Namespace
+
+    members: dict[str, str] = record.data.get("members", {})
+    if name != HOST_SIDE or name in members:
+        return record.namespace(name, host)
+    host_namespace: str | None = record.data.get("host_namespace")
+    if host_namespace is None:
+        raise InvalidValue(
+            "namespace", name, f"lab {record.name} is not isolated: its host side is this machine's own namespace"
+        )
+    return Namespace(host_namespace, host=host)
+
+
+def _dot_id(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dot_graph(record: LabRecord) -> str:
+    """The lab in Graphviz DOT, from its journal: networks (bridges), namespaces, endpoints, published ports.
+
+    >>> from pynetns.lab.journal import LabRecord
+    >>> data = {"networks": [{"name": "front", "subnet": "10.1.0.0/24", "bridge": "br", "gateway": "10.1.0.1"}],
+    ...         "members": {"web": "pn-web"}, "published": ["8080->10.1.0.2:80/tcp"],
+    ...         "endpoints": [{"namespace": "web", "interface": "eth0", "ip": "10.1.0.2/24", "network": "front"}]}
+    >>> print(dot_graph(LabRecord("1a2b", "shop", None, False, Path("x"), data)))  # doctest: +ELLIPSIS
+    graph "shop" {
+    ...
+      "net:front" -- "ns:web" [label="eth0 10.1.0.2/24"];
+    ...
+    """
+    data = record.data
+    host_side = data.get("host_namespace") or "this machine's namespace"
+    lines = [
+        f"graph {_dot_id(record.name)} {{",
+        "  graph [rankdir=LR];",
+        "  node [shape=box, style=rounded];",
+        f"  host [label={_dot_id(f'host: {host_side}')}, shape=box3d];",
+    ]
+    for net in data.get("networks", ()):
+        label = f"{net['name']} {net['subnet']}\\ngateway {net.get('gateway', '?')}"
+        if net.get("internal"):
+            label += "\\ninternal"
+        lines.append(f'  {_dot_id("net:" + net["name"])} [label="{label}", shape=ellipse];')
+        lines.append(f"  host -- {_dot_id('net:' + net['name'])} [label={_dot_id(net.get('bridge', ''))}];")
+    for name, kernel in data.get("members", {}).items():
+        lines.append(f"  {_dot_id('ns:' + name)} [label={_dot_id(name + ' (' + kernel + ')')}];")
+    for endpoint in data.get("endpoints", ()):
+        label = _dot_id(f"{endpoint['interface']} {endpoint['ip']}")
+        lines.append(
+            f"  {_dot_id('net:' + endpoint['network'])} -- {_dot_id('ns:' + endpoint['namespace'])} [label={label}];"
+        )
+    for number, port in enumerate(data.get("published", ())):
+        lines.append(f"  port{number} [label={_dot_id('-p ' + port)}, shape=note];")
+        lines.append(f"  port{number} -- host [style=dashed];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return '"' + text.replace('"', "#quot;") + '"'
+
+
+def mermaid_graph(record: LabRecord) -> str:
+    """The lab as a Mermaid flowchart (for Markdown), from its journal: the same picture as :func:`dot_graph`."""
+    data = record.data
+    host_side = data.get("host_namespace") or "this machine's namespace"
+    lines = ["flowchart LR", f"  host[[{_mermaid_text('host: ' + host_side)}]]"]
+    networks = {net["name"]: f"net{index}" for index, net in enumerate(data.get("networks", ()))}
+    members = {name: f"ns{index}" for index, name in enumerate(data.get("members", {}))}
+    for net in data.get("networks", ()):
+        label = f"{net['name']} {net['subnet']}<br>gateway {net.get('gateway', '?')}"
+        lines.append(f"  {networks[net['name']]}({_mermaid_text(label)})")
+        lines.append(f"  host ---|{_mermaid_text(net.get('bridge', ''))}| {networks[net['name']]}")
+    for name, kernel in data.get("members", {}).items():
+        lines.append(f"  {members[name]}[{_mermaid_text(name + ' (' + kernel + ')')}]")
+    for endpoint in data.get("endpoints", ()):
+        if endpoint["network"] in networks and endpoint["namespace"] in members:
+            label = _mermaid_text(f"{endpoint['interface']} {endpoint['ip']}")
+            lines.append(f"  {networks[endpoint['network']]} ---|{label}| {members[endpoint['namespace']]}")
+    for number, port in enumerate(data.get("published", ())):
+        lines.append(f"  port{number}>{_mermaid_text('-p ' + port)}] -.- host")
+    return "\n".join(lines) + "\n"

@@ -55,8 +55,8 @@ def test_walkthrough_shows_every_step_and_leaves_nothing(host, token):
     assert walkthrough(host=host, out=lines.append, prefix=prefix) == 0
 
     text = "\n".join(lines)
-    for number in range(1, 10):
-        assert f"# == {number}/9 " in text
+    for number in range(1, 12):
+        assert f"# == {number}/11 " in text
     # --network none: only lo
     assert f"ip netns add {prefix}-none" in lines
     # the bridge, made in one batch, shown as a here-document
@@ -67,6 +67,20 @@ def test_walkthrough_shows_every_step_and_leaves_nothing(host, token):
     # the HTTP body fetched from the host, which reached c2 from the gateway address
     assert f"#   hello from {prefix}-c2" in lines
     assert re.search(r"^#   client \d+\.\d+\.\d+\.1$", text, re.M)
+    # -p 8080:80: the DNAT rule with the iptables backend in a namespace playing the host, counted
+    # before and after curl http://localhost:8080 from that namespace
+    assert f"ip netns add {prefix}-host" in lines
+    assert any(f"ip netns exec {prefix}-host iptables" in line and "-nvL PYNETNS-DNAT" in line for line in lines)
+    dnat = [line for line in lines if line.startswith("#   ") and "DNAT" in line and "dpt:8080" in line]
+    assert len(dnat) == 2 and re.search(r"to:\d+\.\d+\.\d+\.\d+:80$", dnat[0]), dnat
+    assert [line.split()[1] for line in dnat] == ["0", "1"]  # the packet counters before and after
+    assert (
+        f"ip netns exec {prefix}-host curl --silent --show-error --noproxy '*' --max-time 2 http://localhost:8080/"
+        in lines
+    )
+    assert "#   packets DNATed: 0 before curl, 1 after" in text
+    # into c2 by the PID of a process running in it
+    assert re.search(r"^nsenter -t \d+ -n -- ip -d -j addr show$", text, re.M)
     # the veth's peer, followed across namespaces
     assert re.search(rf"eth0@if\d+ in {prefix}-c1  <->  {prefix}-v1@if\d+ on the host", text)
     # deleting c1 took its host-side veth with it
@@ -107,7 +121,7 @@ def test_cli_failure_is_one_line_and_spares_what_it_did_not_create(token):
 @root
 @pytest.mark.parametrize(
     ("after", "signum", "status"),
-    [(3, signal.SIGINT, 130), (3, signal.SIGTERM, 143), (8, signal.SIGINT, 130)],
+    [(3, signal.SIGINT, 130), (3, signal.SIGTERM, 143), (10, signal.SIGINT, 130)],
     ids=["ctrl-c", "sigterm", "ctrl-c-before-cleanup"],
 )
 def test_interrupted_demo_cleans_up(token, after, signum, status):
@@ -123,7 +137,7 @@ def test_interrupted_demo_cleans_up(token, after, signum, status):
         for line in demo.stdout:
             seen.append(line)
             if "press Enter" in line:
-                if any(f"# == {after}/9 " in earlier for earlier in seen):
+                if any(f"# == {after}/11 " in earlier for earlier in seen):
                     break
                 demo.stdin.write("\n")
                 demo.stdin.flush()
@@ -135,7 +149,7 @@ def test_interrupted_demo_cleans_up(token, after, signum, status):
             demo.kill()
             demo.communicate()
     assert demo.returncode == status, "".join(seen) + out + err
-    assert "# == 9/9  clean up" in out
+    assert "# == 11/11  clean up" in out
     assert "#   nothing the demo made is left" in out
     assert "Traceback" not in err
     assert remaining(prefix) == []
@@ -309,7 +323,9 @@ def test_demo_runs_as_an_unprivileged_user():
             env=env, capture_output=True, text=True, timeout=120, cwd="/", stdin=subprocess.DEVNULL,
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "a rootless sandbox" in result.stdout and "# == 9/9 " in result.stdout
+    assert "a rootless sandbox" in result.stdout and "# == 11/11 " in result.stdout
+    assert "#   packets DNATed: 0 before curl, 1 after" in result.stdout
+    assert "#   nsenter -t " in result.stdout
     assert "nothing the demo made is left" in result.stdout
     assert "ip netns add" not in result.stdout  # -q: no commands
     wait_until(lambda: not marked(token), timeout=10, what="every process of the demo's sandbox to end")

@@ -174,3 +174,41 @@ def test_a_large_lab_reports_progress_and_ctrl_c_removes_it(tmp_path, token):
     assert labs() == []
     lab_id = seen[0].split("(")[1].split(")")[0]
     assert not [name for name in netns_names() if token in name or name.startswith(f"pn{lab_id}-")]
+
+
+@pytest.mark.root
+def test_up_json_exec_host_side_graph_and_down_file(tmp_path, token):
+    """containerlab's verbs: up/down --json, down FILE, exec LAB:host and a command without '--', graph."""
+    path = write_topology(tmp_path, token)
+    name, web = f"cli-{token}", f"web-{token}"
+    up = cli("up", "--json", str(path))
+    assert up.returncode == 0, up.stderr
+    item = json.loads(up.stdout)
+    down = None
+    try:
+        assert item["name"] == name and item["state"] == "persistent" and item["sandbox_pid"] is None
+        assert item["namespaces"] == [f"db-{token}", web]
+
+        inside = cli("exec", web, "ip", "-br", "a")  # no '--': '-br' is ip's
+        assert inside.returncode == 0, inside.stderr
+        assert re.search(r"^eth0@if\d+\s+UP\s+10\.81\.0\.2/24", inside.stdout, re.M), inside.stdout
+        host_side = cli("exec", f"{name}:host", "--debug", "ip", "-j", "addr", "show")
+        assert host_side.returncode == 0, host_side.stderr
+        addresses = {info["local"] for link in json.loads(host_side.stdout) for info in link.get("addr_info", ())}
+        assert {"10.81.0.1", "10.82.0.1"} <= addresses  # the gateways: the bridges are the host side's
+        assert "pynetns" in host_side.stderr  # --debug after the subcommand logged the commands
+        assert "is LAB:host" in one_error_line(cli("exec", "host", "true"), "exec")  # no lab given: not found
+
+        graph = cli("graph", "--format", "mermaid", name)
+        assert graph.returncode == 0, graph.stderr
+        assert graph.stdout.startswith("flowchart LR") and "10.82.0.10/24" in graph.stdout
+
+        down = cli("down", "--json", str(path))
+    finally:
+        if down is None or down.returncode != 0:
+            cli("down", name)
+    assert down.returncode == 0, down.stderr
+    gone = json.loads(down.stdout)
+    assert gone["name"] == name and gone["id"] == item["id"] and gone["sandbox_pid"] is None
+    assert f"namespace pn{item['id']}-host" in gone["removed"]
+    assert labs() == [] and not set(item["namespaces"]) & netns_names()

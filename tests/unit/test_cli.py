@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from pynetns.cli import app as cli_module
 from pynetns.lab import labs
 from tests.support.cli import cli, one_error_line, write_topology
 
-SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "explain", "cleanup", "demo"]
+SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "graph", "explain", "cleanup", "demo"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -49,7 +50,8 @@ def test_python_dash_m_pynetns_is_the_command_line():
     "args",
     [("no-such-command",), ("ls", "--no-such-switch"), ("up",), ("up", "a.toml", "b.toml"), ("show",),
      ("down",), ("exec",), ("exec", "web"), ("explain", "--isolated", "--no-isolated", "x.toml"),
-     ("cleanup", "extra"), ("exec", "shop:web", "--lab", "other", "--", "true")],
+     ("cleanup", "extra"), ("exec", "shop:web", "--lab", "other", "--", "true"), ("graph",),
+     ("graph", "--format", "png", "shop"), ("down", "a", "b")],
 )  # fmt: skip
 def test_usage_errors_exit_2(args):
     result = cli(*args)
@@ -172,3 +174,109 @@ def test_cleanup_orphans_asks_for_the_orphans_too(monkeypatch, capsys):
     assert cli_module.run(["cleanup", "--orphans"]) == 0
     assert asked == [(False, True)] and "removed namespace pn1a2b3c-web" in capsys.readouterr().out
     assert "--orphans" in cli("cleanup", "--help").stdout
+
+
+# -- like containerlab's: down FILE, graph, exec LAB:host, --json, --debug after the subcommand ----------
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[networks.front]\nsubnet = "10.81.0.0/33"\n')
+    result = cli("explain", "--debug", str(path))
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr and "TopologyError" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["exec", "web", "ip", "-br", "a"], ("web", None, ("ip", "-br", "a"))),
+     (["exec", "shop:web", "--", "ip", "-br", "a"], ("web", "shop", ("ip", "-br", "a"))),
+     (["exec", "--lab", "shop", "web", "ls", "-l", "--", "x"], ("web", "shop", ("ls", "-l", "--", "x"))),
+     (["exec", "web", "--lab", "shop", "sh", "-c", "exit 3"], ("web", "shop", ("sh", "-c", "exit 3"))),
+     (["--debug", "exec", "shop:host", "ip", "-br", "a"], ("host", "shop", ("ip", "-br", "a")))],
+)  # fmt: skip
+def test_exec_takes_the_command_without_dashes(monkeypatch, args, expected):
+    seen = []
+    monkeypatch.setattr(
+        cli_module.Exec, "_exec", lambda self, lab, name, command: seen.append((name, lab, command)) or 0
+    )
+    assert cli_module.run(args) == 0
+    assert seen == [expected]
+
+
+def test_exec_without_a_command_is_still_a_usage_error(capsys):
+    assert cli_module.run(["exec", "web"]) == 2
+    assert "give the command to run" in capsys.readouterr().err
+
+
+def record_of(name="shop", isolated=True):
+    from pathlib import Path
+
+    from pynetns.lab.journal import LabRecord
+
+    data = {
+        "name": name, "isolated": isolated, "members": {"web": "pn1a2b-web", "db": "pn1a2b-db"},
+        "host_namespace": "pn1a2b-host" if isolated else None,
+        "networks": [{"name": "front", "subnet": "10.81.0.0/24", "bridge": "pn1a2b-front", "gateway": "10.81.0.1"},
+                     {"name": "back", "subnet": "10.82.0.0/24", "bridge": "pn1a2b-back", "gateway": "10.82.0.1",
+                      "internal": True}],
+        "endpoints": [{"namespace": "web", "interface": "eth0", "ip": "10.81.0.2/24", "network": "front"},
+                      {"namespace": "web", "interface": "eth1", "ip": "10.82.0.2/24", "network": "back"},
+                      {"namespace": "db", "interface": "eth0", "ip": "10.82.0.10/24", "network": "back"}],
+        "published": ["8080->10.81.0.2:80/tcp"],
+    }  # fmt: skip
+    return LabRecord("1a2b", name, None, False, Path("/nonexistent/1a2b.json"), data)
+
+
+def test_graph_draws_a_lab_as_dot_mermaid_and_svg(monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(cli_module, "locate", lambda name: asked.append(name) or (record_of(), None))
+
+    assert cli_module.run(["graph", "shop"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith('graph "shop" {') and dot.rstrip().endswith("}")
+    assert '"net:back" -- "ns:db" [label="eth0 10.82.0.10/24"];' in dot
+    assert 'host [label="host: pn1a2b-host", shape=box3d];' in dot
+    assert 'label="-p 8080->10.81.0.2:80/tcp"' in dot
+
+    assert cli_module.run(["graph", "--format", "mermaid", "shop"]) == 0
+    mermaid = capsys.readouterr().out.splitlines()
+    assert mermaid[0] == "flowchart LR"
+    assert '  net1 ---|"eth0 10.82.0.10/24"| ns1' in mermaid
+    assert '  ns0["web (pn1a2b-web)"]' in mermaid
+    assert asked == ["shop", "shop"]
+
+    if shutil.which("dot") is None:
+        assert cli_module.run(["graph", "--format", "svg", "shop"]) == 1
+        assert "Graphviz's dot is not installed" in capsys.readouterr().err
+    else:
+        assert cli_module.run(["graph", "--format", "svg", "shop"]) == 0
+        svg = capsys.readouterr().out
+        assert "<svg" in svg and "web (pn1a2b" in svg  # dot writes "-" as &#45;
+
+
+def test_down_and_graph_read_the_lab_name_from_a_topology_file(monkeypatch, tmp_path, capsys, token):
+    asked = []
+    monkeypatch.setattr(cli_module, "locate", lambda name: asked.append(name) or (record_of(), None))
+    path = write_topology(tmp_path, token)
+    assert cli_module.run(["graph", str(path)]) == 0
+    assert asked == [f"cli-{token}"]
+    capsys.readouterr()
+
+    nameless = tmp_path / "nameless.toml"
+    nameless.write_text('[networks.front]\nsubnet = "10.81.0.0/24"\n')
+    assert cli_module.run(["down", str(nameless)]) == 1
+    assert "gives its lab no name" in capsys.readouterr().err
+    assert cli_module.run(["down", str(tmp_path / "missing.toml")]) == 1
+    assert "missing.toml: cannot read it" in capsys.readouterr().err
+    assert asked == [f"cli-{token}"]  # neither was looked up
+
+
+def test_exec_host_side_of_a_lab_that_is_not_isolated():
+    from pynetns.cli.records import member_or_host_side
+    from pynetns.errors import InvalidValue
+
+    assert member_or_host_side(record_of(), "host").name == "pn1a2b-host"
+    assert member_or_host_side(record_of(), "web").name == "pn1a2b-web"
+    with pytest.raises(InvalidValue, match="is not isolated"):
+        member_or_host_side(record_of(isolated=False), "host")
