@@ -8,6 +8,7 @@ module does not import it). :class:`Impairments` is a lab's registry of impaired
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -24,6 +25,8 @@ from ..views import Viewable
 from .ipam import Allocator
 
 __all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "refuse_overlap"]
+
+log = logging.getLogger(__name__)
 
 
 class LabLike(Protocol):
@@ -148,6 +151,12 @@ class Impairments:
             )
         if self.netem is None and impairment:
             self.netem = netem_available(self.host, endpoint.namespace)
+            if not self.netem:
+                log.warning(
+                    "this kernel has no netem qdisc: delay, jitter and loss go through pynetns' userspace "
+                    "engine (NFQUEUE), which delays IP packets only (not ARP); ping without -U shows only "
+                    "the delay of what the pinging namespace sends (endpoint.impairment_mode says 'nfqueue')"
+                )
         link.apply(impairment, direction, netem=bool(self.netem))
         if impairment:
             self.links[endpoint] = link

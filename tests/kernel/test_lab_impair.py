@@ -33,13 +33,16 @@ def two_namespaces(lab: Lab, subnet: str) -> tuple[Namespace, Namespace]:
 
 
 @root
-def test_delay_loss_direction_and_clear():
+def test_delay_loss_direction_and_clear(caplog):
     with Lab("slow", isolated=True) as lab:
         a, b = two_namespaces(lab, "10.63.0.0/24")
         endpoint = lab.endpoints[0]
         base = rtt(a, "10.63.0.3")
         assert base is not None and base < 20
-        endpoint.impair(delay="50ms")
+        with caplog.at_level("WARNING", logger="pynetns.lab.model"):
+            endpoint.impair(delay="50ms")
+        fallback = [record for record in caplog.records if "userspace engine" in record.getMessage()]
+        assert len(fallback) == (endpoint.impairment_mode == "nfqueue")  # said once, where there is no netem
         if endpoint.impairment is not None and endpoint.impairment_mode == "nfqueue":  # no netem here
             program = lab.host.firewall.queue_rule(4, "ingress", "eth0", 1, "pynetns probe")[0]
             listing = a.run([program, "-w", "-t", "mangle", "-S"]).stdout
