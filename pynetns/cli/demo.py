@@ -269,20 +269,17 @@ class Walkthrough:
 
     def run_container(self, bridge: Bridge, number: int, address: IPInterface) -> Container:
         """One container: namespace, veth pair (host end on the bridge, ``eth0`` inside), default route."""
+        return Container(*self.plug(self.name(f"c{number}"), self.name(f"v{number}"), bridge, address), address)
+
+    def plug(self, name: str, veth_name: str, bridge: Bridge, address: IPInterface) -> tuple[Namespace, Veth]:
+        """A new namespace on ``bridge``: its ``eth0`` at ``address``, its default route via the gateway."""
         assert bridge.address is not None
-        namespace = self.create(Namespace(self.name(f"c{number}"), host=self.host))
+        namespace = self.create(Namespace(name, host=self.host))
         veth = self.create(
-            Veth(
-                self.name(f"v{number}"),
-                "eth0",
-                peer_namespace=namespace,
-                master=bridge,
-                peer_address=address,
-                host=self.host,
-            )
+            Veth(veth_name, "eth0", peer_namespace=namespace, master=bridge, peer_address=address, host=self.host)
         )
         Route("default", via=bridge.address.ip, namespace=namespace, host=self.host).create()
-        return Container(namespace, veth, address)
+        return namespace, veth
 
     def ping(self, c1: Container, c2: Container) -> None:
         """c1 pings c2 across the bridge."""
@@ -340,19 +337,8 @@ class Walkthrough:
             "side, and the rule is written in it with the iptables backend.",
         ):
             assert bridge.address is not None
-            playhost = self.create(Namespace(self.name("host"), host=self.host))
             address = Allocator(bridge.address.network).allocate(bridge.address.network[4])
-            self.create(
-                Veth(
-                    self.name("vh"),
-                    "eth0",
-                    peer_namespace=playhost,
-                    master=bridge,
-                    peer_address=address,
-                    host=self.host,
-                )
-            )
-            Route("default", via=bridge.address.ip, namespace=playhost, host=self.host).create()
+            playhost, _ = self.plug(self.name("host"), self.name("vh"), bridge, address)
             iptables = Host(runner=self.host.runner, runtime=self.host.runtime, firewall="iptables", tag=self.host.tag)
             mapping = PortMap(PUBLISHED_PORT, c2.ip, HTTP_PORT, namespace=playhost, host=iptables)
             self.create(Published(mapping))

@@ -35,6 +35,7 @@ from ..impairment import DurationLike, FractionLike, Impairment, RateLike
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, attach_undo_errors, undo_errors
 from ..runner import Call, Commands, LocalRunner, commands
+from ..sandbox import privileged
 from ..validation import IPAddress, IsolateMode, interface_name, namespace_name
 from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
@@ -571,19 +572,8 @@ def refuse_unprivileged(host: Host) -> None:
     from plumbum import local
 
     runner = host.runner
-    if isinstance(runner, LocalRunner) and not runner.sudo and runner.machine is local and not _capable():
+    if isinstance(runner, LocalRunner) and not runner.sudo and runner.machine is local and not privileged():
         raise PermissionDenied(f"applying a lab needs the privileges to make network namespaces: {HOW_TO_PRIVILEGE}")
     why = host.runtime.unwritable()
     if why is not None:
         raise PermissionDenied(f"{why}: {HOW_TO_PRIVILEGE}")
-
-
-def _capable() -> bool:
-    """This process has CAP_NET_ADMIN and CAP_SYS_ADMIN (``ip netns add`` needs both)."""
-    try:
-        with open("/proc/self/status") as status:
-            line = next(line for line in status if line.startswith("CapEff:"))
-    except (OSError, StopIteration):
-        return os.geteuid() == 0
-    effective = int(line.split()[1], 16)
-    return all(effective >> bit & 1 for bit in (12, 21))  # CAP_NET_ADMIN, CAP_SYS_ADMIN
