@@ -513,15 +513,15 @@ class FirewallBackend(ABC):
     # -- partitions: a namespace's own input drops, outside pynetns' NAT table or chains --
 
     @abstractmethod
-    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
-        """The command (argv, stdin) that makes the namespace it runs in drop everything arriving from
-        ``addresses`` (canonical IP addresses), its rules commented with the owner ``tag``. The whole rule
-        set is replaced, so calling it again is how a partition changes; ``first=False`` says the namespace
-        has it already (iptables: the jump from INPUT is there)."""
+    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> list[tuple[Argv, str]]:
+        """The commands (argv, stdin) that make the namespace they run in drop everything arriving from
+        ``addresses`` (canonical IP addresses of either version), their rules commented with the owner
+        ``tag``. The whole rule set is replaced, so calling it again is how a partition changes;
+        ``first=False`` says the namespace has it already (iptables: the jumps from INPUT are there)."""
 
     @abstractmethod
-    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
-        """The command (argv, stdin) that removes the partition rules ``partition_block`` wrote."""
+    def partition_unblock(self, tag: str) -> list[tuple[Argv, str | None]]:
+        """The commands (argv, stdin) that remove the partition rules ``partition_block`` wrote."""
 
 
 def partition_addresses(addresses: Sequence[str]) -> dict[int, list[str]]:

@@ -224,19 +224,22 @@ class Iptables(FirewallBackend):
 
     # -- partitions ------------------------------------------------------------
 
-    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
+    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> list[tuple[Argv, str]]:
+        # both versions always: the chains and jumps exist together, so unblocking removes both
         by_version = partition_addresses(addresses)
-        if set(by_version) != {4}:
-            raise InvalidValue("addresses", [str(a) for a in addresses], "iptables partitions are IPv4 only")
         comment = partition_comment(tag)
-        lines = ["*filter", f":{PARTITION_CHAIN} - [0:0]"]  # with --noflush: created, or emptied if it exists
-        lines += [f"-I {self._partition_jump(tag)}"] if first else []
-        lines += [
-            f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP' for address in by_version[4]
-        ]
-        return self.batch_command(4), "\n".join([*lines, "COMMIT"]) + "\n"
+        commands = []
+        for version in (4, 6):
+            lines = ["*filter", f":{PARTITION_CHAIN} - [0:0]"]  # with --noflush: created, or emptied if it exists
+            lines += [f"-I {self._partition_jump(tag)}"] if first else []
+            lines += [
+                f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP'
+                for address in by_version.get(version, [])
+            ]
+            commands.append((self.batch_command(version), "\n".join([*lines, "COMMIT"]) + "\n"))
+        return commands
 
-    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
+    def partition_unblock(self, tag: str) -> list[tuple[Argv, str | None]]:
         lines = [
             "*filter",
             f"-D {self._partition_jump(tag)}",
@@ -244,7 +247,7 @@ class Iptables(FirewallBackend):
             f"-X {PARTITION_CHAIN}",
             "COMMIT",
         ]
-        return self.batch_command(4), "\n".join(lines) + "\n"
+        return [(self.batch_command(version), "\n".join(lines) + "\n") for version in (4, 6)]
 
     @staticmethod
     def _partition_jump(tag: str) -> str:

@@ -130,7 +130,7 @@ class Nftables(FirewallBackend):
 
     # -- partitions ------------------------------------------------------------
 
-    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
+    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> list[tuple[Argv, str]]:
         by_version = partition_addresses(addresses)
         comment = partition_comment(tag)
         lines = [
@@ -144,10 +144,10 @@ class Nftables(FirewallBackend):
                 f"add rule inet {PARTITION_TABLE} input {family} saddr {{ {', '.join(found)} }} counter drop "
                 f'comment "{comment}"'
             )
-        return ("nft", "-f", "-"), "\n".join(lines) + "\n"
+        return [(("nft", "-f", "-"), "\n".join(lines) + "\n")]  # one inet table: both versions
 
-    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
-        return ("nft", "delete", "table", "inet", PARTITION_TABLE), None
+    def partition_unblock(self, tag: str) -> list[tuple[Argv, str | None]]:
+        return [(("nft", "delete", "table", "inet", PARTITION_TABLE), None)]
 
     # -- writing -------------------------------------------------------------
 

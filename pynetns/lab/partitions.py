@@ -126,15 +126,14 @@ def write_partitions(state: LabState) -> None:
     _write_forward_drops(state)
     firewall = state.host.firewall
     for name in sorted(state.blocked - set(blocked)):
-        argv, script = firewall.partition_unblock(state.tag)
-        Namespace(name, host=state.host).run(argv, input=script, check=False)  # it may be gone already
+        for argv, script in firewall.partition_unblock(state.tag):
+            Namespace(name, host=state.host).run(argv, input=script, check=False)  # it may be gone already
         state.blocked.discard(name)
     for name, drops in blocked.items():
         if drops:
-            argv, script = firewall.partition_block(
-                [str(ip) for ip in drops], state.tag, first=name not in state.blocked
-            )
-            Namespace(name, host=state.host).run(argv, input=script)
+            commands = firewall.partition_block([str(ip) for ip in drops], state.tag, first=name not in state.blocked)
+            for argv, script in commands:
+                Namespace(name, host=state.host).run(argv, input=script)
             state.blocked.add(name)
 
 

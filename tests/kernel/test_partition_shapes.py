@@ -106,3 +106,24 @@ def test_one_way_cut_bridged_and_routed(firewall):
         assert wait_until(lambda: udp_received(d) == before + 1, timeout=5)
         lab_id = lab.id
     assert_gone(lab_id)
+
+
+@root
+@pytest.mark.parametrize("firewall", ["nftables", "iptables"])
+def test_halves_on_an_ipv6_network_pair_by_pair(firewall):
+    """The namespaces' own drops cover IPv6 on every backend (iptables writes ip6tables too)."""
+    names = NODES[:4]
+    with Lab("halves6", host=Host(firewall=firewall), isolated=True) as lab:
+        net = lab.network("net6", subnet="fd00:57::/64")
+        for name in names:
+            lab.namespace(name, networks=[net])
+        lab.apply()
+        assert all(reachability(lab, names).values())
+        made = lab.partition(shape="halves")
+        seen = reachability(lab, names)
+        assert seen == {(a, b): made.reaches(a, b) for a, b in seen}
+        assert sum(seen.values()) == 4  # two pairs, both ways
+        lab.heal()
+        assert all(reachability(lab, names).values())
+        lab_id = lab.id
+    assert_gone(lab_id)

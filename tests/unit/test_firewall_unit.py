@@ -33,7 +33,7 @@ class RefusingRunner(RecordingRunner):
 
 
 def test_nftables_partition_carries_the_tag_and_both_versions():
-    argv, script = Nftables().partition_block(["10.0.0.3", "fd00::0003", "10.0.0.3"], TAG)
+    [(argv, script)] = Nftables().partition_block(["10.0.0.3", "fd00::0003", "10.0.0.3"], TAG)
     assert argv == ("nft", "-f", "-")
     assert script.splitlines() == [
         f"add table inet {PARTITION_TABLE}",
@@ -42,30 +42,42 @@ def test_nftables_partition_carries_the_tag_and_both_versions():
         f'add rule inet {PARTITION_TABLE} input ip saddr {{ 10.0.0.3 }} counter drop comment "{TAG} partition"',
         f'add rule inet {PARTITION_TABLE} input ip6 saddr {{ fd00::3 }} counter drop comment "{TAG} partition"',
     ]
-    assert Nftables().partition_unblock(TAG) == (("nft", "delete", "table", "inet", PARTITION_TABLE), None)
+    assert Nftables().partition_unblock(TAG) == [(("nft", "delete", "table", "inet", PARTITION_TABLE), None)]
 
 
 @pytest.mark.parametrize(
-    ("variant", "program"),
-    [("nft", "iptables-nft-restore"), ("legacy", "iptables-legacy-restore"), (None, "iptables-restore")],
+    ("variant", "programs"),
+    [
+        ("nft", ("iptables-nft-restore", "ip6tables-nft-restore")),
+        ("legacy", ("iptables-legacy-restore", "ip6tables-legacy-restore")),
+        (None, ("iptables-restore", "ip6tables-restore")),
+    ],
 )
-def test_iptables_partition_honours_the_variant_and_the_tag(variant, program):
+def test_iptables_partition_honours_the_variant_the_tag_and_both_versions(variant, programs):
     backend = Iptables(variant)
-    argv, script = backend.partition_block(["10.0.0.3", "10.0.0.4"], TAG)
-    assert argv == (program, "--noflush", "-w")
+    [(argv4, script4), (argv6, script6)] = backend.partition_block(["10.0.0.3", "fd00::0003", "10.0.0.4"], TAG)
+    assert (argv4, argv6) == ((programs[0], "--noflush", "-w"), (programs[1], "--noflush", "-w"))
     jump = f'INPUT -m comment --comment "{TAG} partition" -j {PARTITION_CHAIN}'
-    assert script.splitlines() == [
-        "*filter",
-        f":{PARTITION_CHAIN} - [0:0]",
-        f"-I {jump}",
+    head = ["*filter", f":{PARTITION_CHAIN} - [0:0]", f"-I {jump}"]
+    assert script4.splitlines() == [
+        *head,
         f'-A {PARTITION_CHAIN} -s 10.0.0.3 -m comment --comment "{TAG} partition" -j DROP',
         f'-A {PARTITION_CHAIN} -s 10.0.0.4 -m comment --comment "{TAG} partition" -j DROP',
         "COMMIT",
     ]
-    assert f"-I {jump}" not in backend.partition_block(["10.0.0.3"], TAG, first=False)[1]
-    argv, script = backend.partition_unblock(TAG)
-    assert argv == (program, "--noflush", "-w")
-    assert script.splitlines() == ["*filter", f"-D {jump}", f"-F {PARTITION_CHAIN}", f"-X {PARTITION_CHAIN}", "COMMIT"]
+    assert script6.splitlines() == [
+        *head,
+        f'-A {PARTITION_CHAIN} -s fd00::3 -m comment --comment "{TAG} partition" -j DROP',
+        "COMMIT",
+    ]
+    # one version without addresses still gets its (empty) chain and jump: unblocking removes both
+    [(_, only4), (_, empty6)] = backend.partition_block(["10.0.0.3"], TAG, first=False)
+    assert f"-I {jump}" not in only4 and empty6.splitlines() == ["*filter", f":{PARTITION_CHAIN} - [0:0]", "COMMIT"]
+    unblock = ["*filter", f"-D {jump}", f"-F {PARTITION_CHAIN}", f"-X {PARTITION_CHAIN}", "COMMIT"]
+    assert [(argv, script.splitlines()) for argv, script in backend.partition_unblock(TAG)] == [
+        ((programs[0], "--noflush", "-w"), unblock),
+        ((programs[1], "--noflush", "-w"), unblock),
+    ]
 
 
 @pytest.mark.parametrize("backend", [Nftables(), Iptables("nft")])
@@ -76,9 +88,6 @@ def test_partition_refuses_bad_input_before_any_script(backend):
         backend.partition_block(["10.0.0.3; flush ruleset"], TAG)
     with pytest.raises(InvalidValue):
         backend.partition_block(["10.0.0.3"], 'pynetns:x" ; drop')
-    if isinstance(backend, Iptables):
-        with pytest.raises(InvalidValue, match="IPv4 only"):
-            backend.partition_block(["fd00::3"], TAG)
 
 
 # -- probes ---------------------------------------------------------------------
