@@ -59,6 +59,7 @@ from .records import (
     locate,
     member_or_host_side,
     mermaid_graph,
+    name_lock,
     sandbox_entries,
     split_target,
     summary,
@@ -198,9 +199,13 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
+        lab = self.lab(file)
+        with name_lock(lab.name):  # two 'up's of one name at once: the second sees the first's lab and stops
+            return self._up_alone(file, lab)
+
+    def _up_alone(self, file: str, lab: Lab) -> int:
         from ..sandbox import Sandbox, privileged
 
-        lab = self.lab(file)
         clash = [record for record, _ in every_lab() if record.name == lab.name]
         if clash:
             ids = ", ".join(f"{record.id} ({record.state})" for record in clash)

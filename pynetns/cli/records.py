@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ..errors import InvalidValue, PynetnsError
+from ..locking import host_lock
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -38,6 +41,7 @@ __all__ = [
     "locate",
     "member_or_host_side",
     "mermaid_graph",
+    "name_lock",
     "sandbox_entries",
     "sandbox_folder",
     "split_target",
@@ -51,6 +55,13 @@ log = logging.getLogger(__name__)
 
 def known(records: Iterable[LabRecord]) -> str:
     return ", ".join(f"{record.name} ({record.id})" for record in records) or "none"
+
+
+def name_lock(name: str) -> contextlib.AbstractContextManager[None]:
+    """What ``up`` holds from its check that no lab is called ``name`` until the new lab is recorded: one
+    lock per user and name, over the machine's journals and every sandbox of the user (an abstract socket
+    of the machine's network namespace, where the CLI runs with or without root)."""
+    return host_lock(f"cli-up/{os.getuid()}/{hashlib.sha256(name.encode()).hexdigest()[:16]}")
 
 
 def split_target(target: str) -> tuple[str | None, str, str]:

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+from subprocess import PIPE
 
 import pytest
 
@@ -212,3 +213,20 @@ def test_up_json_exec_host_side_graph_and_down_file(tmp_path, token):
     assert gone["name"] == name and gone["id"] == item["id"] and gone["sandbox_pid"] is None
     assert f"namespace pn{item['id']}-host" in gone["removed"]
     assert labs() == [] and not set(item["namespaces"]) & netns_names()
+
+
+@pytest.mark.root
+def test_concurrent_ups_of_one_name_make_one_lab(tmp_path, token):
+    """Four ``up``s of one file at once: one makes the lab, the others see it and stop (exit 1)."""
+    path = str(write_topology(tmp_path, token))
+    running = [
+        subprocess.Popen([*CLI, "up", path], stdin=subprocess.DEVNULL, stdout=PIPE, stderr=PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [(process.wait(timeout=120), *process.communicate()) for process in running]
+    assert sorted(code for code, _, _ in results) == [0, 1, 1, 1], results
+    assert all("a lab of that name exists" in err for code, _, err in results if code), results
+    (record,) = labs()
+    down = cli("down", f"cli-{token}")
+    assert down.returncode == 0, down.stderr
+    assert labs() == [] and not set(record.data["namespaces"]) & netns_names()

@@ -13,6 +13,7 @@ import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -154,3 +155,44 @@ def test_cleanup_all_ends_the_sandboxes_and_forgets_gone_ones(pynetns, token):
     assert everything.returncode == 0, everything.stderr
     assert f"removed lab {name}" in everything.stdout and "no lab is left in it" in everything.stdout
     assert_ended(folder, name, sandbox, lab_id, holder)
+
+
+def test_concurrent_ups_of_one_name_make_one_lab_and_one_sandbox(pynetns, token):
+    """Three ``up``s of one name at once without root: one lab in one sandbox; no other sandbox is left."""
+    argv, env, folder = pynetns
+    name = f"nu-{token}"
+    path = str(topology(folder, name))
+    running = [
+        subprocess.Popen([*argv, "up", path], env=env, cwd="/", stdout=PIPE, stderr=PIPE, text=True) for _ in range(3)
+    ]
+    results = [(process.wait(timeout=120), *process.communicate()) for process in running]
+    assert sorted(code for code, _, _ in results) == [0, 1, 1], results
+    assert all("a lab of that name exists" in err for code, _, err in results if code), results
+    sandbox = record(folder, name)
+    holder = holder_of(sandbox)
+    lab_id = json.loads(run(pynetns, "show", "--json", name).stdout)["id"]
+    ours = {_user_ns(pid) for pid in _started_here(folder)} - {None, os.readlink("/proc/self/ns/user")}
+    assert ours == {str(sandbox["identity"]).split(":", 1)[1]}  # one sandbox runs: the lab's
+    down = run(pynetns, "down", name)
+    assert down.returncode == 0, down.stderr
+    assert_ended(folder, name, sandbox, lab_id, holder)
+
+
+def _started_here(folder: Path) -> list[int]:
+    """The running processes of uid 65534 whose environment names ``folder`` (this test's)."""
+    found = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        with contextlib.suppress(OSError):
+            if (
+                owned_by_nobody(pid)
+                and f"XDG_RUNTIME_DIR={folder}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+            ):
+                found.append(pid)
+    return found
+
+
+def _user_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/user")
+    except OSError:
+        return None
