@@ -23,6 +23,7 @@ from ..namespace import Namespace
 from ..validation import IPInterface, IPNetwork, IsolateMode
 from ..views import Viewable
 from .ipam import Allocator
+from .machines import vxlan_name
 
 __all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "refuse_overlap"]
 
@@ -139,7 +140,7 @@ class Impairments:
                 return
             mine = [other for other in self._endpoints if other.namespace is endpoint.namespace]
             link = ImpairedLink(
-                self.host,
+                endpoint.namespace.host,  # the Host the link is on (a lab may span several)
                 endpoint.namespace,
                 endpoint.interface,
                 self.host_namespace,
@@ -205,7 +206,9 @@ class LabPortMap(PortMap):
     def _path(self, site: Site) -> HostPath:
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
-        return HostPath(localnet, self.endpoint.host_interface, managed=True)
+        # a member on another Host of a spanning network is reached through the network's VXLAN device
+        here = self.endpoint.namespace.host is self.host
+        return HostPath(localnet, self.endpoint.host_interface if here else vxlan_name(bridge), managed=True)
 
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:
