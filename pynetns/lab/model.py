@@ -23,7 +23,6 @@ from ..namespace import Namespace
 from ..validation import IPInterface, IPNetwork, IsolateMode
 from ..views import Viewable
 from .ipam import Allocator
-from .machines import vxlan_name
 
 __all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "refuse_overlap"]
 
@@ -206,9 +205,11 @@ class LabPortMap(PortMap):
     def _path(self, site: Site) -> HostPath:
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
-        # a member on another Host of a spanning network is reached through the network's VXLAN device
+        # a member on another Host of a spanning network is reached through the network's VXLAN device, which
+        # takes no hairpin: the broadcasts it brings in would go back to their machine, and its bridge would
+        # learn its own members' MACs on the VXLAN port (a member does not reach its own port published here)
         here = self.endpoint.namespace.host is self.host
-        return HostPath(localnet, self.endpoint.host_interface if here else vxlan_name(bridge), managed=True)
+        return HostPath(localnet, self.endpoint.host_interface if here else None, managed=True)
 
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:
