@@ -609,6 +609,7 @@ class Lab(Viewable):
         if failures:
             raise CleanupError(f"lab {self.name} was not removed entirely", failures)
         state.overlay.parts.clear()
+        state.overlay.spanned.clear()
         state.applied_namespaces.clear()
         for net in self.networks.values():
             net.applied = False

@@ -79,6 +79,8 @@ class Overlay:
         self.gateways: dict[tuple[str, Host], IPInterface] = {}
         #: (network name, Host): the parts of networks applied on Hosts other than the lab's
         self.parts: set[tuple[str, Host]] = set()
+        #: the networks applied as spanning Hosts (a network applied on one Host cannot span later)
+        self.spanned: set[str] = set()
         #: the lab's journal on each Host other than its own
         self.journals: dict[Host, JournalFile] = {}
 

@@ -69,6 +69,8 @@ def part_applied(state: LabState, net: Network, host: Host) -> bool:
 def mark_applied(state: LabState) -> None:
     """After an apply: every network's part on every Host of it exists."""
     for net in state.networks.values():
+        if spanning(state, net):
+            state.overlay.spanned.add(net.name)
         for host in state.network_hosts(net)[1:]:
             state.overlay.parts.add((net.name, host))
 
@@ -137,6 +139,13 @@ def check(state: LabState) -> None:
         mine = state.network_hosts(net)
         if len(mine) == 1:
             continue
+        if net.applied and net.name not in state.overlay.spanned:
+            raise InvalidValue(
+                "host",
+                mine[-1],
+                f"network {net.name} was applied on one Host: a network spans Hosts from its first apply "
+                "(its MTU and its members' MACs are chosen then); declare another network",
+            )
         missing = [host for host in mine if host not in state.overlay.machines]
         if missing:
             raise InvalidValue(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pynetns import Host, Lab
-from pynetns.errors import PynetnsError
+from pynetns.errors import InvalidValue, PynetnsError
 from pynetns.lab import cleanup
 from pynetns.runner import LocalRunner
 from pynetns.runtime import LocalRuntime
@@ -57,7 +57,9 @@ class Machines:
             self.made.append(name)
             self._run("ip", "-n", name, "link", "set", "lo", "up")
             port = f"p{index}"
-            self._run("ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", name)
+            self._run(
+                "ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", name
+            )
             self._run("ip", "-n", self.switch, "link", "set", port, "master", "ul", "up")
             self._run("ip", "-n", name, "addr", "add", f"{address}/24", "dev", "ul0")
             self._run("ip", "-n", name, "link", "set", "ul0", "up")
@@ -81,10 +83,10 @@ class Machines:
         found = []
         for name, folder in zip(self.names, self.folders, strict=True):
             links = json.loads(self._run("ip", "-n", name, "-j", "link", "show"))
-            found += [f"{name}: link {link['ifname']}" for link in links if link["ifname"] not in ("lo", "ul0")]
+            found += [f"{name}: link {link['ifname']}" for link in links if f"pn{lab_id}" in link["ifname"]]
             rules = self._run("ip", "netns", "exec", name, "nft", "list", "ruleset")
             found += [f"{name}: rule {line.strip()}" for line in rules.splitlines() if f"pynetns:{lab_id}" in line]
-            found += [f"{name}: journal {path.name}" for path in folder.glob("*.json")] if folder.exists() else []
+            found += [f"{name}: journal {path.name}" for path in folder.glob(f"{lab_id}.json")]
         netns = json.loads(self._run("ip", "-j", "netns", "list") or "[]")
         found += [f"namespace {item['name']}" for item in netns if item["name"].startswith(f"pn{lab_id}")]
         return found
@@ -222,3 +224,24 @@ def test_cleanup_on_each_machine_removes_a_detached_lab(machines):
     assert any(group.names[1] in item for item in group.leftovers(lab.id))  # b's part stays: b's own journal
     cleanup(b, all=True)
     assert group.leftovers(lab.id) == []
+
+
+@root
+def test_a_vni_another_lab_uses_on_a_machine_is_refused_before_any_command(machines):
+    group = machines(2)
+    a, b = group.hosts
+    with group.lab("first") as first:
+        front = first.network("front", subnet="10.66.0.0/24", vni=5000)
+        first.namespace("web", [front])
+        first.namespace("db", [front], host=b)
+        first.apply()
+        second = group.lab("second")
+        back = second.network("back", subnet="10.67.0.0/24", vni=5000)
+        second.namespace("api", [back])
+        second.namespace("cache", [back], host=b)
+        with a.capture() as on_a, b.capture() as on_b, pytest.raises(InvalidValue, match="lab first uses it"):
+            second.apply()
+        assert [call for call in on_a + on_b if "add" in call.argv] == []
+        assert group.leftovers(second.id) == []
+        first_id = first.id
+    assert group.leftovers(first_id) == []
