@@ -278,14 +278,23 @@ class Lab(Viewable):
         protocol: str = "tcp",
         host_ip: str | None = None,
         host_port_end: int | None = None,
+        *,
+        host: Host | None = None,
     ) -> PortMap:
         """Publish ``host_port`` of the lab's host on ``port`` of ``target``, like ``docker run -p``.
 
         ``target`` is an endpoint, or a namespace (the address on its first network that is not internal).
         In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
         is forwarded to or from one (as Docker), so that is refused.
+
+        ``host``: of a lab spanning Hosts, the one publishing (default: the lab's own); ``target``'s network
+        must have a part there (a member there, or the lab's Host), and may live on another Host.
         """
         endpoint = self._endpoint(target)
+        host = self.host if host is None else host
+        if all(host is not candidate for candidate in self._state.network_hosts(endpoint.network)):
+            rule = f"network {endpoint.network.name} has no part on that Host: publish on one of its Hosts"
+            raise InvalidValue("host", host, rule)
         if endpoint.network.internal:
             where = f"{self.name_of(endpoint.namespace)}:{endpoint.interface}"
             rule = (
@@ -300,8 +309,8 @@ class Lab(Viewable):
             protocol,
             host_ip,
             host_port_end,
-            namespace=self.host_namespace,
-            host=self.host,
+            namespace=self.host_namespace if host is self.host else None,
+            host=host,
             tag=self.tag,
             endpoint=endpoint,
         )
@@ -309,7 +318,7 @@ class Lab(Viewable):
         where = str(portmap.host_ip or "any")
         for number in range(low, high + 1):
             for other in self._state.ports.get((portmap.protocol, number), ()):
-                if other._overlaps(low, high, where):
+                if other.host is host and other._overlaps(low, high, where):
                     raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
         for number in range(low, high + 1):
             self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)

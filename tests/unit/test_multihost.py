@@ -61,6 +61,27 @@ def test_each_host_gets_its_bridge_vxlan_forwarding_entries_and_gateway():
     assert f"netns delete pn{lab.id}-db" in lines(b) and f"netns delete pn{lab.id}-db" not in lines(a)
 
 
+def test_a_port_published_on_each_machine_is_written_on_that_machine_only():
+    lab, a, b = two()
+    c = Host(dry_run=True)
+    front = lab.network("front", subnet="10.40.0.0/24")
+    lab.namespace("web", [front])
+    lab.namespace("db", [front], host=b)
+    lab.publish("db", 8080, 80)
+    lab.publish("web", 8080, 80, host=b)  # the same host port, on another machine: no overlap
+    with pytest.raises(InvalidValue, match="overlaps"):
+        lab.publish("db", 8080, 81, host=b)
+    with pytest.raises(InvalidValue, match="no part on that Host"):
+        lab.publish("db", 8081, 80, host=c)
+    lab.apply()
+    assert any("dnat to 10.40.0.3:80" in line for line in lines(a))
+    assert not any("dnat to 10.40.0.2:80" in line for line in lines(a))
+    assert any("dnat to 10.40.0.2:80" in line for line in lines(b))
+    assert not any("dnat to 10.40.0.3:80" in line for line in lines(b))
+    # the member's own Host sets hairpin on its port; the other publishes through the VXLAN device, without
+    assert not any("hairpin" in line and line.split()[4].endswith("x") for line in lines(a) + lines(b))
+
+
 def test_explain_shows_the_commands_under_a_header_per_host():
     lab, a, b = two()
     front = lab.network("front", subnet="10.40.0.0/24")
@@ -74,7 +95,7 @@ def test_explain_shows_the_commands_under_a_header_per_host():
 
 
 def test_a_lab_on_one_host_is_unchanged():
-    lab, a, b = two(underlay=None)
+    lab, _, _ = two(underlay=None)
     front = lab.network("front", subnet="10.40.0.0/24")
     lab.namespace("web", [front])
     assert "vxlan" not in lab.explain() and "# on" not in lab.explain() and "mtu" not in lab.explain()
@@ -163,7 +184,7 @@ def test_bad_input_is_refused_before_any_command():
         lab.machine(b, underlay="192.0.2.1")
     with pytest.raises(InvalidValue, match="room for a 1280-byte packet"):
         lab.machine(b, underlay="192.0.2.2", mtu=1300)
-    with pytest.raises(InvalidValue, match="must be a pynetns.Host"):
+    with pytest.raises(InvalidValue, match=r"must be a pynetns\.Host"):
         lab.namespace("x", host="b")  # type: ignore[arg-type]
     with pytest.raises(InvalidValue, match="isolated lab"):
         Lab("iso", host=a, isolated=True).namespace("x", host=b)
