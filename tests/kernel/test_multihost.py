@@ -9,6 +9,7 @@ the tests: the firewall rules and sysctls are each machine namespace's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,8 +19,8 @@ import pytest
 
 from pynetns import Host, Lab
 from pynetns.errors import InvalidValue, PynetnsError, WaitTimeout
-from pynetns.polling import wait_until
 from pynetns.lab import cleanup
+from pynetns.polling import wait_until
 from pynetns.runner import LocalRunner
 from pynetns.runtime import LocalRuntime
 from tests.support.lab import ping
@@ -94,10 +95,8 @@ class Machines:
 
     def gone(self, lab_id: str) -> bool:
         """Whether nothing of lab ``lab_id`` is left, once the kernel finished removing its namespaces' veths."""
-        try:
+        with contextlib.suppress(WaitTimeout):
             wait_until(lambda: not self.leftovers(lab_id), timeout=5.0, what=f"lab {lab_id} to vanish")
-        except WaitTimeout:
-            pass
         assert self.leftovers(lab_id) == []
         return True
 
