@@ -144,6 +144,8 @@ def test_two_machines_ping_tcp_full_size_packets_and_a_port_published_on_one_for
         assert fetch(web, f"http://{lab.ip('db')}/") == "db on b"
         assert a.run(["curl", "-s", "-m", "3", "http://127.0.0.1:8080/"]).stdout.splitlines()[0] == "db on b"
         assert fetch(web, f"http://{lab.gateway(front)}:8080/") == "db on b"
+        # a client outside the lab's subnet (machine b's own namespace, on the underlay) through a's address
+        assert b.run(["curl", "-s", "-m", "3", "http://192.0.2.1:8080/"]).stdout.splitlines()[0] == "db on b"
         serve(web, "0.0.0.0", 80, "web on a")
         assert b.run(["curl", "-s", "-m", "3", "http://127.0.0.1:8080/"]).stdout.splitlines()[0] == "web on a"
         assert fetch(db, f"http://{lab.gateway(front, b)}:8080/") == "web on a"
