@@ -198,6 +198,16 @@ def test_a_partition_across_machines_and_its_healing(machines):
         assert ping(db, lab.ip("api")) and ping(web, lab.ip("api"))
         lab.heal()
         assert ping(web, lab.ip("db")) and ping(db, lab.ip("web"))
+        # impairment of a member on the other machine: on its link there
+        lab.impair("db", delay="40ms")
+        endpoint = lab.endpoint(db)
+        assert endpoint.impairment_mode in ("netem", "nfqueue")
+        if endpoint.impairment_mode == "netem":
+            assert "netem" in db.run(["tc", "qdisc", "show", "dev", endpoint.interface]).stdout
+            assert "netem" in b.run(["tc", "qdisc", "show", "dev", endpoint.host_interface]).stdout
+        reply = web.run(["ping", "-c1", "-W3", str(lab.ip("db"))]).stdout
+        assert float(reply.split("time=")[1].split()[0]) >= 40  # the delay at least once on the way
+        endpoint.clear_impairment()
         lab_id = lab.id
     assert group.gone(lab_id)
 
@@ -235,7 +245,13 @@ def test_cleanup_on_each_machine_removes_a_detached_lab(machines):
     lab.namespace("db", [front], host=b)
     lab.apply()
     lab.detach()
-    assert len(list(group.folders[0].glob("*.json"))) == len(list(group.folders[1].glob("*.json"))) == 1
+    # each machine's journal names its part of the lab, and the network namespace that plays that machine
+    (on_a,), (on_b,) = (list(folder.glob("*.json")) for folder in group.folders)
+    part_a, part_b = json.loads(on_a.read_text()), json.loads(on_b.read_text())
+    assert part_a["namespaces"] == [f"pn{lab.id}-web"] and part_b["namespaces"] == [f"pn{lab.id}-db"]
+    assert part_a["links"] == part_b["links"] == [front.bridge, f"{front.bridge}x"]
+    assert part_a["host_netns"] == a.netns_key != part_b["host_netns"] == b.netns_key
+    assert part_a["vnis"] == part_b["vnis"] == {"front": lab.vni(front)}
     cleanup(a, all=True)
     assert any(group.names[1] in item for item in group.leftovers(lab.id))  # b's part stays: b's own journal
     cleanup(b, all=True)
