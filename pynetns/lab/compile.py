@@ -199,9 +199,10 @@ def foreign_bridges(state: LabState, host: Host | None = None) -> list[tuple[str
     return found
 
 
-def write_journal(state: LabState) -> None:
-    """Journal the lab on each of its Hosts, saying whether it has or will have firewall rules there."""
-    for host in state.hosts():
+def write_journal(state: LabState, hosts: Sequence[Host] | None = None) -> None:
+    """Journal the lab on each of its Hosts (or those of ``hosts``), saying whether it has or will have
+    firewall rules there. Each under its Host's lock, one after the other."""
+    for host in state.hosts() if hosts is None else hosts:
         owned = [obj for obj in state.firewall + state.drops if obj.host is host]
         firewall = bool(owned or state.partitions or firewall_objects(state, host))
         state.write_journal(firewall=firewall, host=host)

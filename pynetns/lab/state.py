@@ -187,29 +187,27 @@ class LabState:
         return data
 
     def _part(self, data: dict[str, Any], host: Host) -> dict[str, Any]:
-        """``data`` (the whole lab's journal) cut to what the lab has on ``host``, with its overlay."""
+        """``data`` (the whole lab's journal) cut to what the lab has on ``host``, with its overlay: the
+        VXLAN devices under ``vxlans``, each network's gateway there."""
         networks = [net for net in self.networks.values() if any(h is host for h in self.network_hosts(net))]
         mine = [name for name, namespace in self.namespaces.items() if namespace.host is host]
-        endpoints = [endpoint for endpoint in self.endpoints if endpoint.namespace.host is host]
-        links: list[str] = []
-        for net in networks:
-            links.append(net.bridge)
-            if len(self.network_hosts(net)) > 1:
-                links.append(vxlan_name(net.bridge))
-        names = {net.name for net in networks}
+        veths = [endpoint.host_interface for endpoint in self.endpoints if endpoint.namespace.host is host]
+        gateways = {net.name: str(self.overlay.gateways.get((net.name, host), net.gateway)) for net in networks}
         machine = self.overlay.machines.get(host)
         data.update(
             host_netns=host.netns_key,
             namespaces=[self.namespaces[name].name for name in mine]
             + ([self.host_namespace.name] if self.host_namespace is not None and host is self.host else []),
             members={name: self.namespaces[name].name for name in mine},
-            endpoints=[
-                item for item in data["endpoints"] if item["host_interface"] in {e.host_interface for e in endpoints}
+            endpoints=[item for item in data["endpoints"] if item["host_interface"] in veths],
+            published=[str(portmap) for portmap in self.published if portmap.host is host],
+            links=[] if self.isolated else [net.bridge for net in networks],
+            vxlans=[vxlan_name(net.bridge) for net in networks if len(self.network_hosts(net)) > 1],
+            veths=[] if self.isolated else veths,
+            networks=[
+                dict(item, gateway=gateways[item["name"]]) for item in data["networks"] if item["name"] in gateways
             ],
-            links=[] if self.isolated else links,
-            veths=[] if self.isolated else [endpoint.host_interface for endpoint in endpoints],
-            networks=[item for item in data["networks"] if item["name"] in names],
-            vnis={name: vni for name, vni in self.overlay.vnis.items() if name in names},
+            vnis={name: vni for name, vni in self.overlay.vnis.items() if name in gateways},
             machine=None if machine is None else {"name": machine.name, "underlay": str(machine.underlay)},
         )
         return data

@@ -43,7 +43,9 @@ def claim_subnets(state: LabState) -> bool:
                     _move(state, net, pick_subnet(taken + mine))
                     moved = True
                 mine.append(net.subnet)
-        write_journal(state)
+        write_journal(state, [state.host])
+    # the other Hosts' journals once the lock is let go: a process never holds two Hosts' locks at once
+    write_journal(state, state.hosts()[1:])
     return moved
 
 

@@ -249,7 +249,9 @@ def test_cleanup_on_each_machine_removes_a_detached_lab(machines):
     (on_a,), (on_b,) = (list(folder.glob("*.json")) for folder in group.folders)
     part_a, part_b = json.loads(on_a.read_text()), json.loads(on_b.read_text())
     assert part_a["namespaces"] == [f"pn{lab.id}-web"] and part_b["namespaces"] == [f"pn{lab.id}-db"]
-    assert part_a["links"] == part_b["links"] == [front.bridge, f"{front.bridge}x"]
+    assert part_a["links"] == part_b["links"] == [front.bridge]
+    assert part_a["vxlans"] == part_b["vxlans"] == [f"{front.bridge}x"]
+    assert [net["gateway"] for net in part_a["networks"] + part_b["networks"]] == ["10.65.0.1/24", "10.65.0.4/24"]
     assert part_a["host_netns"] == a.netns_key != part_b["host_netns"] == b.netns_key
     assert part_a["vnis"] == part_b["vnis"] == {"front": lab.vni(front)}
     cleanup(a, all=True)
