@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pynetns import Host, Lab
+from pynetns import Host, Lab, display
 from pynetns.errors import InvalidValue, PynetnsError, WaitTimeout
 from pynetns.lab import cleanup
 from pynetns.polling import wait_until
@@ -152,6 +152,10 @@ def test_two_machines_ping_tcp_full_size_packets_and_a_port_published_on_one_for
         # each member goes out through its own machine's gateway
         assert str(lab.gateway(front, b)) in db.run(["ip", "route", "show", "default"]).stdout
         assert ping(db, lab.gateway(front, b)) and ping(db, lab.gateway(front))
+        # the text view finds each member's host end on its own machine
+        view = display.text_endpoint(lab.endpoint(db))
+        assert "not created" not in view and view.count("UP") == 2, view
+        assert "not created" not in display.text_lab(lab)
         lab_id = lab.id
         assert group.leftovers(lab_id)
     assert group.gone(lab_id)
