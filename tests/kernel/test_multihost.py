@@ -64,6 +64,7 @@ class Machines:
             )
             self._run("ip", "-n", self.switch, "link", "set", port, "master", "ul", "up")
             self._run("ip", "-n", name, "addr", "add", f"{address}/24", "dev", "ul0")
+            self._run("ip", "-n", name, "addr", "add", f"2001:db8::{index + 1}/64", "dev", "ul0", "nodad")
             self._run("ip", "-n", name, "link", "set", "ul0", "up")
             runner = LocalRunner(wrap=("nsenter", f"--net=/run/netns/{name}"))
             runtime = FolderRuntime(self.folders[index])
@@ -73,11 +74,12 @@ class Machines:
     def _run(*argv: str) -> str:
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
-    def lab(self, name: str) -> Lab:
-        """A lab on machine 0, told every machine's underlay address."""
+    def lab(self, name: str, ipv6: bool = False) -> Lab:
+        """A lab on machine 0, told every machine's underlay address (``2001:db8::N`` with ``ipv6``)."""
         lab = Lab(name, host=self.hosts[0])
         for index, host in enumerate(self.hosts):
-            lab.machine(host, underlay=self.addresses[index], name=f"m{index}")
+            underlay = f"2001:db8::{index + 1}" if ipv6 else self.addresses[index]
+            lab.machine(host, underlay=underlay, name=f"m{index}")
         return lab
 
     def leftovers(self, lab_id: str) -> list[str]:
@@ -283,3 +285,20 @@ def test_a_vni_another_lab_uses_on_a_machine_is_refused_before_any_command(machi
         assert group.gone(second.id)
         first_id = first.id
     assert group.gone(first_id)
+
+
+@root
+def test_an_ipv6_network_over_an_ipv6_underlay(machines):
+    group = machines(2)
+    b = group.hosts[1]
+    with group.lab("six", ipv6=True) as lab:
+        front = lab.network("front", subnet="fd00:68::/64")
+        web = lab.namespace("web", [front])
+        db = lab.namespace("db", [front], host=b)
+        lab.apply()
+        assert db.interface(lab.endpoint(db).interface).mtu == 1430  # 70 bytes of VXLAN over IPv6
+        full = ["ping", "-6", "-c1", "-W2", "-M", "do", "-s", str(1430 - 48), str(lab.ip("db"))]
+        wait_until(lambda: web.run(full, check=False).returncode == 0, timeout=5.0, what="a full-size ping over IPv6")
+        assert ping(db, lab.ip("web")) and ping(db, lab.gateway(front, b))
+        lab_id = lab.id
+    assert group.gone(lab_id)
