@@ -21,7 +21,7 @@ from pynetns import Host, Lab, display
 from pynetns.errors import InvalidValue, PynetnsError, WaitTimeout
 from pynetns.lab import cleanup
 from pynetns.polling import wait_until
-from pynetns.runner import LocalRunner
+from pynetns.runner import CompletedCommand, LocalRunner
 from pynetns.runtime import LocalRuntime
 from tests.support.lab import ping
 from tests.support.web import fetch, serve
@@ -239,6 +239,40 @@ def test_a_failure_on_one_machine_rolls_back_both_and_a_retry_applies(machines):
     finally:
         lab.destroy()
     assert group.gone(lab.id)
+
+
+class FailingRunner(LocalRunner):
+    """A machine's runner that refuses the batch holding ``needle``, as if the kernel refused it."""
+
+    def __init__(self, needle: str, wrap: tuple[str, ...]) -> None:
+        super().__init__(wrap=wrap)
+        self.needle = needle
+
+    def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+        if input and self.needle in input:
+            return CompletedCommand(argv, 2, "", "RTNETLINK answers: injected\nCommand failed -:1\n")
+        return super()._execute(argv, input, timeout)
+
+
+@root
+def test_a_failure_on_one_machine_in_a_later_stage_rolls_back_what_every_machine_made(machines):
+    group = machines(2)
+    a, b = group.hosts
+    # machine b refuses its forwarding entries: by then both machines made their namespaces, bridges and veths
+    wrap = ("nsenter", f"--net=/run/netns/{group.names[1]}")
+    b = group.hosts[1] = Host(runner=FailingRunner("fdb append", wrap), tag=b.tag, runtime=b.runtime)
+    lab = group.lab("late")
+    front = lab.network("front", subnet="10.69.0.0/24")
+    lab.namespace("web", [front])
+    lab.namespace("db", [front], host=b)
+    lab.publish("web", 8080, 80)
+    with a.capture() as on_a, pytest.raises(PynetnsError, match="injected"):
+        lab.apply()
+    made = "\n".join(str(call) for call in on_a)
+    assert f"netns add pn{lab.id}-web" in made and f"link add {front.bridge}x" in made  # a had made its part
+    assert f"netns delete pn{lab.id}-web" in made and "nft" in made  # and undid it, its firewall included
+    assert group.gone(lab.id)
+    lab.destroy()
 
 
 @root
