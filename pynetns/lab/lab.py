@@ -174,7 +174,7 @@ class Lab(Viewable):
         taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
-        chosen_vni = span.choose_vni(self._state, name, vni)
+        chosen_vni = span.choose_vni(self._state, vni)
         net = Network(
             self,
             name,

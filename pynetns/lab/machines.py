@@ -56,11 +56,7 @@ class Machine:
     host: Host
     underlay: IPAddress = attrs.field(converter=_underlay)
     mtu: int = attrs.field(default=1500, converter=_underlay_mtu)
-    name: str = attrs.field(default="")
-
-    def __attrs_post_init__(self) -> None:
-        if not self.name:
-            object.__setattr__(self, "name", str(self.underlay))
+    name: str = attrs.field(default=attrs.Factory(lambda self: str(self.underlay), takes_self=True))
 
     @property
     def overhead(self) -> int:

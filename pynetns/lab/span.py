@@ -75,7 +75,7 @@ def mark_applied(state: LabState) -> None:
             state.overlay.parts.add((net.name, host))
 
 
-def choose_vni(state: LabState, name: str, vni: int | None) -> int:
+def choose_vni(state: LabState, vni: int | None) -> int:
     """The VNI of a new network: ``vni`` if given (and not another network's of this lab), else a random free one."""
     taken = set(state.overlay.vnis.values())
     if vni is None:
@@ -236,7 +236,7 @@ def machine(state: LabState, host: Host, underlay: str, mtu: int = 1500, name: s
     """Record ``host``'s underlay address (and MTU, and a name for explain()) in the lab."""
     if not isinstance(host, Host):
         raise InvalidValue("host", host, "must be a pynetns.Host")
-    made = Machine(host, underlay, mtu, name or "")
+    made = Machine(host, underlay, mtu) if name is None else Machine(host, underlay, mtu, name)
     for other in state.overlay.machines.values():
         if other.host is not host and other.underlay == made.underlay:
             raise InvalidValue("underlay", underlay, f"is already machine {other.name}'s")
