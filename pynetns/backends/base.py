@@ -163,6 +163,28 @@ class LinkBackend(ABC):
     def link_delete(self, name: str) -> Argv: ...
 
     @abstractmethod
+    def vxlan_add(self, name: str, *, vni: int, local: str, port: int, mtu: int | None) -> Argv:
+        """Arguments adding a VXLAN device ``name`` of ``vni`` sending from ``local`` to UDP ``port``, learning
+        nothing (its peers are static forwarding entries: :meth:`fdb_append`)."""
+
+    @abstractmethod
+    def fdb_append(self, device: str, mac: str, destination: str) -> Argv:
+        """Arguments (of :meth:`bridge_command`) sending frames for ``mac`` out VXLAN ``device`` to the machine
+        ``destination`` (all zeros: every broadcast and unknown frame, once to each such machine)."""
+
+    @abstractmethod
+    def fdb_delete(self, device: str, mac: str, destination: str) -> Argv:
+        """Arguments (of :meth:`bridge_command`) removing what :meth:`fdb_append` added."""
+
+    @abstractmethod
+    def bridge_command(self, netns: str | None, args: Sequence[str]) -> Argv:
+        """The whole ``bridge`` command (forwarding database) running ``args`` in ``netns``."""
+
+    @abstractmethod
+    def bridge_batch_command(self, netns: str | None) -> Argv:
+        """The whole command reading :meth:`bridge_command` arguments on stdin, a line each (``bridge -batch -``)."""
+
+    @abstractmethod
     def bridge_port_set(self, name: str, *, hairpin: bool) -> Argv:
         """Arguments setting a bridge port's flags (``hairpin``: send frames back out the port they came in)."""
 

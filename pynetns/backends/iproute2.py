@@ -64,6 +64,24 @@ class Iproute2(LinkBackend):
             *_opt("address", peer_mac),
         )  # fmt: skip
 
+    def vxlan_add(self, name: str, *, vni: int, local: str, port: int, mtu: int | None) -> Argv:
+        return (
+            "link", "add", name, *_opt("mtu", mtu), "type", "vxlan", "id", str(vni), "local", local,
+            "dstport", str(port), "nolearning",
+        )  # fmt: skip
+
+    def fdb_append(self, device: str, mac: str, destination: str) -> Argv:
+        return ("fdb", "append", mac, "dev", device, "dst", destination)
+
+    def fdb_delete(self, device: str, mac: str, destination: str) -> Argv:
+        return ("fdb", "delete", mac, "dev", device, "dst", destination)
+
+    def bridge_command(self, netns: str | None, args: Sequence[str]) -> Argv:
+        return ("bridge", *(("-n", netns) if netns else ()), *args)
+
+    def bridge_batch_command(self, netns: str | None) -> Argv:
+        return self.bridge_command(netns, ("-batch", "-"))
+
     def link_set(
         self, name: str, *, up: bool | None = None, alias: str | None = None, master: str | None = None
     ) -> Argv:

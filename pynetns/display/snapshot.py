@@ -248,9 +248,12 @@ def endpoint_snapshot(endpoint: Endpoint) -> EndpointSnapshot:
         return EndpointSnapshot(DRY_RUN, DRY_RUN)
     if not endpoint.applied:
         return EndpointSnapshot(NOT_CREATED, NOT_CREATED)
+    lab = endpoint.network.lab
+    # a member on another of the lab's Hosts has its host end in that Host's namespace
+    side = _side(lab) if endpoint.namespace.host is lab.host else Namespace.host(endpoint.namespace.host)
     ends = (
         _interface(endpoint.namespace, endpoint.interface),
-        _interface(_side(endpoint.network.lab), endpoint.host_interface),
+        _interface(side, endpoint.host_interface),
     )
     inside, outside = (seen if isinstance(seen, str) else _state_and_addresses(seen) for seen in ends)
     return EndpointSnapshot(inside, outside)
@@ -281,7 +284,7 @@ def lab_snapshot(lab: Lab) -> LabSnapshot:
         return LabSnapshot(DRY_RUN, seen, dict.fromkeys(lab.namespaces, seen), (DRY_RUN,) * len(ports))
     existing: set[str] | None
     try:
-        existing = {item.name for item in Namespace.all(lab.host)}
+        existing = {item.name for host in getattr(lab, "hosts", [lab.host]) for item in Namespace.all(host)}
     except Exception:
         log.debug("could not list namespaces", exc_info=True)
         existing = None

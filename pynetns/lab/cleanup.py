@@ -158,8 +158,8 @@ def _its_namespaces(record: LabRecord, host: Host) -> list[str]:
 
 
 def _its_links(record: LabRecord, host: Host) -> list[str]:
-    """The host-side links (bridges, veth ends) of the journal that exist and are the lab's."""
-    named = [*record.data.get("links", ()), *record.data.get("veths", ())]
+    """The host-side links (bridges, VXLAN devices, veth ends) of the journal that exist and are the lab's."""
+    named = [*record.data.get("links", ()), *record.data.get("vxlans", ()), *record.data.get("veths", ())]
     if not named:
         return []
     tag = record.data.get("tag")

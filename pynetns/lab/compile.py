@@ -20,6 +20,7 @@ from ..plan import Plan, Step, attach_undo_errors, undo_errors
 from ..polling import wait_until
 from ..runner import Call
 from ..validation import IsolateMode
+from . import span
 from .journal import labs
 from .model import LabPortMap
 from .state import LabState
@@ -56,43 +57,58 @@ def stages(state: LabState) -> list[list[Job]]:
     3. one ``ip -n NS -batch`` per new namespace, alongside one firewall transaction;
     4. the new bridges come up (ports joining a bridge that is down cost the kernel no pass over
        the others, so N namespaces stay O(N)).
+
+    A lab spanning Hosts has these stages on each Host (:mod:`~pynetns.lab.span`), run together: stage 1
+    of every Host at once, then stage 2, … (the VXLAN devices with the bridges, their forwarding entries
+    alongside the namespaces' insides).
     """
-    host, links, tag = state.host, state.host.links, state.tag
-    root, where = NetnsRef.root(), site_ref(state)
-    first = state.host_namespace is not None and state.host_namespace.name not in state.applied_namespaces
+    span.check(state)
+    per_host = [host_stages(state, host) for host in state.hosts()]
+    merged = [[job for stages in per_host for job in stages[index]] for index in range(4)]
+    return [stage for stage in merged if stage]
+
+
+def host_stages(state: LabState, host: Host) -> list[list[Job]]:
+    """The four stages of :func:`stages` on one of the lab's Hosts (each may be empty)."""
+    links, tag = host.links, state.tag
+    own = host is state.host
+    root, where = NetnsRef.root(), site_ref(state) if own else NetnsRef.root()
+    first = own and state.host_namespace is not None and state.host_namespace.name not in state.applied_namespaces
     setup = Plan()
     for namespace in new_namespaces(state, include_host=first):
-        setup.add(host.ip_step(root, links.netns_add(namespace.name), links.netns_delete(namespace.name)))
+        if namespace.host is host or namespace is state.host_namespace:
+            setup.add(host.ip_step(root, links.netns_add(namespace.name), links.netns_delete(namespace.name)))
     wiring, finish = Plan(), Plan()
-    if state.host_namespace is not None and any(
-        not net.applied and net.subnet.version == 6 for net in state.networks.values()
-    ):
+    fresh = [net for net in state.networks.values() if span.on_host(state, net, host)]
+    fresh = [net for net in fresh if not span.part_applied(state, net, host)]
+    if own and state.host_namespace is not None and any(net.subnet.version == 6 for net in fresh):
         # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
         keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
         wiring.add(Step(host.exec_argv(where, host.links.sysctl_write(keys))))
     if first and state.host_namespace is not None:
         wiring.add(host.ip_step(where, links.link_set("lo", alias=tag, up=True)))
-    for net in state.networks.values():
-        if not net.applied:
-            bridge = links.bridge_add(net.bridge, mtu=net.mtu)
-            wiring.add(host.ip_step(where, bridge, links.link_delete(net.bridge)))
-            # a new bridge comes up last: ports joining a bridge that is up cost the kernel a pass
-            # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
-            wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
-            # an IPv6 gateway skips duplicate address detection: usable as soon as apply() returns
-            address = links.addr_add(net.bridge, str(net.gateway), nodad=net.subnet.version == 6)
-            wiring.add(host.ip_step(where, address))
-            finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
+    for net in fresh:
+        bridge = links.bridge_add(net.bridge, mtu=span.mtu(state, net))
+        wiring.add(host.ip_step(where, bridge, links.link_delete(net.bridge)))
+        # a new bridge comes up last: ports joining a bridge that is up cost the kernel a pass
+        # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
+        wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
+        # an IPv6 gateway skips duplicate address detection: usable as soon as apply() returns
+        address = links.addr_add(net.bridge, str(span.gateway(state, net, host)), nodad=net.subnet.version == 6)
+        wiring.add(host.ip_step(where, address))
+        finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
+    wiring.extend(span.vxlan_plan(state, host))
     for endpoint in state.endpoints:
-        if not endpoint.applied:
+        if not endpoint.applied and endpoint.namespace.host is host:
+            net = endpoint.network
             add = links.veth_add(
                 endpoint.host_interface,
                 endpoint.interface,
                 peer_netns=endpoint.namespace.name,
-                mtu=endpoint.network.mtu,
+                mtu=span.mtu(state, net),
                 mac=None,
-                peer_mac=None,
-                master=endpoint.network.bridge,
+                peer_mac=span.mac(endpoint) if span.spanning(state, net) else None,
+                master=net.bridge,
             )
             wiring.add(host.ip_step(where, add, links.link_delete(endpoint.host_interface)))
             wiring.add(host.ip_step(where, links.link_set(endpoint.host_interface, alias=tag)))
@@ -100,41 +116,54 @@ def stages(state: LabState) -> list[list[Job]]:
         setup.extend(wiring)
         wiring = Plan()
     inside: list[Job] = [
-        PlanJob(host, plan) for namespace in state.namespaces.values() if len(plan := inside_plan(state, namespace))
+        PlanJob(host, plan)
+        for namespace in state.namespaces.values()
+        if namespace.host is host and len(plan := inside_plan(state, namespace))
     ]
-    firewall = firewall_job(state)
+    if len(forwarding := span.fdb_plan(state, host)):
+        inside.append(PlanJob(host, forwarding))
+    firewall = firewall_job(state, host)
     if firewall is not None:
         inside.append(firewall)  # independent of the namespaces' insides: run alongside them
-    stages: list[list[Job]] = [
+    return [
         [PlanJob(host, setup)] if len(setup) else [],
         [PlanJob(host, wiring)] if len(wiring) else [],
         inside,
-        [BridgesUp(host, finish, where, fresh_bridges6(state))] if len(finish) else [],
+        [BridgesUp(host, finish, where, fresh_bridges6(state, host))] if len(finish) else [],
     ]
-    return [stage for stage in stages if stage]
 
 
-def fresh_bridges6(state: LabState) -> list[str]:
-    """The new IPv6 networks' bridges that will have a port (a bridge without one never gets a carrier)."""
+def fresh_bridges6(state: LabState, host: Host | None = None) -> list[str]:
+    """The new IPv6 networks' bridges (on ``host``, default the lab's) that will have a port (a bridge
+    without one never gets a carrier)."""
+    host = state.host if host is None else host
     return [
-        net.bridge for net in state.networks.values() if not net.applied and net.subnet.version == 6 and net.endpoints
+        net.bridge
+        for net in state.networks.values()
+        if span.on_host(state, net, host) and not span.part_applied(state, net, host)
+        if net.subnet.version == 6 and net.endpoints
     ]
 
 
-def firewall_job(state: LabState) -> FirewallJob | None:
-    """NAT, isolation and published ports declared since the last apply: one firewall transaction."""
-    objects = firewall_objects(state)
-    return FirewallJob(state, objects) if objects else None
+def firewall_job(state: LabState, host: Host | None = None) -> FirewallJob | None:
+    """NAT, isolation and published ports declared since the last apply on ``host`` (default: the lab's
+    own): one firewall transaction."""
+    objects = firewall_objects(state, host)
+    return FirewallJob(state, objects, host) if objects else None
 
 
-def firewall_objects(state: LabState) -> list[Firewalled]:
+def firewall_objects(state: LabState, host: Host | None = None) -> list[Firewalled]:
+    """The firewall objects to create on ``host`` (default: the lab's own): those of its networks' parts
+    there, and the ports published there."""
+    host = state.host if host is None else host
     objects: list[Firewalled] = []
-    networks = list(state.networks.values())
-    foreign = foreign_bridges(state)
+    networks = [net for net in state.networks.values() if span.on_host(state, net, host)]
+    foreign = foreign_bridges(state, host)
     for index, net in enumerate(networks):
-        if net.applied:
+        if span.part_applied(state, net, host):
             continue
-        where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
+        namespace = state.host_namespace if host is state.host else None
+        where = dict(namespace=namespace, host=host, tag=state.tag)
         if net.nat:
             objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
         # each pair of networks once, by the later one: its rules see the earlier ones (and those of other labs)
@@ -144,7 +173,7 @@ def firewall_objects(state: LabState) -> list[Firewalled]:
         if others or strict or net.internal:
             # IPv6 too, whatever the subnet: a namespace can always send IPv6 to its gateway's link-local address
             objects += Isolation.both(net.bridge, others, net.internal, strict=strict, **where)
-    objects += [portmap for portmap in state.published if portmap not in state.firewall]
+    objects += [portmap for portmap in state.published if portmap not in state.firewall and portmap.host is host]
     return objects
 
 
@@ -155,13 +184,14 @@ def isolating(one: IsolateMode, other: IsolateMode) -> str | None:
     return "ports open" if one and other else None
 
 
-def foreign_bridges(state: LabState) -> list[tuple[str, IsolateMode]]:
+def foreign_bridges(state: LabState, host: Host | None = None) -> list[tuple[str, IsolateMode]]:
     """The bridges of the other live labs on the same host namespace, with their isolation: Docker isolates every
     network from every other, not only those of one project (an isolated lab has its host to itself)."""
-    if state.isolated or state.host.dry_run:
+    host = state.host if host is None else host
+    if state.isolated or host.dry_run:
         return []
     found: list[tuple[str, IsolateMode]] = []
-    for record in labs(state.host):
+    for record in labs(host):
         if record.id == state.id or not (record.alive or record.persistent) or record.data.get("isolated"):
             continue
         modes = {net.get("bridge"): net.get("isolate", True) for net in record.data.get("networks", ())}
@@ -169,10 +199,13 @@ def foreign_bridges(state: LabState) -> list[tuple[str, IsolateMode]]:
     return found
 
 
-def write_journal(state: LabState) -> None:
-    """Journal the lab, saying whether it has or will have firewall rules on its host."""
-    firewall = bool(state.firewall or state.partitions or state.drops or firewall_objects(state))
-    state.write_journal(firewall=firewall)
+def write_journal(state: LabState, hosts: Sequence[Host] | None = None) -> None:
+    """Journal the lab on each of its Hosts (or those of ``hosts``), saying whether it has or will have
+    firewall rules there. Each under its Host's lock, one after the other."""
+    for host in state.hosts() if hosts is None else hosts:
+        owned = [obj for obj in state.firewall + state.drops if obj.host is host]
+        firewall = bool(owned or state.partitions or firewall_objects(state, host))
+        state.write_journal(firewall=firewall, host=host)
 
 
 def new_namespaces(state: LabState, include_host: bool) -> Iterator[Namespace]:
@@ -202,7 +235,7 @@ def inside_plan(state: LabState, namespace: Namespace) -> Plan:
         plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
         plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
         if endpoint is outward:
-            gateway = str(endpoint.network.gateway.ip)
+            gateway = str(span.gateway(state, endpoint.network, namespace.host).ip)
             route = links.route_add("default", via=gateway, device=None, metric=None)
             plan.add(host.ip_step(namespace.ref, route))
     return plan
@@ -269,6 +302,9 @@ class Job:
     and returns its failures instead of raising them.
     """
 
+    #: the Host it runs on
+    host: Host
+
     def calls(self) -> list[Call]:
         raise NotImplementedError
 
@@ -326,17 +362,19 @@ class BridgesUp(PlanJob):
 class FirewallJob(Job):
     """A lab's firewall objects, created together, after the settings of the devices they use."""
 
-    def __init__(self, state: LabState, objects: list[Firewalled]) -> None:
+    def __init__(self, state: LabState, objects: list[Firewalled], host: Host | None = None) -> None:
         self.state, self.objects = state, objects
-        self.host = state.host
-        self.site = Site(state.host_namespace or Namespace.host(state.host))
+        self.host = state.host if host is None else host
+        own = self.host is state.host
+        self.site = Site(state.host_namespace if own and state.host_namespace else Namespace.host(self.host))
 
     def _settings(self) -> Plan:
         """Hairpin on the bridge ports of published endpoints; ``route_localnet`` on their bridges."""
         ports = [portmap for portmap in self.objects if isinstance(portmap, LabPortMap)]
         plan = Plan()
         where, links = self.site.where, self.host.links
-        for port in dict.fromkeys(portmap.endpoint.host_interface for portmap in ports):
+        hairpins = (portmap._path(self.site).hairpin_port for portmap in ports)
+        for port in dict.fromkeys(port for port in hairpins if port is not None):
             plan.add(self.host.ip_step(where, links.bridge_port_set(port, hairpin=True)))
         # route_localnet exactly where a port map's rules carry its guard (IPv4, published on every address or loopback)
         bridges = dict.fromkeys(device for port in ports if (device := port._path(self.site).localnet) is not None)
@@ -350,7 +388,7 @@ class FirewallJob(Job):
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
-        self.objects = firewall_objects(self.state)
+        self.objects = firewall_objects(self.state, self.host)
         # the rules first: route_localnet goes on only once the guard against 127.0.0.0/8 is in place
         create_all(self.objects)
         try:

@@ -41,11 +41,12 @@ from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
-from . import partitions
+from . import partitions, span
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet
 from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
+from .machines import Machine, by_host, vxlan_name
 from .model import Endpoint, LabPortMap, Network, refuse_overlap
 from .shapes import Partition
 from .state import LabState
@@ -147,6 +148,8 @@ class Lab(Viewable):
         mtu: int | None = None,
         internal: bool = False,
         isolate: IsolateMode = True,
+        *,
+        vni: int | None = None,
     ) -> Network:
         """Declare a network; without ``subnet`` a free one is taken from the default pools.
 
@@ -158,6 +161,9 @@ class Lab(Viewable):
 
         That one is tentative (:meth:`explain` shows it): :meth:`apply` takes it for good, under the host lock,
         or the next free one if another lab took it meanwhile (addresses keep their place in the subnet).
+
+        ``vni``: the VXLAN network identifier the network has if it spans Hosts (:meth:`machine`); by default
+        a random one, different for each network of the lab.
         """
         namespace_name("name", name)
         if name in self.networks:
@@ -168,6 +174,7 @@ class Lab(Viewable):
         taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
+        chosen_vni = span.choose_vni(self._state, vni)
         net = Network(
             self,
             name,
@@ -182,14 +189,23 @@ class Lab(Viewable):
             impairments=self._state.impairments,
         )
         self.networks[name] = net
+        self._state.overlay.vnis[name] = chosen_vni
         return net
 
-    def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
-        """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
+    def namespace(self, name: str, networks: Sequence[Network | str] = (), *, host: Host | None = None) -> Namespace:
+        """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …
+
+        ``host``: the Host it lives on (default: the lab's). A network with members on several Hosts spans
+        them, joined by VXLAN: give each of those Hosts' underlay address with :meth:`machine`.
+        """
         namespace_name("name", name)
         if name in self.namespaces:
             raise InvalidValue("name", name, "a namespace of that name is already declared in this lab")
-        namespace = Namespace(f"pn{self.id}-{name}", host=self.host)
+        if host is not None and not isinstance(host, Host):
+            raise InvalidValue("host", host, "must be a pynetns.Host")
+        if host is not None and host is not self.host and self.isolated:
+            raise InvalidValue("host", host, "an isolated lab lives on its own Host only")
+        namespace = Namespace(f"pn{self.id}-{name}", host=self.host if host is None else host)
         self.namespaces[name] = namespace
         for net in networks:
             self.connect(net, namespace)
@@ -209,9 +225,50 @@ class Lab(Viewable):
         if any(endpoint.interface == ifname for endpoint in mine):
             raise InvalidValue("ifname", ifname, f"is already used in {namespace.name}")
         address = net.allocator.allocate(ip)
+        span.joined(self._state, net, namespace.host)  # its gateway on that Host, if it is not the lab's
         endpoint = Endpoint(net, namespace, ifname, address, self._state.kernel_name("v"))
         self.endpoints.append(endpoint)
         return endpoint
+
+    def machine(self, host: Host, underlay: str, *, mtu: int = 1500, name: str | None = None) -> Machine:
+        """Say how the lab's other Hosts reach ``host``: its ``underlay`` address (the VXLAN packets of the
+        networks spanning it go to and from that address, UDP port 4789), the ``mtu`` of the link that
+        address is on (the networks spanning it get that minus 50 bytes, 70 over IPv6) and a ``name`` for
+        :meth:`explain` (default: the address).
+
+        Needed for each Host of a spanning network, the lab's own included::
+
+            lab = Lab("shop", host=a)
+            lab.machine(a, underlay="192.0.2.1")
+            lab.machine(b, underlay="192.0.2.2")
+            front = lab.network("front")
+            lab.namespace("web", [front])            # on a
+            lab.namespace("db", [front], host=b)     # on b: front spans a and b
+        """
+        return span.machine(self._state, host, underlay, mtu, name)
+
+    @property
+    def machines(self) -> list[Machine]:
+        """The Hosts the lab was told the underlay of (:meth:`machine`), in that order."""
+        return list(self._state.overlay.machines.values())
+
+    @property
+    def hosts(self) -> list[Host]:
+        """The Hosts the lab uses: its own first, then those of its namespaces."""
+        return self._state.hosts()
+
+    def vni(self, network: Network | str) -> int:
+        """The VXLAN network identifier of ``network`` (it uses it when it spans Hosts)."""
+        return self._state.overlay.vnis[self._network(network).name]
+
+    def gateway(self, network: Network | str, host: Host | None = None) -> IPAddress:
+        """``network``'s gateway on ``host`` (default: the lab's own, the network's gateway): each Host a
+        network spans has one, its members' default route."""
+        net = self._network(network)
+        host = self.host if host is None else host
+        if all(host is not candidate for candidate in self._state.network_hosts(net)):
+            raise NotFound(f"network {net.name} has no part on {host!r}")
+        return span.gateway(self._state, net, host).ip
 
     def publish(
         self,
@@ -221,14 +278,23 @@ class Lab(Viewable):
         protocol: str = "tcp",
         host_ip: str | None = None,
         host_port_end: int | None = None,
+        *,
+        host: Host | None = None,
     ) -> PortMap:
         """Publish ``host_port`` of the lab's host on ``port`` of ``target``, like ``docker run -p``.
 
         ``target`` is an endpoint, or a namespace (the address on its first network that is not internal).
         In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
         is forwarded to or from one (as Docker), so that is refused.
+
+        ``host``: of a lab spanning Hosts, the one publishing (default: the lab's own); ``target``'s network
+        must have a part there (a member there, or the lab's Host), and may live on another Host.
         """
         endpoint = self._endpoint(target)
+        host = self.host if host is None else host
+        if all(host is not candidate for candidate in self._state.network_hosts(endpoint.network)):
+            rule = f"network {endpoint.network.name} has no part on that Host: publish on one of its Hosts"
+            raise InvalidValue("host", host, rule)
         if endpoint.network.internal:
             where = f"{self.name_of(endpoint.namespace)}:{endpoint.interface}"
             rule = (
@@ -243,8 +309,8 @@ class Lab(Viewable):
             protocol,
             host_ip,
             host_port_end,
-            namespace=self.host_namespace,
-            host=self.host,
+            namespace=self.host_namespace if host is self.host else None,
+            host=host,
             tag=self.tag,
             endpoint=endpoint,
         )
@@ -252,7 +318,7 @@ class Lab(Viewable):
         where = str(portmap.host_ip or "any")
         for number in range(low, high + 1):
             for other in self._state.ports.get((portmap.protocol, number), ()):
-                if other._overlaps(low, high, where):
+                if other.host is host and other._overlaps(low, high, where):
                     raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
         for number in range(low, high + 1):
             self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
@@ -413,8 +479,21 @@ class Lab(Viewable):
         return [call for stage in compile_stages(self._state) for job in stage for call in job.calls()]
 
     def explain(self) -> Commands:
-        """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents); a code block in a notebook."""
-        return commands(self.plan())
+        """:meth:`plan` as copy-pasteable shell (batch inputs as here-documents); a code block in a notebook.
+
+        A lab spanning Hosts shows each Host's commands under a header (``# on machine b (192.0.2.2)``).
+        """
+        hosts = self._state.hosts()
+        if len(hosts) == 1:
+            return commands(self.plan())
+        stages = compile_stages(self._state)
+        parts = []
+        for host in hosts:
+            machine = self._state.overlay.machines.get(host)
+            title = f"machine {machine.name} ({machine.underlay})" if machine is not None else repr(host)
+            calls = [call for stage in stages for job in stage if job.host is host for call in job.calls()]
+            parts.append(f"# on {title}\n" + commands(calls))
+        return Commands("\n".join(parts))
 
     def diagram(self) -> Any:
         """The topology as a picture (SVG through Graphviz's ``dot``; without it, DOT source and tables)."""
@@ -438,7 +517,8 @@ class Lab(Viewable):
         stages = compile_stages(self._state)
         if not stages:
             return
-        refuse_unprivileged(self.host)
+        for host in self._state.hosts():
+            refuse_unprivileged(host)
         if claim_subnets(self._state):  # a subnet from the pools moved: the commands name its new addresses
             stages = compile_stages(self._state)
         done: list[Job] = []
@@ -462,6 +542,7 @@ class Lab(Viewable):
                     self._state.firewall.extend(job.objects)
         namespaces = new_namespaces(self._state, include_host=True)
         self._state.applied_namespaces.update(namespace.name for namespace in namespaces)
+        span.mark_applied(self._state)
         for net in self.networks.values():
             net.applied = True
         for endpoint in self.endpoints:
@@ -504,10 +585,14 @@ class Lab(Viewable):
         created = [namespace for namespace in self.namespaces.values() if namespace.name in state.applied_namespaces]
         if self.host_namespace is not None and self.host_namespace.name in state.applied_namespaces:
             created.insert(0, self.host_namespace)  # first: its bridges go at once, not port by port
-        attempt(kill_processes_in, self.host, [namespace.name for namespace in created])
+        hosts = state.hosts()
+        for host in hosts:
+            attempt(kill_processes_in, host, [namespace.name for namespace in created if namespace.host is host])
         owned = state.firewall + state.drops
         # in the root namespace the rules outlive the lab's devices; an isolated lab's go with its namespace
-        if not owned or self.host_namespace is not None or attempt(delete_all, owned, missing_ok=True):
+        if self.host_namespace is not None or all(
+            [attempt(delete_all, group, missing_ok=True) for group in by_host(owned)]
+        ):
             state.firewall.clear()
             state.drops = []
         state.impairments.links.clear()
@@ -517,17 +602,23 @@ class Lab(Viewable):
         failures += leftovers
         if not leftovers:
             self._leftovers = []
-        teardown = Plan()
         root = NetnsRef.root()
-        for namespace in created:
-            teardown.add(self.host.ip_step(root, self.host.links.netns_delete(namespace.name)))
-        if self.host_namespace is None:
-            for net in self.networks.values():
-                if net.applied:
-                    teardown.add(self.host.ip_step(root, self.host.links.link_delete(net.bridge)))
-        failures += teardown.rollback(self.host.runner)
+        for host in hosts:  # each Host's part: its namespaces, then its bridges and VXLAN devices
+            teardown = Plan()
+            for namespace in created:
+                if namespace.host is host:
+                    teardown.add(host.ip_step(root, host.links.netns_delete(namespace.name)))
+            if self.host_namespace is None:
+                for net in self.networks.values():
+                    if span.part_applied(state, net, host):
+                        teardown.add(host.ip_step(root, host.links.link_delete(net.bridge)))
+                        if span.spanning(state, net):
+                            teardown.add(host.ip_step(root, host.links.link_delete(vxlan_name(net.bridge))))
+            failures += teardown.rollback(host.runner)
         if failures:
             raise CleanupError(f"lab {self.name} was not removed entirely", failures)
+        state.overlay.parts.clear()
+        state.overlay.spanned.clear()
         state.applied_namespaces.clear()
         for net in self.networks.values():
             net.applied = False

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import attrs
 
+from ..backends.base import FirewallRule
 from ..errors import InvalidValue, SubnetOverlap
 from ..firewall import HostPath, PortMap, Site
 from ..host import Host
@@ -139,7 +140,7 @@ class Impairments:
                 return
             mine = [other for other in self._endpoints if other.namespace is endpoint.namespace]
             link = ImpairedLink(
-                self.host,
+                endpoint.namespace.host,  # the Host the link is on (a lab may span several)
                 endpoint.namespace,
                 endpoint.interface,
                 self.host_namespace,
@@ -205,7 +206,30 @@ class LabPortMap(PortMap):
     def _path(self, site: Site) -> HostPath:
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
-        return HostPath(localnet, self.endpoint.host_interface, managed=True)
+        # a member on another Host of a spanning network is reached through the network's VXLAN device, which
+        # takes no hairpin: the broadcasts it brings in would go back to their machine, and its bridge would
+        # learn its own members' MACs on the VXLAN port (a member does not reach its own port published here)
+        here = self.endpoint.namespace.host is self.host
+        return HostPath(localnet, self.endpoint.host_interface if here else None, managed=True)
+
+    def _main_rules(self, path: HostPath) -> list[FirewallRule]:
+        rules = super()._main_rules(path)
+        if self.endpoint.namespace.host is not self.host:
+            # a member on another Host of a spanning network answers through its own Host's gateway: what is
+            # published here for it leaves with this Host's address on the network (as Docker swarm's ingress
+            # does), so its replies come back here to be translated back
+            masquerade = FirewallRule(
+                "postrouting",
+                self._comment(),
+                self.family,
+                self.protocol,  # type: ignore[arg-type]
+                daddr=str(self.address),
+                dport=self.ports,
+                ct_dnat=True,
+                action="masquerade",
+            )
+            rules.append(masquerade)
+        return rules
 
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import InvalidValue
 from ..firewall import ForwardDrops, create_all, delete_all
 from ..namespace import Namespace
+from .machines import by_host
 from .shapes import Partition, complete_grudge, grudge, one_way_grudge
 from .state import LabState
 
@@ -74,7 +75,8 @@ def _applied(state: LabState) -> Iterator[Namespace]:
 def _add(state: LabState, made: Partition) -> Partition:
     state.partitions.append(made)
     if not state.isolated:
-        state.write_journal(firewall=True)  # it writes firewall rules on the host from now on: cleanup must know
+        for host in state.hosts():  # it writes firewall rules on the host from now on: cleanup must know
+            state.write_journal(firewall=True, host=host)
     try:
         write_partitions(state)
     except BaseException:
@@ -124,16 +126,20 @@ def write_partitions(state: LabState) -> None:
         drops = blocked.setdefault(namespace.name, [])
         drops += [ip for ip in addresses(state, other) if ip not in drops]
     _write_forward_drops(state)
-    firewall = state.host.firewall
+    hosts = {namespace.name: namespace.host for namespace in state.namespaces.values()}  # a lab may span Hosts
     for name in sorted(state.blocked - set(blocked)):
-        for argv, script in firewall.partition_unblock(state.tag):
-            Namespace(name, host=state.host).run(argv, input=script, check=False)  # it may be gone already
+        host = hosts.get(name, state.host)
+        for argv, script in host.firewall.partition_unblock(state.tag):
+            Namespace(name, host=host).run(argv, input=script, check=False)  # it may be gone already
         state.blocked.discard(name)
     for name, drops in blocked.items():
         if drops:
-            commands = firewall.partition_block([str(ip) for ip in drops], state.tag, first=name not in state.blocked)
+            host = hosts[name]
+            commands = host.firewall.partition_block(
+                [str(ip) for ip in drops], state.tag, first=name not in state.blocked
+            )
             for argv, script in commands:
-                Namespace(name, host=state.host).run(argv, input=script)
+                Namespace(name, host=host).run(argv, input=script)
             state.blocked.add(name)
 
 
@@ -148,12 +154,15 @@ def _write_forward_drops(state: LabState) -> None:
         if source.version == destination.version
     ]
     old, state.drops = state.drops, []
-    delete_all(old, missing_ok=True)
-    where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
-    drops = [
-        ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
-        for version in (4, 6)
-        if (mine := [pair for pair in pairs if pair[0].version == version])
-    ]
-    create_all(drops)  # one object per IP version
-    state.drops = drops
+    for group in by_host(old):
+        delete_all(group, missing_ok=True)
+    for host in state.hosts():  # routed traffic crosses the Host of either end: the drops are on each
+        namespace = state.host_namespace if host is state.host else None
+        where = dict(namespace=namespace, host=host, tag=state.tag)
+        drops = [
+            ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
+            for version in (4, 6)
+            if (mine := [pair for pair in pairs if pair[0].version == version])
+        ]
+        create_all(drops)  # one object per IP version
+        state.drops += drops

@@ -18,6 +18,7 @@ from ..runtime import JournalFile
 from ..validation import IPNetwork, interface_name
 from .ipam import taken_networks
 from .journal import HOW_TO_PRIVILEGE
+from .machines import Overlay, vxlan_name
 from .model import Endpoint, Impairments, Network
 from .shapes import Partition
 
@@ -58,6 +59,8 @@ class LabState:
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
         self.journal_file: JournalFile | None = None
+        #: the lab's machines when it spans Hosts, its networks' VNIs, their gateways on the other Hosts
+        self.overlay = Overlay()
         self._counter = 0
 
     def kernel_name(self, kind: str) -> str:
@@ -68,6 +71,22 @@ class LabState:
     def name_of(self, namespace: Namespace) -> str:
         """The name ``namespace`` was declared with (``web`` for ``pn1a2b3c-web``; else its kernel name)."""
         return next((name for name, candidate in self.namespaces.items() if candidate is namespace), namespace.name)
+
+    def hosts(self) -> list[Host]:
+        """The Hosts the lab uses: its own first, then those of its namespaces, in declaration order."""
+        found = [self.host]
+        for namespace in self.namespaces.values():
+            if all(namespace.host is not host for host in found):
+                found.append(namespace.host)
+        return found
+
+    def network_hosts(self, net: Network) -> list[Host]:
+        """The Hosts ``net`` has a bridge on: the lab's own (its gateway's), then those of its members."""
+        found = [self.host]
+        for endpoint in self.endpoints:
+            if endpoint.network is net and all(endpoint.namespace.host is not host for host in found):
+                found.append(endpoint.namespace.host)
+        return found
 
     def taken_subnets(self) -> list[IPNetwork]:
         """The subnets a new network of this lab may not overlap: its own, and (on a shared host) the host's."""
@@ -82,38 +101,50 @@ class LabState:
     def journal_path(self) -> Path:
         return self.host.runtime.journal_path(self.id)
 
-    def write_journal(self, *, firewall: bool) -> None:
+    def write_journal(self, *, firewall: bool, host: Host | None = None) -> None:
         """Journal what the lab is and will be, under the host lock; held by this process unless persistent.
-        ``firewall``: it has, or will have, firewall rules on its host."""
-        if self.host.dry_run:
+        ``firewall``: it has, or will have, firewall rules on its host. ``host``: one of the lab's Hosts
+        (default: its own), whose journal names what the lab has there."""
+        host = self.host if host is None else host
+        if host.dry_run:
             return
-        with self.host.lock():
-            if self.journal_file is None:
-                self.journal_file = self.host.runtime.journal(self.id)
+        with host.lock():
+            file = self.journal_file if host is self.host else self.overlay.journals.get(host)
+            if file is None:
+                file = host.runtime.journal(self.id)
+                if host is self.host:
+                    self.journal_file = file
+                else:
+                    self.overlay.journals[host] = file
             try:
-                self.journal_file.write(self.journal(firewall=firewall), owned=not self.persistent)
+                file.write(self.journal(firewall=firewall, host=host), owned=not self.persistent)
             except PermissionError as error:
                 raise PermissionDenied(
-                    f"cannot write the journal of lab {self.name} in {self.journal_path.parent} "
+                    f"cannot write the journal of lab {self.name} in {host.runtime.journal_path(self.id).parent} "
                     f"({error.strerror}): {HOW_TO_PRIVILEGE}"
                 ) from error
 
     def remove_journal(self) -> None:
-        if self.host.dry_run:
-            return
-        with self.host.lock():
-            if self.journal_file is not None:
-                self.journal_file.remove()
-            else:
-                self.host.runtime.remove(self.journal_path)
+        """Remove the lab's journal on each of its Hosts."""
+        for host in [self.host, *self.overlay.journals]:
+            if host.dry_run:
+                continue
+            with host.lock():
+                file = self.journal_file if host is self.host else self.overlay.journals.get(host)
+                if file is not None:
+                    file.remove()
+                else:
+                    host.runtime.remove(host.runtime.journal_path(self.id))
+        self.overlay.journals.clear()
 
-    def journal(self, *, firewall: bool) -> dict[str, Any]:
+    def journal(self, *, firewall: bool, host: Host | None = None) -> dict[str, Any]:
         """What the lab's journal says: what it is and will make, and who owns it (no process, if persistent);
-        ``firewall``: it has, or will have, firewall rules on its host (cleanup removes those tagged)."""
+        ``firewall``: it has, or will have, firewall rules on its host (cleanup removes those tagged).
+        ``host``: of a lab spanning Hosts, the journal on that one, naming what the lab has there."""
         namespaces = [namespace.name for namespace in self.namespaces.values()]
         if self.host_namespace is not None:
             namespaces.append(self.host_namespace.name)
-        return {
+        data = {
             "id": self.id,
             "name": self.name,
             "tag": self.tag,
@@ -151,3 +182,32 @@ class LabState:
                 for net in self.networks.values()
             ],
         }
+        if len(self.hosts()) > 1:
+            return self._part(data, self.host if host is None else host)
+        return data
+
+    def _part(self, data: dict[str, Any], host: Host) -> dict[str, Any]:
+        """``data`` (the whole lab's journal) cut to what the lab has on ``host``, with its overlay: the
+        VXLAN devices under ``vxlans``, each network's gateway there."""
+        networks = [net for net in self.networks.values() if any(h is host for h in self.network_hosts(net))]
+        mine = [name for name, namespace in self.namespaces.items() if namespace.host is host]
+        veths = [endpoint.host_interface for endpoint in self.endpoints if endpoint.namespace.host is host]
+        gateways = {net.name: str(self.overlay.gateways.get((net.name, host), net.gateway)) for net in networks}
+        machine = self.overlay.machines.get(host)
+        data.update(
+            host_netns=host.netns_key,
+            namespaces=[self.namespaces[name].name for name in mine]
+            + ([self.host_namespace.name] if self.host_namespace is not None and host is self.host else []),
+            members={name: self.namespaces[name].name for name in mine},
+            endpoints=[item for item in data["endpoints"] if item["host_interface"] in veths],
+            published=[str(portmap) for portmap in self.published if portmap.host is host],
+            links=[] if self.isolated else [net.bridge for net in networks],
+            vxlans=[vxlan_name(net.bridge) for net in networks if len(self.network_hosts(net)) > 1],
+            veths=[] if self.isolated else veths,
+            networks=[
+                dict(item, gateway=gateways[item["name"]]) for item in data["networks"] if item["name"] in gateways
+            ],
+            vnis={name: vni for name, vni in self.overlay.vnis.items() if name in gateways},
+            machine=None if machine is None else {"name": machine.name, "underlay": str(machine.underlay)},
+        )
+        return data

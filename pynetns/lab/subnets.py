@@ -30,6 +30,8 @@ def claim_subnets(state: LabState) -> bool:
     moved = False
     with state.host.lock():
         taken = taken_networks(state.host, other_than=state.id)
+        for host in state.hosts()[1:]:  # a lab spanning Hosts: its subnets are on each (read, not locked)
+            taken += taken_networks(host, other_than=state.id)
         new = [net for net in state.networks.values() if not net.applied]
         for net in new:
             if not net.pooled:
@@ -41,7 +43,9 @@ def claim_subnets(state: LabState) -> bool:
                     _move(state, net, pick_subnet(taken + mine))
                     moved = True
                 mine.append(net.subnet)
-        write_journal(state)
+        write_journal(state, [state.host])
+    # the other Hosts' journals once the lock is let go: a process never holds two Hosts' locks at once
+    write_journal(state, state.hosts()[1:])
     return moved
 
 
@@ -50,6 +54,7 @@ def _move(state: LabState, net: Network, subnet: IPNetwork) -> None:
     them) keep their place in it."""
     log.info("lab %s: network %s takes %s (%s was taken meanwhile)", state.name, net.name, subnet, net.subnet)
     old, net.subnet, net.allocator = net.subnet, subnet, net.allocator.moved_to(subnet)
+    state.overlay.rebase(net.name, old, subnet)  # its gateways on the lab's other Hosts
     for endpoint in net.endpoints:
         endpoint.ip = ipaddress.ip_interface(f"{rebase(endpoint.ip.ip, old, subnet)}/{subnet.prefixlen}")
     for index, portmap in enumerate(state.published):
