@@ -45,7 +45,7 @@ from . import partitions
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet
-from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
+from .journal import HOW_TO_PRIVILEGE, LabRecord, find, labs
 from .model import Endpoint, LabPortMap, Network, refuse_overlap
 from .shapes import Partition
 from .state import LabState
@@ -132,6 +132,20 @@ class Lab(Viewable):
         isolated = topology.isolated if isolated is None else flag("isolated", isolated)
         lab = cls(topology.name, host=host, isolated=isolated)
         return topology.declare(lab)
+
+    @classmethod
+    def attach(cls, name: str, host: Host | None = None) -> Lab:
+        """The persistent lab called ``name`` (or with that id; made by ``pynetns up`` or :meth:`detach`), from its
+        journal, to partition, heal and impair from this process (``pynetns partition``): what that changes is
+        journaled, so ``pynetns down`` and :func:`cleanup` remove it, and the next process attaching finds it.
+        Refused for a lab another running process owns. It is not destroyed on leaving a ``with`` block."""
+        from .attach import restore
+
+        lab = cls.__new__(cls)
+        lab._detached, lab._leftovers = True, []
+        host = resolve_host(host)
+        lab._state = restore(find(name, host), host, lab)
+        return lab
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} id={self.id} networks={list(self.networks)} namespaces={list(self.namespaces)}>"
@@ -377,6 +391,7 @@ class Lab(Viewable):
         one_way: bool = False,
         seed: int | None = None,
         among: Iterable[Namespace | str] | None = None,
+        node: Namespace | str | None = None,
     ) -> Partition:
         """Cut namespaces from each other (all IP traffic, silently dropped: clients time out); returns who no
         longer hears whom (:class:`~pynetns.lab.shapes.Partition`). :meth:`heal` ends every partition.
@@ -387,11 +402,14 @@ class Lab(Viewable):
         - ``partition(shape=...)``: Jepsen's shapes over ``among`` (default: every namespace of the lab, in
           declaration order): ``"halves"``, ``"random-halves"`` (drawn with ``seed``; a fresh one, in the
           result, when it is None), ``"isolate"`` (see :meth:`isolate`), ``"majorities-ring"`` (each hears a
-          majority around itself, no two the same one), ``"bridge"`` (two halves, one namespace in both).
+          majority around itself, no two the same one), ``"bridge"`` (two halves, one namespace in both);
+          ``node`` is the one ``"isolate"`` cuts off (drawn with ``seed`` when it is None).
 
         Works within one network and across networks; several partitions add up.
         """
-        return partitions.partition(self._state, group_a, group_b, shape=shape, one_way=one_way, seed=seed, among=among)
+        return partitions.partition(
+            self._state, group_a, group_b, shape=shape, one_way=one_way, seed=seed, among=among, node=node
+        )
 
     def isolate(self, node: Namespace | str) -> Partition:
         """Cut ``node`` from every other namespace of the lab, both ways (:meth:`heal` ends it)."""

@@ -13,7 +13,7 @@ from ..namespace import Namespace
 from .shapes import Partition, complete_grudge, grudge, one_way_grudge
 from .state import LabState
 
-__all__ = ["addresses", "cut", "heal", "isolate", "partition", "write_partitions"]
+__all__ = ["addresses", "cut", "heal", "isolate", "partition", "restore", "write_partitions"]
 
 
 def partition(
@@ -73,13 +73,15 @@ def _applied(state: LabState) -> Iterator[Namespace]:
 
 def _add(state: LabState, made: Partition) -> Partition:
     state.partitions.append(made)
-    if not state.isolated:
-        state.write_journal(firewall=True)  # it writes firewall rules on the host from now on: cleanup must know
+    # before the rules (it writes firewall rules on the host from now on: cleanup must know), and naming the
+    # partition, so that a process attaching to the lab (pynetns heal) finds it
+    state.write_journal(firewall=not state.isolated or state.journaled_firewall)
     try:
         write_partitions(state)
     except BaseException:
         state.partitions.pop()
         write_partitions(state)
+        state.rewrite_journal()
         raise
     return made
 
@@ -88,6 +90,14 @@ def heal(state: LabState) -> None:
     """End every partition."""
     state.partitions.clear()
     write_partitions(state)
+    state.rewrite_journal()
+
+
+def restore(state: LabState) -> None:
+    """What the partitions of ``state`` (read from its journal) left in force: the namespaces holding drops and
+    the drops on the host, as :func:`write_partitions` made them, so that :func:`heal` removes them."""
+    state.blocked = {name for name, drops in _blocked(state).items() if drops}
+    state.drops = _forward_drops(state)
 
 
 def _group(state: LabState, field: str, group: Iterable[Namespace | str] | Namespace | str) -> list[Namespace]:
@@ -119,10 +129,7 @@ def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:
 
 def write_partitions(state: LabState) -> None:
     """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
-    blocked: dict[str, list[Any]] = {}
-    for namespace, other in cut(state):
-        drops = blocked.setdefault(namespace.name, [])
-        drops += [ip for ip in addresses(state, other) if ip not in drops]
+    blocked = _blocked(state)
     _write_forward_drops(state)
     firewall = state.host.firewall
     for name in sorted(state.blocked - set(blocked)):
@@ -138,9 +145,26 @@ def write_partitions(state: LabState) -> None:
             state.blocked.add(name)
 
 
+def _blocked(state: LabState) -> dict[str, list[Any]]:
+    """Each namespace's kernel name → the addresses it must not hear."""
+    blocked: dict[str, list[Any]] = {}
+    for namespace, other in cut(state):
+        drops = blocked.setdefault(namespace.name, [])
+        drops += [ip for ip in addresses(state, other) if ip not in drops]
+    return blocked
+
+
 def _write_forward_drops(state: LabState) -> None:
     """The host side of the partitions: routed traffic, and the way round through published ports (each cut
     direction on its own: a one-way cut drops only the packets of its sources to its destinations)."""
+    drops = _forward_drops(state)
+    old, state.drops = state.drops, []
+    delete_all(old, missing_ok=True)
+    create_all(drops)  # one object per IP version
+    state.drops = drops
+
+
+def _forward_drops(state: LabState) -> list[ForwardDrops]:
     pairs = [
         (source, destination)
         for namespace, other in cut(state)
@@ -148,13 +172,9 @@ def _write_forward_drops(state: LabState) -> None:
         for destination in addresses(state, namespace)
         if source.version == destination.version
     ]
-    old, state.drops = state.drops, []
-    delete_all(old, missing_ok=True)
     where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
-    drops = [
+    return [
         ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
         for version in (4, 6)
         if (mine := [pair for pair in pairs if pair[0].version == version])
     ]
-    create_all(drops)  # one object per IP version
-    state.drops = drops

@@ -52,12 +52,15 @@ class LabState:
         #: the partitions' drops of routed traffic on the lab's host
         self.drops: list[ForwardDrops] = []
         self.impairments = Impairments(host, self.tag, self.host_namespace, self.endpoints)
+        self.impairments.changed = self.rewrite_journal
         #: the kernel names of the namespaces applied (the host namespace's included)
         self.applied_namespaces: set[str] = set()
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
         self.journal_file: JournalFile | None = None
+        #: what the last journal said of firewall rules on the host (:meth:`rewrite_journal` says it again)
+        self.journaled_firewall = False
         self._counter = 0
 
     def kernel_name(self, kind: str) -> str:
@@ -92,11 +95,33 @@ class LabState:
                 self.journal_file = self.host.runtime.journal(self.id)
             try:
                 self.journal_file.write(self.journal(firewall=firewall), owned=not self.persistent)
+                self.journaled_firewall = firewall
             except PermissionError as error:
                 raise PermissionDenied(
                     f"cannot write the journal of lab {self.name} in {self.journal_path.parent} "
                     f"({error.strerror}): {HOW_TO_PRIVILEGE}"
                 ) from error
+
+    def rewrite_journal(self) -> None:
+        """Journal the lab again (its partitions and impairments changed), if it has a journal."""
+        if self.journal_file is not None:
+            self.write_journal(firewall=self.journaled_firewall)
+
+    def faults(self) -> dict[str, Any]:
+        """The partitions in force and the impaired links, as the journal keeps them (a process that attaches
+        to the lab, ``pynetns heal``, finds them there)."""
+        return {
+            "partitions": [made.to_dict() for made in self.partitions],
+            "impairments": [
+                {
+                    "namespace": self.name_of(endpoint.namespace),
+                    "network": endpoint.network.name,
+                    "interface": endpoint.interface,
+                    **link.record(),
+                }
+                for endpoint, link in self.impairments.links.items()
+            ],
+        }
 
     def remove_journal(self) -> None:
         if self.host.dry_run:
@@ -150,4 +175,5 @@ class LabState:
                 }
                 for net in self.networks.values()
             ],
+            **self.faults(),
         }
