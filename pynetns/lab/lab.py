@@ -50,7 +50,7 @@ from .model import Endpoint, LabPortMap, Network, refuse_overlap
 from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
-from .topology import Topology, flag
+from .topology import Topology, flag, lab_id
 
 __all__ = ["Lab"]
 
@@ -65,8 +65,12 @@ class Lab(Viewable):
     never touched and labs may reuse the same subnets side by side.
     """
 
-    def __init__(self, name: str | None = None, host: Host | None = None, isolated: bool = False) -> None:
-        id = secrets.token_hex(3)
+    def __init__(
+        self, name: str | None = None, host: Host | None = None, isolated: bool = False, *, id: str | None = None
+    ) -> None:
+        """``id``: the lab's short id (six hex digits), which its kernel names carry; a fresh one by default
+        (``pynetns explain FILE --id X`` shows the commands ``pynetns up FILE --id X`` runs, names and all)."""
+        id = secrets.token_hex(3) if id is None else lab_id("id", id)
         name = namespace_name("name", name) if name is not None else f"lab-{id}"
         self._state = LabState(id, name, resolve_host(host), isolated)
         self._detached = False
@@ -117,6 +121,11 @@ class Lab(Viewable):
         return self._state.published
 
     @property
+    def partitions(self) -> list[Partition]:
+        """The partitions in force (:meth:`partition`), oldest first; :meth:`heal` ends them."""
+        return list(self._state.partitions)
+
+    @property
     def destroyed(self) -> bool:
         return self._state.destroyed
 
@@ -126,11 +135,14 @@ class Lab(Viewable):
         return cls.from_topology(Topology.from_file(path), host=host, isolated=isolated)
 
     @classmethod
-    def from_topology(cls, topology: Topology, *, host: Host | None = None, isolated: bool | None = None) -> Lab:
+    def from_topology(
+        cls, topology: Topology, *, host: Host | None = None, isolated: bool | None = None, id: str | None = None
+    ) -> Lab:
         """A new lab named as ``topology`` says, isolated as it says (unless ``isolated`` is given), with everything
-        it declares declared. Nothing is created until :meth:`apply`."""
+        it declares declared (``id``: its short id, else a fresh one). Nothing is created until :meth:`apply`;
+        the impairments and partitions it declares come after that (:meth:`Topology.apply_faults`)."""
         isolated = topology.isolated if isolated is None else flag("isolated", isolated)
-        lab = cls(topology.name, host=host, isolated=isolated)
+        lab = cls(topology.name, host=host, isolated=isolated, id=id)
         return topology.declare(lab)
 
     @classmethod
