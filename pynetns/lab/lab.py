@@ -30,6 +30,7 @@ from typing import Any
 from ..backends.base import NetnsRef
 from ..errors import CleanupError, InvalidValue, LabDestroyed, NotFound, PermissionDenied
 from ..firewall import PortMap, delete_all
+from ..firewall.site import refuse_without_sctp
 from ..host import Host
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike
 from ..namespace import Namespace, kill_processes_in, resolve_host
@@ -469,6 +470,8 @@ class Lab(Viewable):
         if not stages:
             return
         refuse_unprivileged(self.host)
+        if any(portmap.protocol == "sctp" and portmap not in self._state.firewall for portmap in self.published):
+            refuse_without_sctp(self.host, f"lab {self.name}'s published sctp ports")  # before any command
         if claim_subnets(self._state):  # a subnet from the pools moved: the commands name its new addresses
             stages = compile_stages(self._state)
         done: list[Job] = []
