@@ -98,7 +98,7 @@ def test_up_impairs_and_partitions_then_the_cli_changes_the_running_lab(tmp_path
     addresses = {item["namespace"]: item["ip"].split("/")[0] for item in record.data["endpoints"]}
     engines: list[int] = []
     try:
-        # what up declared: the partition, pair by pair, and b's delay (each way: at least 2 × 150 ms a round trip)
+        # what up declared: the partition, pair by pair, and b's delay (each way: at least 2 x 150 ms a round trip)
         (made,) = record.data["partitions"]
         assert made["shape"] == "groups"
         assert reachability(members, addresses) == expected(made["drops"])
