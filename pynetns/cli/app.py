@@ -8,7 +8,10 @@
     sudo pynetns exec web ping -c1 10.30.0.3   # a command in a lab's namespace (``shop:web`` names the lab;
                                           # ``shop:host``: an isolated lab's host side)
     pynetns graph shop [--format dot|mermaid|svg]   # the lab as a picture
-    pynetns explain shop.toml             # the commands ``up`` would run (no root needed)
+    pynetns explain shop.toml [--id ID]   # the commands ``up`` would run (no root needed; ``up --id ID``: these)
+    sudo pynetns partition shop web db    # cut groups (web,db cache) from each other; --shape halves, --one-way
+    sudo pynetns heal shop                # end every partition (those the topology file declared too)
+    sudo pynetns impair shop web --delay 50ms --loss 1%   # a link made slow or lossy; --clear ends it
     sudo pynetns down shop                # remove a lab (or: down shop.toml, the lab the file describes)
     sudo pynetns cleanup [--all] [--orphans]  # remove the labs whose owner died (every lab with --all;
                                           # --orphans: also tagged objects whose journal is gone)

@@ -22,9 +22,18 @@
     host_port = 8080
     port = 80
 
+    [[impair]]                      # also: impair = { ... } in a network's table of a namespace, or a link
+    namespace = "db"
+    delay = "50ms"
+    loss = "1%"
+
+    [[partition]]                   # two groups (one_way = true: what the first sends), or a shape
+    groups = [["web"], ["db"]]
+
 ``Lab.from_file("shop.toml")`` (or :meth:`Lab.from_topology <pynetns.Lab.from_topology>`) returns a
 :class:`~pynetns.Lab` with all of it declared (:meth:`Topology.declare` declares it into a lab it is
-given); ``lab.apply()`` creates it. JSON and YAML files have the same structure (YAML needs PyYAML).
+given); ``lab.apply()`` creates it, and then :meth:`Topology.apply_faults` impairs the links and cuts the
+partitions it declares (``pynetns up`` does both). JSON and YAML files have the same structure (YAML needs PyYAML).
 The whole file is checked before anything is declared, and every error names the file, the field and the rule:
 
 >>> from pynetns import Host, Lab
