@@ -106,6 +106,9 @@ def test_up_impairs_and_partitions_then_the_cli_changes_the_running_lab(tmp_path
         (impaired,) = record.data["impairments"]
         assert (impaired["namespace"], impaired["impairment"]) == ("b", {"delay": 0.15})
         engines = [engine["pid"] for engine in impaired["engines"]]
+        shown = cli("show", name).stdout.splitlines()
+        assert shown[-4:-2] == ["impaired:", f"  b eth0 (net): delay 150ms, both ({impaired['mode']})"]
+        assert shown[-2:] == ["partitions:", "  groups: a b | c d (8 directions cut)"]
 
         # heal, from this other process: the partition up made is found in the journal
         healed = cli("heal", name)
