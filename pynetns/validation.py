@@ -211,10 +211,15 @@ def port(field: str, value: object) -> int:
     return value
 
 
+#: the transport protocols a port can be published on
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
 def protocol(field: str, value: object) -> str:
-    """A transport protocol a port can be published on: ``"tcp"`` or ``"udp"`` (any case)."""
-    if not isinstance(value, str) or value.lower() not in ("tcp", "udp"):
-        raise InvalidValue(field, value, "must be 'tcp' or 'udp'")
+    """A transport protocol a port can be published on: ``"tcp"``, ``"udp"`` or ``"sctp"`` (any case; SCTP where
+    the kernel has it, which publishing checks before any command)."""
+    if not isinstance(value, str) or value.lower() not in PROTOCOLS:
+        raise InvalidValue(field, value, "must be 'tcp', 'udp' or 'sctp'")
     return value.lower()
 
 

@@ -235,6 +235,12 @@ class LinkBackend(ABC):
 
     # -- the namespace's plumbing around the links: not iproute2's, the same for every link backend --
 
+    def sctp_probe(self) -> Argv:
+        """The whole command succeeding only where the kernel has SCTP in the namespace it runs in: ``stat`` of
+        ``/proc/net/sctp``, which exists once the ``sctp`` module is loaded (or built in). Reading it loads no
+        module, as opening an SCTP socket would."""
+        return ("stat", "-c", "%n", "/proc/net/sctp")
+
     def sysctl_read(self, key: str) -> Argv:
         """The whole command printing the value of the sysctl ``key`` (``net.ipv4.ip_forward``)."""
         return ("sysctl", "-n", key)
@@ -353,7 +359,7 @@ class FirewallRule:
     chain: Chain
     comment: str = attrs.field(validator=lambda _i, _a, value: check_comment(value))
     family: Family = 4
-    protocol: Literal["tcp", "udp"] | None = None
+    protocol: Literal["tcp", "udp", "sctp"] | None = None
     saddr: str | None = None
     daddr: str | None = None
     dport: tuple[int, int] | None = None

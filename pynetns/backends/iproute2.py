@@ -122,7 +122,7 @@ class Iproute2(LinkBackend):
         return ("bridge", "-j", "fdb", "show", "br", bridge)
 
     def listeners(self, protocol: str) -> Argv:
-        return ("ss", "-H", "-l", "-n", "-p", "-t" if protocol == "tcp" else "-u")
+        return ("ss", "-H", "-l", "-n", "-p", {"tcp": "-t", "udp": "-u", "sctp": "-S"}[protocol])
 
     def ping(self, address: str, family: int) -> Argv:
         return ("ping", *(("-6",) if family == 6 else ()), "-c1", "-W1", address)

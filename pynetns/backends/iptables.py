@@ -363,8 +363,8 @@ class Iptables(FirewallBackend):
         if rule.not_oif is not None:
             parts += ["!", "-o", interface_name("interface", rule.not_oif)]
         if rule.protocol is not None:
-            if rule.protocol not in ("tcp", "udp"):
-                raise InvalidValue("protocol", rule.protocol, "must be 'tcp' or 'udp'")
+            if rule.protocol not in ("tcp", "udp", "sctp"):
+                raise InvalidValue("protocol", rule.protocol, "must be 'tcp', 'udp' or 'sctp'")
             parts += ["-p", rule.protocol]
             if rule.sport is not None or rule.dport is not None:
                 parts += ["-m", rule.protocol]

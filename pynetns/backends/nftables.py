@@ -214,8 +214,8 @@ class Nftables(FirewallBackend):
         if rule.daddr is not None:
             parts += [ip, "daddr", canonical_address(family, rule.daddr, network=True)]
         if rule.protocol is not None:
-            if rule.protocol not in ("tcp", "udp"):
-                raise InvalidValue("protocol", rule.protocol, "must be 'tcp' or 'udp'")
+            if rule.protocol not in ("tcp", "udp", "sctp"):
+                raise InvalidValue("protocol", rule.protocol, "must be 'tcp', 'udp' or 'sctp'")
             if rule.dport is None and rule.sport is None:
                 parts += ["meta", "l4proto", rule.protocol]
             if rule.sport is not None:

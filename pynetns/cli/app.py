@@ -8,7 +8,10 @@
     sudo pynetns exec web ping -c1 10.30.0.3   # a command in a lab's namespace (``shop:web`` names the lab;
                                           # ``shop:host``: an isolated lab's host side)
     pynetns graph shop [--format dot|mermaid|svg]   # the lab as a picture
-    pynetns explain shop.toml             # the commands ``up`` would run (no root needed)
+    pynetns explain shop.toml [--id ID]   # the commands ``up`` would run (no root needed; ``up --id ID``: these)
+    sudo pynetns partition shop web db    # cut groups (web,db cache) from each other; --shape halves, --one-way
+    sudo pynetns heal shop                # end every partition (those the topology file declared too)
+    sudo pynetns impair shop web --delay 50ms --loss 1%   # a link made slow or lossy; --clear ends it
     sudo pynetns down shop                # remove a lab (or: down shop.toml, the lab the file describes)
     sudo pynetns cleanup [--all] [--orphans]  # remove the labs whose owner died (every lab with --all;
                                           # --orphans: also tagged objects whose journal is gone)
@@ -41,12 +44,15 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import attrs
 from plumbum import cli
 
 from .. import __version__
 from ..errors import InvalidValue, PynetnsError
+from ..impairment import DIRECTIONS
+from ..lab.shapes import SHAPES
 from .records import (
     GRAPH_FORMATS,
     SandboxEntry,
@@ -70,7 +76,10 @@ from .signals import Forwarding, Signals, Terminated
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..impairment import Impairment
     from ..lab.lab import Lab
+    from ..lab.shapes import Partition
+    from ..lab.topology import Topology
 
 __all__ = ["Command", "Pynetns", "Terminated", "main", "run"]
 
@@ -79,8 +88,22 @@ log = logging.getLogger(__name__)
 #: exit status for a usage error
 USAGE = 2
 
+#: the switches of ``impair``: the fields of an Impairment
+IMPAIRMENT_FIELDS = ("delay", "jitter", "loss", "rate", "duplicate", "corrupt")
+
 #: ``up`` reports the progress of labs with more namespaces than this (of every lab with ``--verbose``)
 LARGE_LAB = 20
+
+
+@cli.Predicate
+def hex_id(text: str) -> str:
+    """``--id``: six hex digits (a ValueError is plumbum's usage error)."""
+    from ..lab.topology import lab_id
+
+    try:
+        return lab_id("id", text)
+    except PynetnsError as error:
+        raise ValueError(str(error)) from None
 
 
 class Pynetns(cli.Application):
@@ -163,21 +186,35 @@ class _TopologyCommand(Command):
         help="Call the lab NAME instead of the name the file gives it",
     )
 
-    def lab(self, path: str, host: Host | None = None) -> Lab:
-        """The lab the file at ``path`` declares, with the overrides; nothing is created yet."""
-        from ..lab.lab import Lab
+    chosen_id = cli.SwitchAttr(
+        "--id",
+        argtype=hex_id,
+        argname="ID",
+        default=None,
+        help="Give the lab this short id (six hex digits), which its kernel names carry (pn<ID>-web): "
+        "'explain FILE --id ID' shows the very commands 'up FILE --id ID' runs",
+    )
+
+    def topology(self, path: str) -> Topology:
+        """The topology the file at ``path`` declares, renamed by ``--name``."""
         from ..lab.topology import Topology
 
-        isolated = True if self.isolated else False if self.shared else None
         try:
             topology = Topology.from_file(path)
         except OSError as error:
             raise PynetnsError(f"{path}: cannot read it: {error.strerror or error}") from error
         if self.rename is not None:
-            import attrs
-
             topology = attrs.evolve(topology, name=self.rename)
-        return Lab.from_topology(topology, host=host, isolated=isolated)
+        return topology
+
+    def lab(self, path: str | Topology, host: Host | None = None) -> Lab:
+        """The lab the file at ``path`` (or a topology read already) declares, with the overrides; nothing is
+        created yet."""
+        from ..lab.lab import Lab
+
+        isolated = True if self.isolated else False if self.shared else None
+        topology = self.topology(path) if isinstance(path, str) else path
+        return Lab.from_topology(topology, host=host, isolated=isolated, id=self.chosen_id)
 
 
 @Pynetns.subcommand("up")
@@ -199,14 +236,17 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
-        lab = self.lab(file)
+        topology = self.topology(file)
+        lab = self.lab(topology)
         with name_lock(lab.name):  # two 'up's of one name at once: the second sees the first's lab and stops
-            return self._up_alone(file, lab)
+            return self._up_alone(topology, lab)
 
-    def _up_alone(self, file: str, lab: Lab) -> int:
+    def _up_alone(self, topology: Topology, lab: Lab) -> int:
         from ..sandbox import Sandbox, privileged
 
-        clash = [record for record, _ in every_lab() if record.name == lab.name]
+        clash = [record for record, _ in every_lab() if record.name == lab.name or record.id == lab.id]
+        if self.chosen_id is not None and any(record.id == lab.id for record in clash):
+            raise InvalidValue("id", lab.id, "a lab with that id exists; pass another --id, or none")
         if clash:
             ids = ", ".join(f"{record.id} ({record.state})" for record in clash)
             hint = "run 'pynetns cleanup'" if all(record.state == "stale" for record in clash) else "'pynetns down' it"
@@ -215,7 +255,7 @@ class Up(_TopologyCommand):
         if not privileged():  # without root: the lab gets a persistent sandbox of its own, which 'down' ends
             sandbox = Sandbox.start(persistent=True)
             try:
-                lab = self.lab(file, host=host_of(sandbox))
+                lab = self.lab(topology, host=host_of(sandbox))
             except BaseException:
                 sandbox.close()
                 raise
@@ -228,6 +268,10 @@ class Up(_TopologyCommand):
             )
         try:
             lab.apply(progress=progress)
+            if topology.impair or topology.partition:
+                if progress is not None:
+                    progress(f"impairing {len(topology.impair)} links, {len(topology.partition)} partitions")
+                topology.apply_faults(lab)
             record = lab.detach()
             if sandbox is not None:
                 SandboxEntry.save(record.name, sandbox)
@@ -436,7 +480,200 @@ class Explain(_TopologyCommand):
     def _explain(self, file: str) -> int:
         from ..host import Host
 
-        sys.stdout.write(self.lab(file, host=Host(dry_run=True)).explain())
+        topology = self.topology(file)
+        lab = self.lab(topology, host=Host(dry_run=True))
+        for line in names_of(lab, topology, chosen=self.chosen_id is not None):
+            print(f"# {line}")
+        sys.stdout.write(lab.explain())
+        return 0
+
+
+class _RunningLabCommand(Command):
+    """A command changing a running persistent lab (made by 'pynetns up'), attached from its journal."""
+
+    as_json = cli.Flag("--json", help="Print the result as a JSON object instead of text")
+
+    def change(self, target: str, work: Callable[[Lab], dict[str, Any]]) -> dict[str, Any]:
+        """Attach to the lab ``target`` names (name, id or topology file) and run ``work`` on it, under the host
+        lock (another 'pynetns partition' on the same lab waits its turn); returns what ``work`` returned."""
+        from ..lab.lab import Lab
+        from ..namespace import resolve_host
+
+        record, host = locate(lab_named_by(target))
+        if host is None:
+            self.need_root()
+        with resolve_host(host).lock():
+            lab = Lab.attach(record.id, host)
+            return {"name": lab.name, "id": lab.id, **work(lab)}
+
+
+@Pynetns.subcommand("impair")
+class Impair(_RunningLabCommand):
+    """Make a namespace's link of a running lab slow or lossy (delay, jitter, loss, rate...), or --clear it"""
+
+    DESCRIPTION_MORE = (
+        "Values as Endpoint.impair takes them: durations like 50ms or 0.05 (seconds), fractions like 1% or "
+        "0.01, rates like 1mbit. Replaces any impairment the link had; 'pynetns down' removes it with the "
+        "lab. Where the kernel has no netem, delay and loss go through pynetns' userspace engine (told).\n"
+    )
+
+    USAGE = "    {progname} [SWITCHES] LAB NAMESPACE\n"
+
+    network = cli.SwitchAttr(
+        "--network", argtype=str, argname="NETWORK", default=None, help="The link to this network (default: first)"
+    )
+    delay = cli.SwitchAttr("--delay", argtype=str, argname="TIME", default=None, help="Delay every packet (50ms)")
+    jitter = cli.SwitchAttr("--jitter", argtype=str, argname="TIME", default=None, help="Vary the delay by ± TIME")
+    loss = cli.SwitchAttr("--loss", argtype=str, argname="FRACTION", default=None, help="Drop packets (1%%)")
+    rate = cli.SwitchAttr("--rate", argtype=str, argname="RATE", default=None, help="Pace the link (1mbit)")
+    duplicate = cli.SwitchAttr("--duplicate", argtype=str, argname="FRACTION", default=None, help="Duplicate packets")
+    corrupt = cli.SwitchAttr("--corrupt", argtype=str, argname="FRACTION", default=None, help="Corrupt packets")
+    direction = cli.SwitchAttr(
+        "--direction",
+        cli.Set(*DIRECTIONS),
+        argname="DIRECTION",
+        default="both",
+        help="egress (what the namespace sends), ingress (what it receives) or both (each way)",
+    )
+    clear = cli.Flag("--clear", help="Remove the link's impairment: it is as fast as it was made")
+
+    def main(self, lab: str, namespace: str) -> int:
+        from ..impairment import Impairment
+
+        values = {name: getattr(self, name) for name in IMPAIRMENT_FIELDS}
+        given = [f"--{name}" for name, value in values.items() if value is not None]
+        if self.clear and given:
+            return self.usage_error(f"--clear takes no impairment, but {' '.join(given)} given")
+        if not self.clear and not given:
+            return self.usage_error("say what to do to the link (--delay, --loss, --rate, ...) or --clear it")
+        try:
+            impairment = Impairment(**values)
+        except PynetnsError as error:
+            return self.usage_error(" ".join(str(error).split()))
+        return self.guard(lambda: self._impair(lab, namespace, impairment))
+
+    def _impair(self, target: str, name: str, impairment: Impairment) -> int:
+        def work(lab: Lab) -> dict[str, Any]:
+            endpoint = lab.endpoint(name, self.network)
+            if impairment:
+                endpoint.impair(**attrs.asdict(impairment), direction=str(self.direction))
+            else:
+                endpoint.clear_impairment()
+            return {
+                "namespace": name,
+                "network": endpoint.network.name,
+                "interface": endpoint.interface,
+                "impairment": {key: value for key, value in attrs.asdict(impairment).items() if value is not None},
+                "direction": self.direction if impairment else None,
+                "mode": endpoint.impairment_mode,
+            }
+
+        done = self.change(target, work)
+        if self.as_json:
+            print(json.dumps(done, indent=2))
+            return 0
+        where = f"lab {done['name']}: {name} {done['interface']} ({done['network']})"
+        if not impairment:
+            print(f"{where}: impairment cleared")
+            return 0
+        ways = {"both": "each way", "egress": "what it sends", "ingress": "what it receives"}[str(self.direction)]
+        print(f"{where}: {impairment}, {ways} (through {done['mode']})")
+        return 0
+
+
+@Pynetns.subcommand("partition")
+class PartitionCommand(_RunningLabCommand):
+    """Cut a running lab's namespaces from each other: two groups (a,b c), one way, or a Jepsen shape"""
+
+    DESCRIPTION_MORE = (
+        "GROUP_A GROUP_B are comma-separated namespace names: 'pynetns partition shop web,db cache' cuts web "
+        "and db from cache, both ways (--one-way: only what web and db send to cache). --shape draws one of "
+        "Jepsen's shapes over every namespace of the lab (or --among). Partitions add up; 'pynetns heal LAB' "
+        "ends them all, 'pynetns down' removes them with the lab.\n"
+    )
+
+    USAGE = "    {progname} [SWITCHES] LAB [GROUP_A GROUP_B]\n"
+
+    shape = cli.SwitchAttr(
+        "--shape", cli.Set(*SHAPES), argname="SHAPE", default=None, help="A named shape instead of two groups"
+    )
+    one_way = cli.Flag("--one-way", help="Drop only what GROUP_A sends to GROUP_B")
+    seed = cli.SwitchAttr(
+        "--seed", argtype=int, argname="N", default=None, help="Draw a random shape with this seed (to replay one)"
+    )
+    among = cli.SwitchAttr(
+        "--among", argtype=str, argname="A,B,...", default=None, help="The namespaces a shape is drawn over"
+    )
+    node = cli.SwitchAttr("--node", argtype=str, argname="NAME", default=None, help="The one --shape isolate cuts off")
+
+    def main(self, lab: str, *groups: str) -> int:
+        if self.shape is None:
+            if len(groups) != 2:
+                return self.usage_error(f"give two groups (like a,b c) or --shape; {len(groups)} groups given")
+            extra = [name for name, value in (("--seed", self.seed), ("--among", self.among),
+                                              ("--node", self.node)) if value is not None]  # fmt: skip
+            if extra:
+                return self.usage_error(f"{' '.join(extra)} go with --shape, not with two groups")
+        else:
+            if groups:
+                return self.usage_error(f"--shape {self.shape} takes no groups (use --among to choose namespaces)")
+            if self.one_way:
+                return self.usage_error("--one-way goes with two groups, not with --shape")
+            if self.node is not None and self.shape != "isolate":
+                return self.usage_error("--node goes with --shape isolate")
+        sides = [_names(group) for group in groups]
+        among = None if self.among is None else _names(self.among)
+        if any(not side for side in sides) or among == []:
+            return self.usage_error("a group is a comma-separated list of namespace names, like web,db")
+        return self.guard(lambda: self._partition(lab, sides, among))
+
+    def _partition(self, target: str, sides: list[list[str]], among: list[str] | None) -> int:
+        from .. import display  # noqa: F401  (registers the Partition's text)
+        from ..views import render
+
+        made: list[Partition] = []
+
+        def work(lab: Lab) -> dict[str, Any]:
+            if self.shape is None:
+                made.append(lab.partition(sides[0], sides[1], one_way=self.one_way))
+            else:
+                made.append(lab.partition(shape=str(self.shape), seed=self.seed, among=among, node=self.node))
+            return {**made[0].to_dict(), "groups": made[0].groups, "cut": made[0].cut, "in_force": len(lab.partitions)}
+
+        done = self.change(target, work)
+        if self.as_json:
+            print(json.dumps(done, indent=2))
+            return 0
+        print(f"lab {done['name']}: {render(made[0], 'text')}")
+        replay = "" if made[0].seed is None or self.seed is not None else f" (--seed {made[0].seed} draws it again)"
+        print(f"# {done['in_force']} partition(s) in force{replay}; 'pynetns heal {done['name']}' ends them")
+        return 0
+
+
+@Pynetns.subcommand("heal")
+class Heal(_RunningLabCommand):
+    """End every partition of a running lab (made by 'pynetns partition', or declared in its topology file)"""
+
+    USAGE = "    {progname} [SWITCHES] LAB\n"
+
+    def main(self, lab: str) -> int:
+        return self.guard(lambda: self._heal(lab))
+
+    def _heal(self, target: str) -> int:
+        def work(lab: Lab) -> dict[str, Any]:
+            ended = [partition.to_dict() for partition in lab.partitions]
+            lab.heal()
+            return {"healed": ended}
+
+        done = self.change(target, work)
+        if self.as_json:
+            print(json.dumps(done, indent=2))
+            return 0
+        count = len(done["healed"])
+        if count:
+            print(f"lab {done['name']}: healed {count} partition{'' if count == 1 else 's'}")
+        else:
+            print(f"lab {done['name']}: no partition was in force")
         return 0
 
 
@@ -599,6 +836,37 @@ def command_separated(args: Sequence[str]) -> list[str]:
                 args.insert(index, "--")
             return args
     return args
+
+
+def names_of(lab: Lab, topology: Topology, *, chosen: bool) -> list[str]:
+    """What ``explain`` says first: the kernel names the commands use, and how ``up`` uses the same ones; then the
+    impairments and partitions ``up`` applies after these commands."""
+    how = (
+        f"'pynetns up FILE --id {lab.id}' runs exactly these commands"
+        if chosen
+        else f"'pynetns up' draws a fresh id; 'pynetns up FILE --id {lab.id}' runs exactly these commands"
+    )
+    lines = [f"lab {lab.name}, id {lab.id}: {how}"]
+    isolated = "" if lab.host_namespace is None else f"; host side {lab.host_namespace.name}"
+    lines.append("namespaces: " + ", ".join(f"{name}={ns.name}" for name, ns in lab.namespaces.items()) + isolated)
+    if lab.networks:
+        lines.append("bridges: " + ", ".join(f"{name}={net.bridge}" for name, net in lab.networks.items()))
+    for spec in topology.impair:
+        network = f" ({spec.network})" if spec.network else ""
+        lines.append(f"then: impair {spec.namespace}{network}: {spec.impairment}, {spec.direction}")
+    for part in topology.partition:
+        if part.shape is None:
+            arrow = "->" if part.one_way else "|"
+            lines.append(f"then: partition {','.join(part.groups[0])} {arrow} {','.join(part.groups[1])}")
+        else:
+            seed = "" if part.seed is None else f" seed {part.seed}"
+            lines.append(f"then: partition --shape {part.shape}{seed}")
+    return lines
+
+
+def _names(group: str) -> list[str]:
+    """``"web,db"`` → ``["web", "db"]``."""
+    return [name.strip() for name in group.split(",") if name.strip()]
 
 
 def _print(line: str) -> None:

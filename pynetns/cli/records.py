@@ -34,6 +34,7 @@ __all__ = [
     "describe",
     "dot_graph",
     "every_lab",
+    "faults",
     "find_member",
     "host_of",
     "known",
@@ -165,6 +166,43 @@ def describe(record: LabRecord, live: dict[str, Any] | None = None) -> list[str]
     published = data.get("published", ())
     if published:
         lines += ["published:", *(f"  {item}" for item in published)]
+    return lines + faults(data)
+
+
+def faults(data: dict[str, Any]) -> list[str]:
+    """The impaired links and the partitions in force a journal names (``pynetns impair``, ``partition``).
+
+    >>> faults({"impairments": [{"namespace": "web", "interface": "eth0", "network": "front", "direction": "both",
+    ...                          "impairment": {"delay": 0.05}, "mode": "netem"}],
+    ...         "partitions": [{"shape": "groups", "drops": {"a": ["b"], "b": ["a"]}, "seed": None}]})
+    ['impaired:', '  web eth0 (front): delay 50ms, both (netem)', 'partitions:', '  groups: a | b (2 directions cut)']
+    """
+    from ..impairment import Impairment
+    from ..lab.shapes import Partition
+
+    lines: list[str] = []
+    impaired = data.get("impairments") or ()
+    if impaired:
+        lines.append("impaired:")
+    for item in impaired:
+        try:
+            what = str(Impairment(**item.get("impairment", {})))
+        except (PynetnsError, TypeError):
+            what = str(item.get("impairment"))
+        where = f"{item.get('namespace')} {item.get('interface')} ({item.get('network')})"
+        lines.append(f"  {where}: {what}, {item.get('direction')} ({item.get('mode')})")
+    partitions = data.get("partitions") or ()
+    if partitions:
+        lines.append("partitions:")
+    for item in partitions:
+        try:
+            made = Partition.from_dict(item)
+        except PynetnsError:
+            lines.append(f"  {item}")
+            continue
+        seed = "" if made.seed is None else f", seed {made.seed}"
+        groups = " | ".join(" ".join(group) for group in made.groups)
+        lines.append(f"  {made.shape}: {groups} ({len(made.cut)} directions cut{seed})")
     return lines
 
 

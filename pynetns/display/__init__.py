@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..firewall import Masquerade, PortMap
-from ..lab import Endpoint, Lab, Network
+from ..lab import Endpoint, Lab, Network, Partition
 from ..links import Bridge, Veth
 from ..namespace import Namespace
 from ..runner import Commands, Runner, commands
@@ -65,6 +65,7 @@ __all__ = [
     "html_masquerade",
     "html_namespace",
     "html_network",
+    "html_partition",
     "html_portmap",
     "html_veth",
     "text_bridge",
@@ -73,6 +74,7 @@ __all__ = [
     "text_masquerade",
     "text_namespace",
     "text_network",
+    "text_partition",
     "text_portmap",
     "text_veth",
 ]
@@ -195,6 +197,17 @@ def html_lab(lab: Lab) -> str:
     return html.render_lab(lab, snapshot.lab_snapshot(lab))
 
 
+@_never_raises
+def text_partition(partition: Partition) -> str:
+    """The groups, who reaches whom as a matrix, and the cut directions (no I/O: a partition is data)."""
+    return text.render_partition(partition)
+
+
+@_never_raises
+def html_partition(partition: Partition) -> str:
+    return html.render_partition(partition)
+
+
 def diagram(lab: Lab, *, runner: Runner | None = None) -> Diagram:
     """The lab's topology: one cluster per namespace, bridges with their gateway, veth edges, published ports.
 
@@ -222,6 +235,7 @@ for _cls, _html, _text in (
     (Network, html_network, text_network),
     (Endpoint, html_endpoint, text_endpoint),
     (Lab, html_lab, text_lab),
+    (Partition, html_partition, text_partition),
 ):
     register(_cls, html=_html, text=_text)
 register(Commands, html=html.pre, text=str)

@@ -24,6 +24,8 @@ from .text import (
     namespace_rows,
     network_details,
     pair_rows,
+    partition_details,
+    partition_matrix,
     peer,
     pending,
     side_name,
@@ -34,7 +36,7 @@ from .text import (
 
 if TYPE_CHECKING:
     from ..firewall import Masquerade, PortMap
-    from ..lab import Endpoint, Lab, Network
+    from ..lab import Endpoint, Lab, Network, Partition
     from ..links import Bridge, Veth
     from ..namespace import Namespace
     from ..reports import Interface, RouteEntry
@@ -49,6 +51,7 @@ __all__ = [
     "render_masquerade",
     "render_namespace",
     "render_network",
+    "render_partition",
     "render_portmap",
     "render_veth",
     "topology",
@@ -252,3 +255,18 @@ def render_lab(lab: Lab, snapshot: LabSnapshot) -> str:
     if to_apply:
         body += f"<div>{note(to_apply)}</div>"
     return _box("Lab", lab.name, lab_details(lab), snapshot.note, body)
+
+
+def render_partition(partition: Partition) -> str:
+    """The groups, then a matrix of who reaches whom (a cut direction marked ✗), then the cut directions."""
+    details = partition_details(partition)[1:]
+    if not partition.members:
+        return _box("Partition", partition.shape, details, "nothing cut")
+    groups = _lines(f"group {number}: " + " ".join(_code(member) for member in group)
+                    for number, group in enumerate(partition.groups, 1))  # fmt: skip
+    header, *rows = partition_matrix(partition)
+    marks = {"x": '<span style="color:#c0392b">✗</span>', "·": '<span style="opacity:.6">✓</span>', "-": ""}
+    matrix = _table(header, ([_code(row[0]), *(marks[cell] for cell in row[1:])] for row in rows))
+    cut = _lines(f"{_code(source)} → {_code(destination)}" for source, destination in partition.cut) or note("none")
+    body = _section("groups", groups) + _section("who reaches whom (row: from, column: to)", matrix)
+    return _box("Partition", partition.shape, details, None, body + _section("cut", cut))

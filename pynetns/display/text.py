@@ -28,7 +28,7 @@ from .snapshot import (
 
 if TYPE_CHECKING:
     from ..firewall import Masquerade, PortMap
-    from ..lab import Endpoint, Lab, LabLike, Network
+    from ..lab import Endpoint, Lab, LabLike, Network, Partition
     from ..links import Bridge, Veth
     from ..namespace import Namespace
     from ..reports import Interface
@@ -40,6 +40,7 @@ __all__ = [
     "render_masquerade",
     "render_namespace",
     "render_network",
+    "render_partition",
     "render_portmap",
     "render_veth",
 ]
@@ -53,7 +54,14 @@ def where(namespace: Namespace | None) -> str:
 
 
 def state(item: Interface) -> str:
-    return item.state if item.up else f"{item.state} (admin down)"
+    """The administrative state (the ``UP`` flag), then the operational one where it says otherwise: ``UP``;
+    ``UP (NO-CARRIER)`` for a bridge whose carrier is still settling right after it was set up; ``UNKNOWN``
+    (``lo``, as ``ip -br link`` shows it); ``DOWN (admin down)``."""
+    if not item.up:
+        return f"{item.state} (admin down)"
+    if item.state in ("UP", "UNKNOWN"):
+        return item.state
+    return "UP (NO-CARRIER)" if "NO-CARRIER" in item.flags else f"UP (operstate {item.state})"
 
 
 def addresses(item: Interface) -> str:
@@ -72,6 +80,24 @@ def peer(item: Interface) -> str:
 
 def count(number: int, unit: str) -> str:
     return f"{number} {unit}{'' if number == 1 else 's'}"
+
+
+def partition_details(partition: Partition) -> list[str]:
+    details = [partition.shape]
+    if partition.seed is not None:
+        details.append(f"seed {partition.seed}")
+    details += [count(len(partition.members), "namespace"), f"{count(len(partition.cut), 'direction')} cut"]
+    return details
+
+
+def partition_matrix(partition: Partition) -> list[list[str]]:
+    """Who reaches whom: a header row of destinations, then a row per source: ``x`` cut, ``·`` open."""
+    members = [member for group in partition.groups for member in group]
+    rows = [["from \\ to", *members]]
+    for source in members:
+        cells = ["-" if source == other else "·" if partition.reaches(source, other) else "x" for other in members]
+        rows.append([source, *cells])
+    return rows
 
 
 def end_state(seen: Seen, name: str) -> str:
@@ -314,4 +340,15 @@ def render_lab(lab: Lab, snapshot: LabSnapshot) -> str:
     to_apply = pending(lab)
     if to_apply:
         lines.append(to_apply)
+    return "\n".join(lines)
+
+
+def render_partition(partition: Partition) -> str:
+    """The groups the partition treats alike, then who reaches whom (``x``: that direction is cut)."""
+    if not partition.members:
+        return f"Partition {partition.shape}: nothing cut"
+    lines = [f"Partition {partition.shape} ({', '.join(partition_details(partition)[1:])})"]
+    lines.append("groups: " + " | ".join(" ".join(group) for group in partition.groups))
+    lines += _columns(partition_matrix(partition))
+    lines.append("cut: " + (", ".join(f"{source} -> {destination}" for source, destination in partition.cut) or "none"))
     return "\n".join(lines)

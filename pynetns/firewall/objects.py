@@ -267,6 +267,8 @@ class PortMap(Firewalled):
         return self.host_ip is None or address in ("any", "*", "0.0.0.0", "::") or address == str(self.host_ip)
 
     def _check(self, site: Site, state: FirewallState) -> None:
+        if self.protocol == "sctp":
+            site.refuse_without_sctp(f"publishing {self._what()}")
         for rule in state.owned():
             owner = owner_of(rule.comment)
             if owner is None or not owner[1].startswith("portmap/"):

@@ -24,7 +24,7 @@ from ..host import Host
 from ..namespace import Namespace
 from ..validation import interface_name
 
-__all__ = ["HostPath", "Site", "hairpin_key", "localnet_key"]
+__all__ = ["HostPath", "Site", "hairpin_key", "localnet_key", "refuse_without_sctp"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,21 @@ class HostPath:
         )
 
 
+def refuse_without_sctp(host: Host, what: str, where: Namespace | None = None) -> None:
+    """:class:`BackendUnavailable` for ``what`` if the kernel has no SCTP as seen from ``where`` (default: the Host's
+    namespace); nothing on a dry run. pynetns loads no kernel module: ``modprobe sctp`` is the user's choice."""
+    if host.dry_run:
+        return
+    namespace = Namespace.host(host) if where is None else where
+    result = namespace.run(host.links.sctp_probe(), check=False)
+    if result.returncode != 0:
+        detail = (
+            f"{what} needs SCTP, and this kernel has none loaded (/proc/net/sctp is absent); pynetns loads no "
+            "kernel module: 'modprobe sctp' first where the kernel has it, or publish tcp or udp"
+        )
+        raise BackendUnavailable("sctp", detail=detail)
+
+
 class Site:
     """The firewall of one namespace of one host: its lock, the reads of a transaction, and its writes."""
 
@@ -67,6 +82,7 @@ class Site:
         #: False: a plan only (preview); the path probes answer "unknown" and nothing runs
         self.reads = reads
         self._listeners: dict[str, tuple[Sequence[str], str]] = {}
+        self._sctp: bool | None = None
 
     def listeners(self, protocol: str) -> tuple[Sequence[str], str]:
         """``ss``'s listening sockets of ``protocol`` here (argv and output), read once per transaction."""
@@ -81,6 +97,12 @@ class Site:
                 raise
             self._listeners[protocol] = (argv, listing)
         return self._listeners[protocol]
+
+    def refuse_without_sctp(self, what: str) -> None:
+        """Refuse ``what`` (a port map on SCTP) where the kernel has no SCTP; asked once per transaction."""
+        if self.reads and self._sctp is None:
+            refuse_without_sctp(self.host, what, self.namespace)
+            self._sctp = True
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> Any:
         return self.namespace.run(argv, check=check)

@@ -38,9 +38,14 @@ EOF
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import zlib
-from typing import Literal
+from typing import Any, Literal
+
+import attrs
 
 from ..backends.base import QueueHook
 from ..errors import BackendUnavailable, CommandError
@@ -49,6 +54,7 @@ from ..impairment import Direction, Impairment, parse_direction, plan_impairment
 from ..namespace import Namespace
 from ..plan import Plan, Step
 from ..runner import Process
+from ..sandbox import identity
 from ..validation import interface_name, owner_tag
 from .engine_client import engine_argv, wait_ready
 
@@ -129,9 +135,10 @@ class ImpairedLink:
         self.direction: Direction | None = None
         #: how it is done: "netem", "tbf" (rate alone, without netem) or "nfqueue" (the userspace engine)
         self.mode: Literal["netem", "tbf", "nfqueue"] | None = None
-        self._engines: list[Process] = []
+        self._engines: list[Process | _Adopted] = []
         #: what :meth:`apply` applied: its undo is :meth:`clear`
         self._applied = Plan()
+        self._netem = False
 
     def __repr__(self) -> str:
         now = "none" if self.impairment is None else f"{self.impairment} {self.direction} via {self.mode}"
@@ -174,8 +181,34 @@ class ImpairedLink:
             self.stop_engines()
             raise
         self._applied = plan
-        self.impairment, self.direction = impairment, chosen
+        self.impairment, self.direction, self._netem = impairment, chosen, netem
         self.mode = "netem" if netem else "nfqueue" if self._engines else "tbf"
+
+    def record(self) -> dict[str, Any]:
+        """What :meth:`adopt` needs to take this impairment over in another process (a lab's journal keeps it):
+        the impairment, its direction, whether netem made it, and the engines (pid and identity)."""
+        impairment = {} if self.impairment is None else attrs.asdict(self.impairment)
+        return {
+            "impairment": {key: value for key, value in impairment.items() if value is not None},
+            "direction": self.direction,
+            "netem": self._netem,
+            "mode": self.mode,
+            "engines": [{"pid": engine.pid, "identity": _identity_of(engine)} for engine in self._engines],
+        }
+
+    def adopt(self, record: dict[str, Any]) -> None:
+        """Take over the impairment another process applied and :meth:`record` described, so that :meth:`clear`
+        (or a new :meth:`apply`) removes it: its rules and qdiscs, and its engines, if they are still the
+        processes it started (a pid now another process's is left alone)."""
+        impairment = Impairment(**record.get("impairment", {}))
+        if not impairment:
+            return
+        direction = parse_direction("direction", record.get("direction") or "both")
+        netem = bool(record.get("netem"))
+        self._applied = self.plan(impairment, direction, netem=netem)
+        self.impairment, self.direction, self._netem = impairment, direction, netem
+        self.mode = record.get("mode") or ("netem" if netem else "tbf")
+        self._engines = [_Adopted(int(engine["pid"]), engine.get("identity")) for engine in record.get("engines", ())]
 
     def _feeds(self, direction: Direction) -> list[tuple[Namespace, QueueHook, str, int]]:
         """Where the engines' queues are fed: (namespace, hook, interface, queue).
@@ -230,6 +263,11 @@ class ImpairedLink:
         except CommandError:  # no br_netfilter in this kernel, or not loaded
             return False
 
+    @property
+    def engines(self) -> list[int]:
+        """The pids of the userspace engines holding this link's packets (none with netem)."""
+        return [engine.pid for engine in self._engines]
+
     def stop_engines(self) -> None:
         """Stop the userspace engines (their namespaces are about to go, with the rules and qdiscs)."""
         while self._engines:
@@ -245,3 +283,24 @@ class ImpairedLink:
         self._applied = Plan()
         self.stop_engines()
         self.impairment = self.direction = self.mode = None
+
+
+def _identity_of(engine: Process | _Adopted) -> str | None:
+    return engine.identity if isinstance(engine, _Adopted) else identity(engine.pid)
+
+
+class _Adopted:
+    """An engine another process started (:meth:`ImpairedLink.adopt`): ended by its pid, only while that pid is
+    still the process that was started (its identity: start time and user namespace)."""
+
+    def __init__(self, pid: int, identity: str | None) -> None:
+        self.pid, self.identity = pid, identity
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGKILL, as a Process is ended after its grace: the rules feeding it are gone by then. The pid is
+        this machine's, as the identity read from its ``/proc`` (a Process started here)."""
+        if self.identity is None or identity(self.pid) != self.identity:
+            log.debug("engine %d is gone (or its pid is another process's): nothing to stop", self.pid)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)

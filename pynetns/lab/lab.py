@@ -30,6 +30,7 @@ from typing import Any
 from ..backends.base import NetnsRef
 from ..errors import CleanupError, InvalidValue, LabDestroyed, NotFound, PermissionDenied
 from ..firewall import PortMap, delete_all
+from ..firewall.site import refuse_without_sctp
 from ..host import Host
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike
 from ..namespace import Namespace, kill_processes_in, resolve_host
@@ -45,13 +46,13 @@ from . import partitions, span
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet
-from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
+from .journal import HOW_TO_PRIVILEGE, LabRecord, find, labs
 from .machines import Machine, by_host, vxlan_name
 from .model import Endpoint, LabPortMap, Network, refuse_overlap
 from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
-from .topology import Topology, flag
+from .topology import Topology, flag, lab_id
 
 __all__ = ["Lab"]
 
@@ -66,8 +67,12 @@ class Lab(Viewable):
     never touched and labs may reuse the same subnets side by side.
     """
 
-    def __init__(self, name: str | None = None, host: Host | None = None, isolated: bool = False) -> None:
-        id = secrets.token_hex(3)
+    def __init__(
+        self, name: str | None = None, host: Host | None = None, isolated: bool = False, *, id: str | None = None
+    ) -> None:
+        """``id``: the lab's short id (six hex digits), which its kernel names carry; a fresh one by default
+        (``pynetns explain FILE --id X`` shows the commands ``pynetns up FILE --id X`` runs, names and all)."""
+        id = secrets.token_hex(3) if id is None else lab_id("id", id)
         name = namespace_name("name", name) if name is not None else f"lab-{id}"
         self._state = LabState(id, name, resolve_host(host), isolated)
         self._detached = False
@@ -118,6 +123,11 @@ class Lab(Viewable):
         return self._state.published
 
     @property
+    def partitions(self) -> list[Partition]:
+        """The partitions in force (:meth:`partition`), oldest first; :meth:`heal` ends them."""
+        return list(self._state.partitions)
+
+    @property
     def destroyed(self) -> bool:
         return self._state.destroyed
 
@@ -127,12 +137,29 @@ class Lab(Viewable):
         return cls.from_topology(Topology.from_file(path), host=host, isolated=isolated)
 
     @classmethod
-    def from_topology(cls, topology: Topology, *, host: Host | None = None, isolated: bool | None = None) -> Lab:
+    def from_topology(
+        cls, topology: Topology, *, host: Host | None = None, isolated: bool | None = None, id: str | None = None
+    ) -> Lab:
         """A new lab named as ``topology`` says, isolated as it says (unless ``isolated`` is given), with everything
-        it declares declared. Nothing is created until :meth:`apply`."""
+        it declares declared (``id``: its short id, else a fresh one). Nothing is created until :meth:`apply`;
+        the impairments and partitions it declares come after that (:meth:`Topology.apply_faults`)."""
         isolated = topology.isolated if isolated is None else flag("isolated", isolated)
-        lab = cls(topology.name, host=host, isolated=isolated)
+        lab = cls(topology.name, host=host, isolated=isolated, id=id)
         return topology.declare(lab)
+
+    @classmethod
+    def attach(cls, name: str, host: Host | None = None) -> Lab:
+        """The persistent lab called ``name`` (or with that id; made by ``pynetns up`` or :meth:`detach`), from its
+        journal, to partition, heal and impair from this process (``pynetns partition``): what that changes is
+        journaled, so ``pynetns down`` and :func:`cleanup` remove it, and the next process attaching finds it.
+        Refused for a lab another running process owns. It is not destroyed on leaving a ``with`` block."""
+        from .attach import restore
+
+        lab = cls.__new__(cls)
+        lab._detached, lab._leftovers = True, []
+        host = resolve_host(host)
+        lab._state = restore(find(name, host), host, lab)
+        return lab
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} id={self.id} networks={list(self.networks)} namespaces={list(self.namespaces)}>"
@@ -443,6 +470,7 @@ class Lab(Viewable):
         one_way: bool = False,
         seed: int | None = None,
         among: Iterable[Namespace | str] | None = None,
+        node: Namespace | str | None = None,
     ) -> Partition:
         """Cut namespaces from each other (all IP traffic, silently dropped: clients time out); returns who no
         longer hears whom (:class:`~pynetns.lab.shapes.Partition`). :meth:`heal` ends every partition.
@@ -453,11 +481,14 @@ class Lab(Viewable):
         - ``partition(shape=...)``: Jepsen's shapes over ``among`` (default: every namespace of the lab, in
           declaration order): ``"halves"``, ``"random-halves"`` (drawn with ``seed``; a fresh one, in the
           result, when it is None), ``"isolate"`` (see :meth:`isolate`), ``"majorities-ring"`` (each hears a
-          majority around itself, no two the same one), ``"bridge"`` (two halves, one namespace in both).
+          majority around itself, no two the same one), ``"bridge"`` (two halves, one namespace in both);
+          ``node`` is the one ``"isolate"`` cuts off (drawn with ``seed`` when it is None).
 
         Works within one network and across networks; several partitions add up.
         """
-        return partitions.partition(self._state, group_a, group_b, shape=shape, one_way=one_way, seed=seed, among=among)
+        return partitions.partition(
+            self._state, group_a, group_b, shape=shape, one_way=one_way, seed=seed, among=among, node=node
+        )
 
     def isolate(self, node: Namespace | str) -> Partition:
         """Cut ``node`` from every other namespace of the lab, both ways (:meth:`heal` ends it)."""
@@ -519,6 +550,9 @@ class Lab(Viewable):
             return
         for host in self._state.hosts():
             refuse_unprivileged(host)
+        for portmap in self.published:  # before any command
+            if portmap.protocol == "sctp" and portmap not in self._state.firewall:
+                refuse_without_sctp(portmap.host, f"lab {self.name}'s published sctp ports")
         if claim_subnets(self._state):  # a subnet from the pools moved: the commands name its new addresses
             stages = compile_stages(self._state)
         done: list[Job] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -124,6 +124,8 @@ class Impairments:
         self._endpoints = endpoints  # the lab's, as it grows
         self.links: dict[Endpoint, ImpairedLink] = {}
         self.netem: bool | None = None
+        #: called after each change (the lab journals its impaired links)
+        self.changed: Callable[[], None] | None = None
 
     def apply(self, endpoint: Endpoint, impairment: Impairment, direction: str) -> None:
         """Put ``impairment`` on ``endpoint``'s link (an empty one takes it off)."""
@@ -138,18 +140,7 @@ class Impairments:
         if link is None:
             if not impairment:
                 return
-            mine = [other for other in self._endpoints if other.namespace is endpoint.namespace]
-            link = ImpairedLink(
-                endpoint.namespace.host,  # the Host the link is on (a lab may span several)
-                endpoint.namespace,
-                endpoint.interface,
-                self.host_namespace,
-                endpoint.host_interface,
-                queue=100 + 2 * mine.index(endpoint),
-                # on an isolated lab's own host side only: nothing of it may outlive the lab
-                bridge_port=self.host_namespace is not None,
-                tag=self.tag,
-            )
+            link = self._link(endpoint)
         if self.netem is None and impairment:
             self.netem = netem_available(self.host, endpoint.namespace)
             if not self.netem:
@@ -158,11 +149,38 @@ class Impairments:
                     "engine (NFQUEUE), which delays IP packets only (not ARP); ping without -U shows only "
                     "the delay of what the pinging namespace sends (endpoint.impairment_mode says 'nfqueue')"
                 )
-        link.apply(impairment, direction, netem=bool(self.netem))
-        if impairment:
+        try:
+            link.apply(impairment, direction, netem=bool(self.netem))
+        finally:
+            if link.impairment:
+                self.links[endpoint] = link
+            else:
+                self.links.pop(endpoint, None)
+            if self.changed is not None:
+                self.changed()
+
+    def adopt(self, endpoint: Endpoint, record: dict[str, Any]) -> None:
+        """Take over the impairment another process put on ``endpoint``'s link, as its lab's journal
+        describes it (:meth:`ImpairedLink.record <pynetns.impair.link.ImpairedLink.record>`)."""
+        link = self._link(endpoint)
+        link.adopt(record)
+        if link.impairment:
             self.links[endpoint] = link
-        else:
-            self.links.pop(endpoint, None)
+            self.netem = bool(record.get("netem")) if self.netem is None else self.netem
+
+    def _link(self, endpoint: Endpoint) -> ImpairedLink:
+        mine = [other for other in self._endpoints if other.namespace is endpoint.namespace]
+        return ImpairedLink(
+            endpoint.namespace.host,  # the Host the link is on (a lab may span several)
+            endpoint.namespace,
+            endpoint.interface,
+            self.host_namespace,
+            endpoint.host_interface,
+            queue=100 + 2 * mine.index(endpoint),
+            # on an isolated lab's own host side only: nothing of it may outlive the lab
+            bridge_port=self.host_namespace is not None,
+            tag=self.tag,
+        )
 
 
 @attrs.define(eq=False)

@@ -14,7 +14,7 @@ from .machines import by_host
 from .shapes import Partition, complete_grudge, grudge, one_way_grudge
 from .state import LabState
 
-__all__ = ["addresses", "cut", "heal", "isolate", "partition", "write_partitions"]
+__all__ = ["addresses", "cut", "heal", "isolate", "partition", "restore", "write_partitions"]
 
 
 def partition(
@@ -74,14 +74,16 @@ def _applied(state: LabState) -> Iterator[Namespace]:
 
 def _add(state: LabState, made: Partition) -> Partition:
     state.partitions.append(made)
-    if not state.isolated:
-        for host in state.hosts():  # it writes firewall rules on the host from now on: cleanup must know
-            state.write_journal(firewall=True, host=host)
+    # before the rules (it writes firewall rules on the hosts from now on: cleanup must know), and naming the
+    # partition, so that a process attaching to the lab (pynetns heal) finds it
+    for host in state.hosts():
+        state.write_journal(firewall=not state.isolated or state.journaled_firewall, host=host)
     try:
         write_partitions(state)
     except BaseException:
         state.partitions.pop()
         write_partitions(state)
+        state.rewrite_journal()
         raise
     return made
 
@@ -90,6 +92,14 @@ def heal(state: LabState) -> None:
     """End every partition."""
     state.partitions.clear()
     write_partitions(state)
+    state.rewrite_journal()
+
+
+def restore(state: LabState) -> None:
+    """What the partitions of ``state`` (read from its journal) left in force: the namespaces holding drops and
+    the drops on the host, as :func:`write_partitions` made them, so that :func:`heal` removes them."""
+    state.blocked = {name for name, drops in _blocked(state).items() if drops}
+    state.drops = _forward_drops(state)
 
 
 def _group(state: LabState, field: str, group: Iterable[Namespace | str] | Namespace | str) -> list[Namespace]:
@@ -121,10 +131,7 @@ def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:
 
 def write_partitions(state: LabState) -> None:
     """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
-    blocked: dict[str, list[Any]] = {}
-    for namespace, other in cut(state):
-        drops = blocked.setdefault(namespace.name, [])
-        drops += [ip for ip in addresses(state, other) if ip not in drops]
+    blocked = _blocked(state)
     _write_forward_drops(state)
     hosts = {namespace.name: namespace.host for namespace in state.namespaces.values()}  # a lab may span Hosts
     for name in sorted(state.blocked - set(blocked)):
@@ -143,9 +150,28 @@ def write_partitions(state: LabState) -> None:
             state.blocked.add(name)
 
 
+def _blocked(state: LabState) -> dict[str, list[Any]]:
+    """Each namespace's kernel name → the addresses it must not hear."""
+    blocked: dict[str, list[Any]] = {}
+    for namespace, other in cut(state):
+        drops = blocked.setdefault(namespace.name, [])
+        drops += [ip for ip in addresses(state, other) if ip not in drops]
+    return blocked
+
+
 def _write_forward_drops(state: LabState) -> None:
     """The host side of the partitions: routed traffic, and the way round through published ports (each cut
     direction on its own: a one-way cut drops only the packets of its sources to its destinations)."""
+    drops = _forward_drops(state)
+    old, state.drops = state.drops, []
+    for group in by_host(old):
+        delete_all(group, missing_ok=True)
+    for group in by_host(drops):
+        create_all(group)  # one object per IP version, on each Host
+        state.drops += group
+
+
+def _forward_drops(state: LabState) -> list[ForwardDrops]:
     pairs = [
         (source, destination)
         for namespace, other in cut(state)
@@ -153,16 +179,13 @@ def _write_forward_drops(state: LabState) -> None:
         for destination in addresses(state, namespace)
         if source.version == destination.version
     ]
-    old, state.drops = state.drops, []
-    for group in by_host(old):
-        delete_all(group, missing_ok=True)
+    drops = []
     for host in state.hosts():  # routed traffic crosses the Host of either end: the drops are on each
         namespace = state.host_namespace if host is state.host else None
         where = dict(namespace=namespace, host=host, tag=state.tag)
-        drops = [
+        drops += [
             ForwardDrops("partitions", dict.fromkeys(mine), **where)  # type: ignore[arg-type]
             for version in (4, 6)
             if (mine := [pair for pair in pairs if pair[0].version == version])
         ]
-        create_all(drops)  # one object per IP version
-        state.drops += drops
+    return drops

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from ..errors import InvalidValue
+from ..views import Viewable
 
 __all__ = ["SHAPES", "Partition", "bisect", "complete_grudge", "grudge", "one_way_grudge"]
 
@@ -29,7 +31,7 @@ Grudge = dict[str, tuple[str, ...]]
 
 
 @attrs.frozen
-class Partition:
+class Partition(Viewable):
     """A partition in force: who no longer hears whom (``drops[b]`` holds ``a`` when ``a → b`` is dropped).
 
     ``shape`` is ``"groups"`` for two explicit groups, ``"one-way"`` for a one-way cut, or one of :data:`SHAPES`;
@@ -48,6 +50,38 @@ class Partition:
     def cut(self) -> list[tuple[str, str]]:
         """Every dropped direction, as (source, destination) pairs."""
         return [(source, destination) for destination, sources in self.drops.items() for source in sources]
+
+    @property
+    def members(self) -> list[str]:
+        """Every namespace the partition names, in the order its drops name them."""
+        return list(dict.fromkeys([*self.drops, *(source for sources in self.drops.values() for source in sources)]))
+
+    @property
+    def groups(self) -> list[list[str]]:
+        """The members grouped by how the partition treats them: the same members dropped by each, and
+        dropping each the same (two explicit groups, halves: two groups; a bridge: its two sides and the
+        bridge; a majorities ring: every member alone)."""
+        found: dict[tuple[frozenset[str], frozenset[str]], list[str]] = {}
+        for member in self.members:
+            hears_not = frozenset(self.drops.get(member, ()))
+            not_heard_by = frozenset(name for name, sources in self.drops.items() if member in sources)
+            found.setdefault((hears_not, not_heard_by), []).append(member)
+        return list(found.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a lab's journal keeps it (:meth:`from_dict` reads it back)."""
+        return {"shape": self.shape, "drops": {name: list(sources) for name, sources in self.drops.items()},
+                "seed": self.seed}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Partition:
+        """The partition :meth:`to_dict` wrote."""
+        try:
+            drops = {str(name): tuple(str(source) for source in sources) for name, sources in data["drops"].items()}
+            seed = data.get("seed")
+            return cls(str(data["shape"]), drops, None if seed is None else int(seed))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InvalidValue("partition", data, f"is not a partition as a journal keeps it ({error})") from None
 
 
 def bisect(members: Sequence[str]) -> tuple[list[str], list[str]]:

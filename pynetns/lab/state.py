@@ -53,6 +53,7 @@ class LabState:
         #: the partitions' drops of routed traffic on the lab's host
         self.drops: list[ForwardDrops] = []
         self.impairments = Impairments(host, self.tag, self.host_namespace, self.endpoints)
+        self.impairments.changed = self.rewrite_journal
         #: the kernel names of the namespaces applied (the host namespace's included)
         self.applied_namespaces: set[str] = set()
         self.destroyed = False
@@ -61,6 +62,8 @@ class LabState:
         self.journal_file: JournalFile | None = None
         #: the lab's machines when it spans Hosts, its networks' VNIs, their gateways on the other Hosts
         self.overlay = Overlay()
+        #: what the last journal said of firewall rules on the host (:meth:`rewrite_journal` says it again)
+        self.journaled_firewall = False
         self._counter = 0
 
     def kernel_name(self, kind: str) -> str:
@@ -118,11 +121,35 @@ class LabState:
                     self.overlay.journals[host] = file
             try:
                 file.write(self.journal(firewall=firewall, host=host), owned=not self.persistent)
+                if host is self.host:
+                    self.journaled_firewall = firewall
             except PermissionError as error:
                 raise PermissionDenied(
                     f"cannot write the journal of lab {self.name} in {host.runtime.journal_path(self.id).parent} "
                     f"({error.strerror}): {HOW_TO_PRIVILEGE}"
                 ) from error
+
+    def rewrite_journal(self) -> None:
+        """Journal the lab again (its partitions and impairments changed), if it has a journal."""
+        if self.journal_file is not None:
+            for host in self.hosts():  # a lab spanning Hosts is not isolated: rules on each of them
+                self.write_journal(firewall=self.journaled_firewall if host is self.host else True, host=host)
+
+    def faults(self) -> dict[str, Any]:
+        """The partitions in force and the impaired links, as the journal keeps them (a process that attaches
+        to the lab, ``pynetns heal``, finds them there)."""
+        return {
+            "partitions": [made.to_dict() for made in self.partitions],
+            "impairments": [
+                {
+                    "namespace": self.name_of(endpoint.namespace),
+                    "network": endpoint.network.name,
+                    "interface": endpoint.interface,
+                    **link.record(),
+                }
+                for endpoint, link in self.impairments.links.items()
+            ],
+        }
 
     def remove_journal(self) -> None:
         """Remove the lab's journal on each of its Hosts."""
@@ -181,6 +208,7 @@ class LabState:
                 }
                 for net in self.networks.values()
             ],
+            **self.faults(),
         }
         if len(self.hosts()) > 1:
             return self._part(data, self.host if host is None else host)

@@ -22,9 +22,18 @@
     host_port = 8080
     port = 80
 
+    [[impair]]                      # also: impair = { ... } in a network's table of a namespace, or a link
+    namespace = "db"
+    delay = "50ms"
+    loss = "1%"
+
+    [[partition]]                   # two groups (one_way = true: what the first sends), or a shape
+    groups = [["web"], ["db"]]
+
 ``Lab.from_file("shop.toml")`` (or :meth:`Lab.from_topology <pynetns.Lab.from_topology>`) returns a
 :class:`~pynetns.Lab` with all of it declared (:meth:`Topology.declare` declares it into a lab it is
-given); ``lab.apply()`` creates it. JSON and YAML files have the same structure (YAML needs PyYAML).
+given); ``lab.apply()`` creates it, and then :meth:`Topology.apply_faults` impairs the links and cuts the
+partitions it declares (``pynetns up`` does both). JSON and YAML files have the same structure (YAML needs PyYAML).
 The whole file is checked before anything is declared, and every error names the file, the field and the rule:
 
 >>> from pynetns import Host, Lab
@@ -66,6 +75,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 import attrs
 
 from ..errors import BackendUnavailable, InvalidAddress, InvalidInput, InvalidValue, TopologyError
+from ..impairment import Direction, Impairment, parse_direction
 from ..validation import (
     IPAddress,
     IPNetwork,
@@ -82,6 +92,7 @@ from ..validation import port as valid_port
 from ..validation import protocol as valid_protocol
 from ..validation import subnet as valid_subnet
 from .ipam import Allocator
+from .shapes import SHAPES, grudge
 
 if TYPE_CHECKING:
     from .model import Endpoint, Network
@@ -89,9 +100,11 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "Declarable",
+    "ImpairSpec",
     "LinkSpec",
     "NamespaceSpec",
     "NetworkSpec",
+    "PartitionSpec",
     "PublishSpec",
     "Topology",
     "TopologyError",
@@ -135,6 +148,20 @@ class Declarable(Protocol):
         host_port_end: int | None = ...,
     ) -> Any: ...
 
+    def endpoint(self, namespace: Any, network: Any = ...) -> Endpoint: ...
+
+    def partition(
+        self,
+        group_a: Any = ...,
+        group_b: Any = ...,
+        *,
+        shape: str | None = ...,
+        one_way: bool = ...,
+        seed: int | None = ...,
+        among: Any = ...,
+        node: Any = ...,
+    ) -> Any: ...
+
 
 _Lab = TypeVar("_Lab", bound=Declarable)
 
@@ -153,6 +180,13 @@ def _same_addresses(one: IPAddress | None, other: IPAddress | None) -> bool:
     if one.version != other.version:
         return False
     return one.is_unspecified or other.is_unspecified or one == other
+
+
+def lab_id(field: str, value: object) -> str:
+    """A lab's short id: six lowercase hex digits (``1a2b3c``), as its kernel names carry it."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{6}", value):
+        raise InvalidValue(field, value, "must be six lowercase hex digits, like 1a2b3c")
+    return value
 
 
 def flag(field: str, value: object) -> bool:
@@ -260,6 +294,100 @@ class PublishSpec:
         return self.host_port if self.host_port_end is None else self.host_port_end
 
 
+def _impairment(value: object) -> Impairment:
+    if isinstance(value, Impairment):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidValue("impairment", value, "must be a table of delay, jitter, loss, rate, duplicate, corrupt")
+    impairment = Impairment(**value)
+    if not impairment:
+        rule = "gives no impairment: set delay, jitter, loss, rate, duplicate or corrupt"
+        raise InvalidValue("impairment", None, rule)
+    return impairment
+
+
+@attrs.frozen
+class ImpairSpec:
+    """An impaired link: ``namespace``'s link to ``network`` (default: its first), as :meth:`Lab.impair
+    <pynetns.Lab.impair>` takes it; applied by ``pynetns up`` once the lab is up (:meth:`Topology.apply_faults`)."""
+
+    namespace: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
+    network: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
+    impairment: Impairment = attrs.field(default=None, converter=_impairment)
+    direction: Direction = attrs.field(default="both", converter=converter(parse_direction))  # type: ignore[misc]
+    #: where the file declares it (``impair[0]``, ``namespaces.web.networks[0].impair``)
+    at: str = attrs.field(default="", eq=False, repr=False, kw_only=True)
+
+
+def _names_list(field: str, value: object) -> tuple[str, ...]:
+    """A list of namespace names (or one string of them, comma-separated: ``"web,db"``)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise InvalidValue(field, value, 'must be a list of namespace names, like ["web", "db"] or "web,db"')
+    return tuple(namespace_name(field, item.strip() if isinstance(item, str) else item) for item in items)
+
+
+def _shape(field: str, value: object) -> str:
+    if value not in SHAPES:
+        raise InvalidValue(field, value, f"is not a partition shape; the shapes: {', '.join(SHAPES)}")
+    return str(value)
+
+
+def _groups(value: object) -> tuple[tuple[str, ...], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise InvalidValue("groups", value, 'must be two groups of namespaces, like [["web"], ["db", "cache"]]')
+    return tuple(_names_list("groups", group) for group in value)
+
+
+def _seed(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(field, value, "must be an integer")
+    return value
+
+
+@attrs.frozen
+class PartitionSpec:
+    """A partition in force once the lab is up: two ``groups`` (cut both ways, or ``one_way``: only what the first
+    sends to the second), or a named ``shape`` (:data:`~pynetns.lab.shapes.SHAPES`) over ``among`` (default:
+    every namespace), drawn with ``seed``; ``node``: the one ``isolate`` cuts off. As :meth:`Lab.partition
+    <pynetns.Lab.partition>` takes them."""
+
+    groups: tuple[tuple[str, ...], ...] = attrs.field(default=None, converter=_groups)
+    shape: str | None = attrs.field(default=None, converter=converter(optional(_shape)))  # type: ignore[misc]
+    one_way: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
+    seed: int | None = attrs.field(default=None, converter=converter(optional(_seed)))  # type: ignore[misc]
+    among: tuple[str, ...] | None = attrs.field(default=None, converter=converter(optional(_names_list)))  # type: ignore[misc]
+    node: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
+
+    def __attrs_post_init__(self) -> None:
+        if self.shape is None:
+            if not self.groups:
+                raise InvalidValue("groups", None, "is required (two groups of namespaces), or a shape")
+            for field in ("seed", "among", "node"):
+                if getattr(self, field) is not None:
+                    raise InvalidValue(field, getattr(self, field), "goes with a shape, not with two groups")
+            both = [name for name in self.groups[0] if name in self.groups[1]]
+            if both:
+                raise InvalidValue("groups", both, "a namespace cannot be on both sides of a partition")
+            return
+        if self.groups:
+            raise InvalidValue(
+                "groups", [list(group) for group in self.groups], f"a {self.shape} partition takes no groups"
+            )
+        if self.one_way:
+            raise InvalidValue("one_way", True, "goes with two groups, not with a shape")
+        if self.node is not None and self.shape != "isolate":
+            raise InvalidValue("node", self.node, "only the isolate shape takes a node")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Every namespace it names."""
+        named = [*(name for group in self.groups for name in group), *(self.among or ())]
+        return tuple(dict.fromkeys([*named, *([self.node] if self.node else [])]))
+
+
 class _Wire(NamedTuple):
     """A link as it will be declared: where it came from, its interface name and its address."""
 
@@ -283,12 +411,18 @@ class Topology:
     namespaces: tuple[NamespaceSpec, ...] = attrs.field(default=(), converter=tuple)
     links: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
     publish: tuple[PublishSpec, ...] = attrs.field(default=(), converter=tuple)
+    #: impaired links and partitions: applied once the lab is up (:meth:`apply_faults`; ``pynetns up`` does it)
+    impair: tuple[ImpairSpec, ...] = attrs.field(default=(), converter=tuple)
+    partition: tuple[PartitionSpec, ...] = attrs.field(default=(), converter=tuple)
     source: str = attrs.field(default="<Topology>", eq=False, repr=False, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         self._check_networks()
         self._check_namespaces()
-        self._check_publish(self._wiring())
+        wires = self._wiring()
+        self._check_publish(wires)
+        self._check_impair(wires)
+        self._check_partitions()
 
     # -- reading ----------------------------------------------------------
 
@@ -331,6 +465,23 @@ class Topology:
         publish = [
             _publish(source, index, item) for index, item in enumerate(_list(source, "publish", top.get("publish", ())))
         ]
+        impair = [
+            _impair(source, index, item) for index, item in enumerate(_list(source, "impair", top.get("impair", ())))
+        ]
+        # an impair table on a namespace's network or on a link: the same, after the top-level ones
+        for name, value in _names(source, "namespaces", top).items():
+            for index, item in enumerate(value.get("networks", ()) if isinstance(value, Mapping) else ()):
+                if isinstance(item, Mapping) and item.get("impair") is not None:
+                    where = f"{_join('namespaces', name)}.networks[{index}].impair"
+                    impair.append(_inline_impair(source, where, name, item["network"], item["impair"]))
+        for index, item in enumerate(top.get("links", ())):
+            if isinstance(item, Mapping) and item.get("impair") is not None:
+                where = f"links[{index}].impair"
+                impair.append(_inline_impair(source, where, item["namespace"], item["network"], item["impair"]))
+        partition = [
+            _partition(source, index, item)
+            for index, item in enumerate(_list(source, "partition", top.get("partition", ())))
+        ]
         return _build(
             cls,
             source,
@@ -342,6 +493,8 @@ class Topology:
             namespaces=namespaces,
             links=links,
             publish=publish,
+            impair=impair,
+            partition=partition,
             source=source,
         )
 
@@ -361,6 +514,30 @@ class Topology:
         }
         data["links"] = [link(spec, "namespace") for spec in self.links]
         data["publish"] = [_present({key: getattr(spec, key) for key in _PUBLISH}) for spec in self.publish]
+        data["impair"] = [
+            _present(
+                {
+                    "namespace": spec.namespace,
+                    "network": spec.network,
+                    **attrs.asdict(spec.impairment),
+                    "direction": spec.direction,
+                }
+            )
+            for spec in self.impair
+        ]
+        data["partition"] = [
+            _present(
+                {
+                    "groups": [list(group) for group in spec.groups] or None,
+                    "shape": spec.shape,
+                    "one_way": spec.one_way or None,
+                    "seed": spec.seed,
+                    "among": None if spec.among is None else list(spec.among),
+                    "node": spec.node,
+                }
+            )
+            for spec in self.partition
+        ]
         return data
 
     # -- checking ---------------------------------------------------------
@@ -495,6 +672,48 @@ class Topology:
                     raise self._error(f"{path}.host_port", spec.host_port, rule)
             published.append((path, spec))
 
+    def _check_impair(self, wires: list[_Wire]) -> None:
+        namespaces = [spec.name for spec in self.namespaces]
+        joined = [(wire.link.namespace, wire.link.network) for wire in wires]
+        impaired: dict[tuple[str, str], str] = {}
+        for index, spec in enumerate(self.impair):
+            path = spec.at or f"impair[{index}]"
+            if spec.namespace not in namespaces:
+                raise self._error(
+                    f"{path}.namespace", spec.namespace, _unknown("namespace", spec.namespace, namespaces)
+                )
+            mine = [network for namespace, network in joined if namespace == spec.namespace]
+            if not mine:
+                rule = f"namespace {spec.namespace} is connected to no network, so it has no link to impair"
+                raise self._error(f"{path}.namespace", spec.namespace, rule)
+            if spec.network is not None and spec.network not in mine:
+                rule = f"namespace {spec.namespace} is not connected to network {spec.network} (its networks: "
+                raise self._error(f"{path}.network", spec.network, rule + ", ".join(mine) + ")")
+            link = (spec.namespace, spec.network or mine[0])
+            where = impaired.setdefault(link, path)
+            if where != path:
+                rule = f"the link of {link[0]} to network {link[1]} is already impaired by {where}"
+                raise self._error(path, spec.namespace, rule)
+
+    def _check_partitions(self) -> None:
+        namespaces = [spec.name for spec in self.namespaces]
+        for index, spec in enumerate(self.partition):
+            path = f"partition[{index}]"
+            for field, names in (("groups", [n for group in spec.groups for n in group]), ("among", spec.among or ()),
+                                 ("node", [spec.node] if spec.node else [])):  # fmt: skip
+                for name in names:
+                    if name not in namespaces:
+                        raise self._error(f"{path}.{field}", name, _unknown("namespace", name, namespaces))
+            if spec.shape is not None:
+                members = list(spec.among) if spec.among is not None else namespaces
+                if spec.node is not None and spec.node not in members:
+                    raise self._error(f"{path}.node", spec.node, f"{spec.node} is not among {', '.join(members)}")
+                try:
+                    grudge(spec.shape, members, seed=0 if spec.seed is None else spec.seed, node=spec.node)
+                except InvalidInput as error:
+                    raise self._error(f"{path}.{'among' if spec.among is not None else 'shape'}", error.value,
+                                      error.rule) from None  # fmt: skip
+
     # -- declaring --------------------------------------------------------
 
     def declare(self, lab: _Lab) -> _Lab:
@@ -542,6 +761,23 @@ class Topology:
                 )
         return lab
 
+    def apply_faults(self, lab: Declarable) -> list[Any]:
+        """Impair the links and cut the partitions the topology declares, on ``lab`` once it is applied (``pynetns
+        up`` does it after ``lab.apply()``); returns the impairments and partitions made, in order."""
+        made: list[Any] = []
+        for index, spec in enumerate(self.impair):
+            with self._declaring(f"impair[{index}]"):
+                endpoint = lab.endpoint(spec.namespace, spec.network)
+                made.append(endpoint.impair(**attrs.asdict(spec.impairment), direction=spec.direction))
+        for index, part in enumerate(self.partition):
+            with self._declaring(f"partition[{index}]"):
+                if part.shape is None:
+                    made.append(lab.partition(list(part.groups[0]), list(part.groups[1]), one_way=part.one_way))
+                else:
+                    among = None if part.among is None else list(part.among)
+                    made.append(lab.partition(shape=part.shape, seed=part.seed, among=among, node=part.node))
+        return made
+
     def _check_lab(self, lab: Declarable) -> None:
         for spec in self.networks:
             path = f"networks.{_key(spec.name)}"
@@ -568,11 +804,14 @@ class Topology:
 
 # -- parsing --------------------------------------------------------------
 
-_TOP = ("name", "isolated", "networks", "namespaces", "links", "publish")
+_TOP = ("name", "isolated", "networks", "namespaces", "links", "publish", "impair", "partition")
 _NETWORK = ("subnet", "gateway", "nat", "internal", "mtu", "isolate")
 _NAMESPACE = ("networks",)
-_ATTACH = ("network", "ip", "ifname")
-_LINK = ("namespace", "network", "ip", "ifname")
+_ATTACH = ("network", "ip", "ifname", "impair")
+_LINK = ("namespace", "network", "ip", "ifname", "impair")
+_IMPAIRMENT = ("delay", "jitter", "loss", "rate", "duplicate", "corrupt", "direction")
+_IMPAIR = ("namespace", "network", *_IMPAIRMENT)
+_PARTITION = ("groups", "shape", "one_way", "seed", "among", "node")
 _PUBLISH = ("namespace", "host_port", "port", "protocol", "host_ip", "network", "host_port_end")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _IP = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)
@@ -708,6 +947,7 @@ def _namespace(source: str, name: Any, value: object) -> NamespaceSpec:
             links.append(_build(LinkSpec, source, where, {"network": where}, namespace=name, network=item))
         elif isinstance(item, Mapping):
             attach = _table(source, where, item, _ATTACH, required=("network",))
+            attach.pop("impair", None)  # read by _inline_impair
             links.append(_build(LinkSpec, source, where, {}, namespace=name, **attach))
         else:
             rule = f"must be a network name or a table with 'network', not {_kind(item)}"
@@ -717,7 +957,39 @@ def _namespace(source: str, name: Any, value: object) -> NamespaceSpec:
 
 def _link(source: str, index: int, item: object) -> LinkSpec:
     path = f"links[{index}]"
-    return _build(LinkSpec, source, path, {}, **_table(source, path, item, _LINK, required=("namespace", "network")))
+    fields = _table(source, path, item, _LINK, required=("namespace", "network"))
+    fields.pop("impair", None)  # read by _inline_impair
+    return _build(LinkSpec, source, path, {}, **fields)
+
+
+def _impair_spec(source: str, path: str, fields: dict[str, Any]) -> ImpairSpec:
+    where = {"namespace": f"{path}.namespace", "network": f"{path}.network", "direction": f"{path}.direction"}
+    settings = {key: fields.pop(key) for key in _IMPAIRMENT[:-1] if key in fields}
+    try:
+        impairment = _impairment(settings)
+    except InvalidInput as error:
+        if error.field == "impairment":
+            raise TopologyError(source, path, None, error.rule) from None
+        raise TopologyError(source, _join(path, error.field), error.value, _sentence(error.value, error.rule)) from None
+    return _build(ImpairSpec, source, path, where, impairment=impairment, at=path, **fields)
+
+
+def _impair(source: str, index: int, item: object) -> ImpairSpec:
+    path = f"impair[{index}]"
+    return _impair_spec(source, path, _table(source, path, item, _IMPAIR, required=("namespace",)))
+
+
+def _inline_impair(source: str, path: str, namespace: object, network: object, item: object) -> ImpairSpec:
+    fields = _table(source, path, item, _IMPAIRMENT)
+    return _impair_spec(source, path, {"namespace": namespace, "network": network, **fields})
+
+
+def _partition(source: str, index: int, item: object) -> PartitionSpec:
+    path = f"partition[{index}]"
+    fields = _table(source, path, item, _PARTITION)
+    if "groups" not in fields and "shape" not in fields:
+        raise TopologyError(source, f"{path}.groups", None, "is required: two groups of namespaces, or a shape")
+    return _build(PartitionSpec, source, path, {}, **fields)
 
 
 def _publish(source: str, index: int, item: object) -> PublishSpec:

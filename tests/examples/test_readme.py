@@ -138,7 +138,7 @@ def test_the_topology_error_the_readme_shows(tmp_path: Path) -> None:
     """README: a db address outside back's subnet gives exactly the error it quotes."""
     quoted = re.search(r"`(shop\.toml: namespaces\.db\.networks\[0\]\.ip: [^`]+)`", README.read_text())
     assert quoted, "README.md quotes the error for a db address outside back's subnet"
-    (path,) = topology_files(tmp_path)
+    (path,) = [path for path in topology_files(tmp_path) if path.name == "shop.toml"]
     text = path.read_text()
     assert 'ip = "10.31.0.10"' in text
     path.write_text(text.replace('ip = "10.31.0.10"', 'ip = "10.99.0.1"'))

@@ -121,6 +121,18 @@ def test_up_ls_exec_show_down_as_an_unprivileged_user(pynetns, token):
     reach = run(pynetns, "exec", "web", "--", "ping", "-c1", "-W2", "10.83.0.3")
     assert reach.returncode == 0, reach.stdout + reach.stderr
 
+    cut = run(pynetns, "partition", name, "web", "db")  # a lab in the user's sandbox, attached from its journal
+    assert cut.returncode == 0, cut.stderr
+    assert run(pynetns, "exec", "web", "--", "ping", "-c1", "-W1", "10.83.0.3").returncode == 1
+    healed = run(pynetns, "heal", name)
+    assert healed.returncode == 0 and "healed 1 partition" in healed.stdout, healed.stderr
+    assert run(pynetns, "exec", "web", "--", "ping", "-c1", "-W2", "10.83.0.3").returncode == 0
+    slow = run(pynetns, "impair", name, "db", "--loss", "100%")
+    assert slow.returncode == 0, slow.stderr
+    assert run(pynetns, "exec", "web", "--", "ping", "-c1", "-W1", "10.83.0.3").returncode == 1
+    assert run(pynetns, "impair", name, "db", "--clear").returncode == 0
+    assert run(pynetns, "exec", "web", "--", "ping", "-c1", "-W2", "10.83.0.3").returncode == 0
+
     show = run(pynetns, "show", "--json", name)
     assert show.returncode == 0, show.stderr
     shown = json.loads(show.stdout)

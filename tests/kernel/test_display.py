@@ -97,3 +97,16 @@ def test_a_real_isolated_lab(host: Host) -> None:
     assert inside[:3] == ["eth0", "UP", "10.63.0.2/24"] and outside[:2] == [lab.endpoints[0].host_interface, "UP"]
     after = display.text_lab(lab)
     assert after.splitlines()[0].endswith(": destroyed") and "to apply" not in after
+
+
+@pytest.mark.root
+def test_a_bridge_shows_its_admin_state_right_after_apply(host: Host) -> None:
+    """Set up last thing in apply(): UP at once, whatever its carrier (``UP (NO-CARRIER)`` while it settles)."""
+    with Lab(host=host, isolated=True) as lab:
+        front = lab.network("front", subnet="10.64.0.0/24")
+        lab.namespace("web", networks=[front])
+        lab.apply()
+        shown = display.text_lab(lab).splitlines()
+        line = next(line for line in shown if line.startswith("  front  10.64.0.0/24"))
+        assert line.rpartition("  nat  ")[2] in ("UP", "UP (NO-CARRIER)"), line
+        assert "bridge UP" in display.text_network(front)

@@ -22,7 +22,7 @@ from pynetns.cli import app as cli_module
 from pynetns.lab import labs
 from tests.support.cli import cli, one_error_line, write_topology
 
-SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "graph", "explain", "cleanup", "demo"]
+SUBCOMMANDS = ["up", "down", "ls", "show", "exec", "graph", "explain", "impair", "partition", "heal", "cleanup", "demo"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -34,7 +34,7 @@ from tests.support.nat import NFT_LIST, dry, nft_listing, scripts
         {"address": "127.0.0.1"},
         {"host_ip": "1.2.3.4/24"},
         {"host_ip": "::1"},
-        {"protocol": "sctp"},
+        {"protocol": "dccp"},
         {"protocol": "tcp;"},
         {"host_port_end": 8000},
         {"port": 65535, "host_port_end": 8081},

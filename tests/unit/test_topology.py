@@ -468,7 +468,7 @@ REFUSED = [
     ),
     (PUBLISH.replace("8080", "true"), "publish[0].host_port", "true must be an integer port from 1 to 65535"),
     (PUBLISH.replace("8080", '"8080"'), "publish[0].host_port", '"8080" must be an integer port from 1 to 65535'),
-    (PUBLISH + 'protocol = "sctp"', "publish[0].protocol", "\"sctp\" must be 'tcp' or 'udp'"),
+    (PUBLISH + 'protocol = "dccp"', "publish[0].protocol", "\"dccp\" must be 'tcp', 'udp' or 'sctp'"),
     (
         PUBLISH + 'host_ip = "localhost"',
         "publish[0].host_ip",
