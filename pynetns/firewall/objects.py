@@ -191,6 +191,9 @@ class PortMap(Firewalled):
                 family,
                 proto,  # type: ignore[arg-type]
                 daddr=None if self.host_ip is None else str(self.host_ip),
+                # IPv6 has no route_localnet: a DNAT of the host's [::1] would send ::1 out, and the kernel
+                # drops the answer (see pynetns.lab.loopback6); a lab's proxy answers there instead
+                not_daddr="::1" if family == 6 else None,
                 dport=self.host_ports,
                 action="dnat",
                 to_address=address,

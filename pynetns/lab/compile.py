@@ -20,6 +20,7 @@ from ..plan import Plan, Step, attach_undo_errors, undo_errors
 from ..polling import wait_until
 from ..runner import Call
 from ..validation import IsolateMode
+from . import loopback6
 from .journal import labs
 from .model import LabPortMap
 from .state import LabState
@@ -64,9 +65,7 @@ def stages(state: LabState) -> list[list[Job]]:
     for namespace in new_namespaces(state, include_host=first):
         setup.add(host.ip_step(root, links.netns_add(namespace.name), links.netns_delete(namespace.name)))
     wiring, finish = Plan(), Plan()
-    if state.host_namespace is not None and any(
-        not net.applied and net.subnet.version == 6 for net in state.networks.values()
-    ):
+    if state.host_namespace is not None and any(not net.applied and net.has_ipv6 for net in state.networks.values()):
         # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
         keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
         wiring.add(Step(host.exec_argv(where, host.links.sysctl_write(keys))))
@@ -80,8 +79,9 @@ def stages(state: LabState) -> list[list[Job]]:
             # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
             wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
             # an IPv6 gateway skips duplicate address detection: usable as soon as apply() returns
-            address = links.addr_add(net.bridge, str(net.gateway), nodad=net.subnet.version == 6)
-            wiring.add(host.ip_step(where, address))
+            for gateway in net.gateways:  # a dual-stack bridge has one of each family
+                address = links.addr_add(net.bridge, str(gateway), nodad=gateway.version == 6)
+                wiring.add(host.ip_step(where, address))
             finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
     for endpoint in state.endpoints:
         if not endpoint.applied:
@@ -116,9 +116,7 @@ def stages(state: LabState) -> list[list[Job]]:
 
 def fresh_bridges6(state: LabState) -> list[str]:
     """The new IPv6 networks' bridges that will have a port (a bridge without one never gets a carrier)."""
-    return [
-        net.bridge for net in state.networks.values() if not net.applied and net.subnet.version == 6 and net.endpoints
-    ]
+    return [net.bridge for net in state.networks.values() if not net.applied and net.has_ipv6 and net.endpoints]
 
 
 def firewall_job(state: LabState) -> FirewallJob | None:
@@ -136,7 +134,8 @@ def firewall_objects(state: LabState) -> list[Firewalled]:
             continue
         where = dict(namespace=state.host_namespace, host=state.host, tag=state.tag)
         if net.nat:
-            objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
+            # a dual-stack network masquerades each family (ip6tables / the ip6 table for IPv6)
+            objects += [Masquerade(subnet, net.bridge, **where) for subnet in net.subnets]  # type: ignore[arg-type]
         # each pair of networks once, by the later one: its rules see the earlier ones (and those of other labs)
         pairs = [(other.bridge, other.isolate) for other in networks[:index]] + foreign
         others = [bridge for bridge, mode in pairs if isolating(net.isolate, mode) == "ports open"]
@@ -188,23 +187,29 @@ def inside_plan(state: LabState, namespace: Namespace) -> Plan:
     plan = Plan()
     mine = [endpoint for endpoint in state.endpoints if endpoint.namespace is namespace]
     # no duplicate address detection in here: an IPv6 address is usable as soon as apply() returns
-    fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
+    fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip6 is not None]
     if fresh6:
         keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
         plan.add(Step(host.exec_argv(namespace.ref, host.links.sysctl_write(keys))))
     if namespace.name not in state.applied_namespaces:
         plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
-    # the default route goes through the first network that is not internal (nothing leaves an internal one)
-    outward = next((endpoint for endpoint in mine if not endpoint.network.internal), None)
+    # each family's default route goes through the first network of that family that is not internal
+    # (nothing leaves an internal one): a dual-stack network gives both, as Docker's
+    outward = {
+        version: next((gateway for endpoint in mine if not endpoint.network.internal
+                       for gateway in endpoint.network.gateways if gateway.version == version), None)
+        for version in (4, 6)
+    }  # fmt: skip
     for endpoint in mine:
         if endpoint.applied:
             continue
         plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
-        plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
-        if endpoint is outward:
-            gateway = str(endpoint.network.gateway.ip)
-            route = links.route_add("default", via=gateway, device=None, metric=None)
-            plan.add(host.ip_step(namespace.ref, route))
+        for address in endpoint.addresses:
+            plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(address))))
+        for gateway in endpoint.network.gateways:
+            if gateway is outward[gateway.version]:
+                route = links.route_add("default", via=str(gateway.ip), device=None, metric=None)
+                plan.add(host.ip_step(namespace.ref, route))
     return plan
 
 
@@ -346,7 +351,7 @@ class FirewallJob(Job):
         return plan
 
     def calls(self) -> list[Call]:
-        return preview(self.objects) + self._settings().calls()
+        return preview(self.objects) + self._settings().calls() + loopback6.proxy_calls(self.state, self.objects)
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
@@ -355,7 +360,9 @@ class FirewallJob(Job):
         create_all(self.objects)
         try:
             self.host.apply(self._settings())
+            loopback6.start(self.state, self.objects)  # IPv6 ports on the host's [::1]
         except BaseException:
+            loopback6.stop_all(self.state, self.objects)
             delete_all(self.objects, missing_ok=True)
             raise
 
@@ -365,6 +372,7 @@ class FirewallJob(Job):
         return not isinstance(error, PynetnsError) or isinstance(error, CommandError)
 
     def undo(self) -> list[Exception]:
+        loopback6.stop_all(self.state, self.objects)
         try:
             for retry in self.host.runner.retrying():
                 with retry:

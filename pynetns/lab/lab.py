@@ -36,15 +36,15 @@ from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, attach_undo_errors, undo_errors
 from ..runner import Call, Commands, LocalRunner, commands
 from ..sandbox import privileged
-from ..validation import IPAddress, IsolateMode, interface_name, namespace_name
+from ..validation import IPAddress, IPInterface, IPNetwork, IsolateMode, interface_name, ip_address, namespace_name
 from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
-from . import partitions
+from . import loopback6, partitions
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
-from .ipam import Allocator, pick_subnet
+from .ipam import Allocator, pick_subnet, pick_subnet6
 from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
 from .model import Endpoint, LabPortMap, Network, refuse_overlap
 from .shapes import Partition
@@ -147,8 +147,18 @@ class Lab(Viewable):
         mtu: int | None = None,
         internal: bool = False,
         isolate: IsolateMode = True,
+        *,
+        subnet6: str | None = None,
+        ipv6: bool = False,
+        gateway6: str | None = None,
     ) -> Network:
         """Declare a network; without ``subnet`` a free one is taken from the default pools.
+
+        Dual stack (as ``docker network create --ipv6``): ``subnet6="fd00:30::/64"`` beside an IPv4 ``subnet``,
+        or ``ipv6=True`` for a free /64 of the host's unique local /48 (drawn once per host, as Docker 27 does).
+        Members then get an address of each family and both default routes, the bridge both gateways, and
+        NAT, isolation and published ports cover both families. A ``subnet`` that is IPv6 alone makes an
+        IPv6-only network.
 
         ``isolate``: two networks cannot reach each other, only each other's published ports, when both isolate
         (``True``, as Docker's bridges always do); ``False`` (netavark's default) forwards freely to and from the
@@ -168,6 +178,7 @@ class Lab(Viewable):
         taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
+        allocator6 = self._allocator6(chosen, subnet6, flag("ipv6", ipv6), gateway6, taken)
         net = Network(
             self,
             name,
@@ -180,9 +191,33 @@ class Lab(Viewable):
             isolate=isolate,
             pooled=subnet is None,
             impairments=self._state.impairments,
+            subnet6=None if allocator6 is None else allocator6.subnet,
+            allocator6=allocator6,
+            pooled6=allocator6 is not None and subnet6 is None,
         )
         self.networks[name] = net
         return net
+
+    def _allocator6(
+        self, chosen: IPNetwork, subnet6: str | None, ipv6: bool, gateway6: str | None, taken: list[IPNetwork]
+    ) -> Allocator | None:
+        """The IPv6 side of a dual-stack network (``None``: the network has one family)."""
+        if chosen.version == 6 and subnet6 is not None:
+            raise InvalidValue("subnet6", subnet6, f"goes beside an IPv4 subnet; {chosen} is IPv6 already")
+        if subnet6 is None and not (ipv6 and chosen.version == 4):
+            if gateway6 is not None:
+                raise InvalidValue(
+                    "gateway6", gateway6, "needs an IPv6 subnet beside the IPv4 one (subnet6 or ipv6=True)"
+                )
+            return None
+        if subnet6 is None:
+            six: IPNetwork = pick_subnet6(taken, self._state.ula())
+        else:
+            six = valid_subnet("subnet6", subnet6)
+            if six.version != 6:
+                raise InvalidValue("subnet6", subnet6, "must be an IPv6 subnet, like 'fd00:30::/64'")
+        refuse_overlap(six, taken, "already in use")
+        return Allocator(six, gateway6)
 
     def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
         """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
@@ -196,8 +231,16 @@ class Lab(Viewable):
         return namespace
 
     def connect(
-        self, net: Network | str, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None
+        self,
+        net: Network | str,
+        namespace: Namespace | str,
+        ip: str | None = None,
+        ifname: str | None = None,
+        *,
+        ip6: str | None = None,
     ) -> Endpoint:
+        """Join ``namespace`` to ``net`` as ``ifname``: the next free address unless ``ip`` (and, on a dual-stack
+        network, ``ip6``) is given."""
         net = self.networks[net] if isinstance(net, str) else net
         namespace = self.namespaces[namespace] if isinstance(namespace, str) else namespace
         if namespace not in self.namespaces.values():
@@ -208,8 +251,15 @@ class Lab(Viewable):
         ifname = interface_name("ifname", ifname if ifname is not None else f"eth{len(mine)}")
         if any(endpoint.interface == ifname for endpoint in mine):
             raise InvalidValue("ifname", ifname, f"is already used in {namespace.name}")
+        if ip6 is not None and net.allocator6 is None:
+            raise InvalidValue("ip6", ip6, f"network {net.name} has no IPv6 subnet beside its {net.subnet}")
         address = net.allocator.allocate(ip)
-        endpoint = Endpoint(net, namespace, ifname, address, self._state.kernel_name("v"))
+        try:
+            address6 = None if net.allocator6 is None else net.allocator6.allocate(ip6)
+        except BaseException:
+            net.allocator.release(address)
+            raise
+        endpoint = Endpoint(net, namespace, ifname, address, self._state.kernel_name("v"), address6=address6)
         self.endpoints.append(endpoint)
         return endpoint
 
@@ -227,6 +277,10 @@ class Lab(Viewable):
         ``target`` is an endpoint, or a namespace (the address on its first network that is not internal).
         In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
         is forwarded to or from one (as Docker), so that is refused.
+
+        On a dual-stack network one call publishes both families (``host_ip`` of one family: that one only);
+        the mapping returned is the IPv4 one, its :attr:`~pynetns.lab.model.LabPortMap.twin` the IPv6 one, and
+        the port answers on the host's ``[::1]`` too (a small proxy; see :mod:`pynetns.lab.loopback6`).
         """
         endpoint = self._endpoint(target)
         if endpoint.network.internal:
@@ -236,28 +290,37 @@ class Lab(Viewable):
                 "publish on an endpoint of a network that is not internal"
             )
             raise InvalidValue("target", where, rule)
-        portmap = LabPortMap(
-            host_port,
-            endpoint.ip.ip,
-            port,
-            protocol,
-            host_ip,
-            host_port_end,
-            namespace=self.host_namespace,
-            host=self.host,
-            tag=self.tag,
-            endpoint=endpoint,
-        )
-        low, high = portmap.host_ports
-        where = str(portmap.host_ip or "any")
-        for number in range(low, high + 1):
-            for other in self._state.ports.get((portmap.protocol, number), ()):
-                if other._overlaps(low, high, where):
-                    raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
-        for number in range(low, high + 1):
-            self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
-        self.published.append(portmap)
-        return portmap
+        mappings = [
+            LabPortMap(
+                host_port,
+                address.ip,
+                port,
+                protocol,
+                host_ip,
+                host_port_end,
+                namespace=self.host_namespace,
+                host=self.host,
+                tag=self.tag,
+                endpoint=endpoint,
+            )
+            for address in publish_addresses(endpoint, host_ip)
+        ]
+        for portmap in mappings:
+            low, high = portmap.host_ports
+            where = str(portmap.host_ip or "any")
+            for number in range(low, high + 1):
+                for other in self._state.ports.get((portmap.protocol, number), ()):
+                    # one family's port is not the other's: 0.0.0.0:8080 and [::]:8080 are two sockets (Docker's)
+                    if other.family == portmap.family and other._overlaps(low, high, where):
+                        raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
+        if len(mappings) == 2:
+            mappings[0].twin = mappings[1]
+        for portmap in mappings:
+            low, high = portmap.host_ports
+            for number in range(low, high + 1):
+                self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
+            self.published.append(portmap)
+        return mappings[0]
 
     def unpublish(self, portmap: PortMap) -> None:
         """Stop publishing ``portmap`` (what :meth:`publish` returned), like removing ``-p`` from a container.
@@ -270,16 +333,22 @@ class Lab(Viewable):
             raise LabDestroyed(f"lab {self.name} was destroyed")
         if portmap not in state.published:  # port maps compare by identity
             raise NotFound(f"{portmap} is not published in lab {self.name}")
-        if portmap in state.firewall:
-            delete_all([portmap])
-            state.firewall.remove(portmap)
-        state.published.remove(portmap)
-        low, high = portmap.host_ports
-        for number in range(low, high + 1):
-            key = (portmap.protocol, number)
-            state.ports[key] = [other for other in state.ports.get(key, ()) if other is not portmap]
-            if not state.ports[key]:
-                del state.ports[key]
+        twin = portmap.twin if isinstance(portmap, LabPortMap) else None
+        both = [portmap] + ([twin] if twin is not None and twin in state.published else [])
+        applied = [mapping for mapping in both if mapping in state.firewall]
+        if applied:
+            delete_all(applied)
+        for mapping in both:
+            if mapping in applied:
+                state.firewall.remove(mapping)
+            loopback6.stop(state, mapping)
+            state.published.remove(mapping)
+            low, high = mapping.host_ports
+            for number in range(low, high + 1):
+                key = (mapping.protocol, number)
+                state.ports[key] = [other for other in state.ports.get(key, ()) if other is not mapping]
+                if not state.ports[key]:
+                    del state.ports[key]
         if state.journal_file is not None:
             write_journal(state)
 
@@ -331,10 +400,24 @@ class Lab(Viewable):
             raise NotFound(f"{who} in lab {self.name} is not connected to network {net.name} (its networks: {joined})")
         return found
 
-    def ip(self, namespace: Namespace | str, network: Network | str | None = None) -> IPAddress:
+    def ip(
+        self, namespace: Namespace | str, network: Network | str | None = None, *, version: int | None = None
+    ) -> IPAddress:
         """The address of ``namespace`` on ``network`` (default: its first network), an
-        :mod:`ipaddress` object: ``lab.ip("web")``, ``lab.ip("web", "front")``; ``str()`` it for a command."""
-        return self.endpoint(namespace, network).ip.ip
+        :mod:`ipaddress` object: ``lab.ip("web")``, ``lab.ip("web", "front")``; ``str()`` it for a command.
+
+        On a dual-stack network that is the IPv4 address; ``version=6`` gives the IPv6 one (``version=4``
+        the IPv4 one): :class:`~pynetns.errors.NotFound` if the network has none of that family."""
+        endpoint = self.endpoint(namespace, network)
+        if version is None:
+            return endpoint.ip.ip
+        if version not in (4, 6) or isinstance(version, bool):
+            raise InvalidValue("version", version, "must be 4 or 6 (or None: the network's first address)")
+        found = next((address for address in endpoint.addresses if address.version == version), None)
+        if found is None:
+            who = self.name_of(endpoint.namespace)
+            raise NotFound(f"{who} has no IPv{version} address on network {endpoint.network.name} ({endpoint.ip})")
+        return found.ip
 
     def impair(
         self,
@@ -495,6 +578,7 @@ class Lab(Viewable):
                 return False
             return True
 
+        attempt(loopback6.stop_all, state)  # the [::1] proxies of published IPv6 ports
         for namespace in self.namespaces.values():
             attempt(namespace.stop_processes)
         for (
@@ -562,6 +646,14 @@ class Lab(Viewable):
         write_journal(self._state)
         self._detached = True
         return next(record for record in labs(self.host) if record.id == self.id)
+
+
+def publish_addresses(endpoint: Endpoint, host_ip: str | None) -> list[IPInterface]:
+    """The endpoint's addresses a port is published on: each family's, or the one of ``host_ip``'s family."""
+    if host_ip is None:
+        return endpoint.addresses
+    version = ip_address("host_ip", host_ip).version
+    return [address for address in endpoint.addresses if address.version == version] or [endpoint.ip]
 
 
 def refuse_unprivileged(host: Host) -> None:
