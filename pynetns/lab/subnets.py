@@ -6,8 +6,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-import attrs
-
 from ..validation import IPNetwork
 from .compile import write_journal
 from .ipam import pick_subnet, pick_subnet6, rebase, taken_networks
@@ -78,16 +76,8 @@ def _move(state: LabState, net: Network, subnet: IPNetwork) -> None:
             endpoint.address6 = address
         else:
             endpoint.ip = address
-    renamed: dict[LabPortMap, LabPortMap] = {}
-    for index, portmap in enumerate(state.published):
+    for portmap in state.published:
         if isinstance(portmap, LabPortMap) and portmap.endpoint.network is net and portmap.address in old:
             ip = portmap.endpoint.address6 if second else portmap.endpoint.ip
             assert ip is not None
-            moved = attrs.evolve(portmap, address=ip.ip)
-            renamed[portmap] = moved
-            state.published[index] = moved
-            for mappings in state.ports.values():
-                mappings[:] = [moved if item is portmap else item for item in mappings]
-    for portmap in state.published:  # a dual-stack pair keeps its pairing
-        if isinstance(portmap, LabPortMap) and portmap.twin in renamed:
-            portmap.twin = renamed[portmap.twin]
+            portmap.address = ip.ip  # in place: the object publish() returned stays the one applied

@@ -8,16 +8,23 @@ sysctls are never touched. The tests without root are in tests/unit/test_dualsta
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
-from pynetns import Host, Namespace, PortInUse, Veth
+from pynetns import Host, Namespace, PortInUse, Veth, wait_until
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
-from pynetns.lab import Lab
+from pynetns.lab import Lab, cleanup, labs
 from tests.support.lab import assert_gone, ping
 from tests.support.web import fetch, serve
 
 root = pytest.mark.root
+WORKTREE = str(Path(__file__).resolve().parents[2])
 
 BACKENDS = {
     "nftables": Nftables,
@@ -146,4 +153,58 @@ def test_port_overlap_is_per_family_and_cleanup_leaves_nothing(playhost):
         assert not proxies[0].alive() and fetch(here, "http://[::1]:8080/") is None
         assert fetch(here, "http://127.0.0.1:8080/") == "a"
         lab_id = lab.id
+    assert_gone(lab_id)
+
+
+@root
+def test_a_default_slash_64_taken_meanwhile_moves_to_the_next_free_one(playhost):
+    """Two labs declare ipv6=True networks before either applies (both pick the same /64 and IPv4 subnet); the
+    second to apply moves to the next free ones, under the host lock, addresses and published ports with it."""
+    with Lab("first", host=playhost) as first, Lab("second", host=playhost) as second:
+        one = first.network("net", ipv6=True)
+        two = second.network("net", ipv6=True)
+        first.namespace("a", networks=[one])
+        second.namespace("b", networks=[two])
+        portmap = second.publish("b", 8080, 80)
+        assert (one.subnet, one.subnet6) == (two.subnet, two.subnet6)  # tentative: nothing journaled yet
+        first.apply()
+        second.apply()
+        assert two.subnet6 is not None and one.subnet6 is not None and not two.subnet6.overlaps(one.subnet6)
+        assert not two.subnet.overlaps(one.subnet) and two.subnet6.subnet_of(first._state.ula())
+        assert portmap.twin is not None and portmap.twin.address == second.ip("b", version=6)
+        assert second.ip("b", version=6) in two.subnet6 and portmap.address == second.ip("b")
+        serve(second["b"], "::", 80, "b")
+        here = Namespace.host(playhost)
+        assert fetch(here, f"http://[{two.gateway6.ip}]:8080/") == "b" and fetch(here, "http://[::1]:8080/") == "b"
+        assert ping6(first["a"], one.gateway6.ip)
+
+
+OWNER = textwrap.dedent("""
+    import os, signal
+    from pynetns.lab import Lab, cleanup, labs
+    lab = Lab("dies", isolated=True)
+    lab.namespace("web", networks=[lab.network("front", subnet="10.38.0.0/24", subnet6="fd00:38::/64")])
+    lab.publish("web", 8080, 80)
+    lab.apply()
+    (proxy,) = lab._state.proxies.values()
+    print(lab.id, proxy.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@root
+def test_the_loopback_proxy_ends_with_its_owner_and_cleanup_removes_the_rest():
+    child = subprocess.run(
+        [sys.executable, "-c", OWNER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": WORKTREE},
+    )
+    assert child.returncode == -9, child.stderr
+    lab_id, pid = child.stdout.split()
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the [::1] proxy to end with its owner")
+    assert [record.id for record in labs()] == [lab_id]
+    cleanup()
+    assert labs() == []
     assert_gone(lab_id)
