@@ -514,6 +514,10 @@ class FirewallBackend(ABC):
 
     # -- partitions: a namespace's own input drops, outside pynetns' NAT table or chains --
 
+    #: ``(None,)``: one :meth:`partition_block` covers every IP version; ``(4, 6)``: one call per version, each
+    #: given ``family=`` (xtables: iptables and ip6tables are two rule sets)
+    partition_families: tuple[Family | None, ...] = (None,)
+
     @abstractmethod
     def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
         """The command (argv, stdin) that makes the namespace it runs in drop everything arriving from

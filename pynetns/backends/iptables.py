@@ -224,19 +224,26 @@ class Iptables(FirewallBackend):
 
     # -- partitions ------------------------------------------------------------
 
-    def partition_block(self, addresses: Sequence[str], tag: str, *, first: bool = True) -> tuple[Argv, str]:
+    #: iptables and ip6tables: one partition rule set per IP version
+    partition_families: tuple[Family | None, ...] = (4, 6)
+
+    def partition_block(
+        self, addresses: Sequence[str], tag: str, *, first: bool = True, family: Family = 4
+    ) -> tuple[Argv, str]:
         by_version = partition_addresses(addresses)
-        if set(by_version) != {4}:
-            raise InvalidValue("addresses", [str(a) for a in addresses], "iptables partitions are IPv4 only")
+        if set(by_version) != {family}:
+            rule = f"must all be IPv{family} (iptables: one partition rule set per IP version, family=4 or 6)"
+            raise InvalidValue("addresses", [str(a) for a in addresses], rule)
         comment = partition_comment(tag)
         lines = ["*filter", f":{PARTITION_CHAIN} - [0:0]"]  # with --noflush: created, or emptied if it exists
         lines += [f"-I {self._partition_jump(tag)}"] if first else []
         lines += [
-            f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP' for address in by_version[4]
+            f'-A {PARTITION_CHAIN} -s {address} -m comment --comment "{comment}" -j DROP'
+            for address in by_version[family]
         ]
-        return self.batch_command(4), "\n".join([*lines, "COMMIT"]) + "\n"
+        return self.batch_command(family), "\n".join([*lines, "COMMIT"]) + "\n"
 
-    def partition_unblock(self, tag: str) -> tuple[Argv, str | None]:
+    def partition_unblock(self, tag: str, *, family: Family = 4) -> tuple[Argv, str | None]:
         lines = [
             "*filter",
             f"-D {self._partition_jump(tag)}",
@@ -244,7 +251,7 @@ class Iptables(FirewallBackend):
             f"-X {PARTITION_CHAIN}",
             "COMMIT",
         ]
-        return self.batch_command(4), "\n".join(lines) + "\n"
+        return self.batch_command(family), "\n".join(lines) + "\n"
 
     @staticmethod
     def _partition_jump(tag: str) -> str:

@@ -106,7 +106,10 @@ def _group(state: LabState, field: str, group: Iterable[Namespace | str] | Names
 
 
 def addresses(state: LabState, namespace: Namespace) -> list[Any]:
-    return [endpoint.ip.ip for endpoint in state.endpoints if endpoint.namespace is namespace]
+    # a dual-stack endpoint's two addresses: a partition cuts both families
+    return [
+        address.ip for endpoint in state.endpoints if endpoint.namespace is namespace for address in endpoint.addresses
+    ]
 
 
 def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:
@@ -118,24 +121,34 @@ def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:
 
 
 def write_partitions(state: LabState) -> None:
-    """Rewrite each namespace's drops from the partitions in force; remove them where none is left."""
-    blocked: dict[str, list[Any]] = {}
-    for namespace, other in cut(state):
-        drops = blocked.setdefault(namespace.name, [])
-        drops += [ip for ip in addresses(state, other) if ip not in drops]
-    _write_forward_drops(state)
+    """Rewrite each namespace's drops from the partitions in force; remove them where none is left (per IP
+    version where the backend keeps one rule set per version: iptables and ip6tables)."""
     firewall = state.host.firewall
-    for name in sorted(state.blocked - set(blocked)):
-        argv, script = firewall.partition_unblock(state.tag)
+    per_family = firewall.partition_families != (None,)
+    blocked: dict[tuple[str, Any], list[Any]] = {}
+    for namespace, other in cut(state):
+        for ip in addresses(state, other):
+            drops = blocked.setdefault((namespace.name, ip.version if per_family else None), [])
+            if ip not in drops:
+                drops.append(ip)
+    _write_forward_drops(state)
+    for key in sorted(state.blocked - set(blocked), key=str):
+        name, family = key
+        argv, script = firewall.partition_unblock(state.tag, **_family(family))
         Namespace(name, host=state.host).run(argv, input=script, check=False)  # it may be gone already
-        state.blocked.discard(name)
-    for name, drops in blocked.items():
+        state.blocked.discard(key)
+    for key, drops in blocked.items():
+        name, family = key
         if drops:
             argv, script = firewall.partition_block(
-                [str(ip) for ip in drops], state.tag, first=name not in state.blocked
+                [str(ip) for ip in drops], state.tag, first=key not in state.blocked, **_family(family)
             )
             Namespace(name, host=state.host).run(argv, input=script)
-            state.blocked.add(name)
+            state.blocked.add(key)
+
+
+def _family(family: Any) -> dict[str, Any]:
+    return {} if family is None else {"family": family}
 
 
 def _write_forward_drops(state: LabState) -> None:

@@ -50,7 +50,7 @@ class LabState:
         #: the partitions in force
         self.partitions: list[Partition] = []
         #: the namespaces holding partition drops
-        self.blocked: set[str] = set()
+        self.blocked: set[tuple[str, Any]] = set()  # (namespace, IP version, or None for every version)
         #: the partitions' drops of routed traffic on the lab's host
         self.drops: list[ForwardDrops] = []
         self.impairments = Impairments(host, self.tag, self.host_namespace, self.endpoints)

@@ -208,3 +208,18 @@ def test_the_loopback_proxy_ends_with_its_owner_and_cleanup_removes_the_rest():
     cleanup()
     assert labs() == []
     assert_gone(lab_id)
+
+
+@root
+@pytest.mark.parametrize("backend", ["nftables", "iptables-legacy"])
+def test_a_partition_cuts_both_families(backend):
+    with Lab("cut6", host=Host(firewall=BACKENDS[backend]()), isolated=True) as lab:
+        front = lab.network("front", subnet="10.39.0.0/24", subnet6="fd00:39::/64")
+        a = lab.namespace("a", networks=[front])
+        b = lab.namespace("b", networks=[front])
+        lab.apply()
+        assert ping(a, lab.ip(b)) and ping6(a, lab.ip(b, version=6))
+        lab.partition(a, b)
+        assert not ping(a, lab.ip(b)) and not ping6(a, lab.ip(b, version=6)) and not ping6(b, lab.ip(a, version=6))
+        lab.heal()
+        assert ping(a, lab.ip(b)) and ping6(a, lab.ip(b, version=6))

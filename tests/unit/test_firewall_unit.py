@@ -77,8 +77,13 @@ def test_partition_refuses_bad_input_before_any_script(backend):
     with pytest.raises(InvalidValue):
         backend.partition_block(["10.0.0.3"], 'pynetns:x" ; drop')
     if isinstance(backend, Iptables):
-        with pytest.raises(InvalidValue, match="IPv4 only"):
-            backend.partition_block(["fd00::3"], TAG)
+        with pytest.raises(InvalidValue, match="must all be IPv4"):
+            backend.partition_block(["fd00::3"], TAG)  # one rule set per version: IPv6 goes with family=6
+        with pytest.raises(InvalidValue, match="must all be IPv6"):
+            backend.partition_block(["fd00::3", "10.0.0.3"], TAG, family=6)
+        argv, script = backend.partition_block(["fd00::0003"], TAG, family=6)
+        assert argv == ("ip6tables-nft-restore", "--noflush", "-w") and "-s fd00::3 " in script
+        assert backend.partition_unblock(TAG, family=6)[0] == argv
 
 
 # -- probes ---------------------------------------------------------------------
