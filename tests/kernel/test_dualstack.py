@@ -125,7 +125,15 @@ def test_internal_dual_stack_network_reaches_nothing_outside(names, host):
 @root
 def test_port_overlap_is_per_family_and_cleanup_leaves_nothing(playhost):
     """0.0.0.0:8080 and [::]:8080 are two sockets (two lab networks may each take one); the same family twice is
-    refused, in a lab and across labs on one host; the [::1] proxy goes with unpublish and destroy."""
+    refused, in a lab and across labs on one host; the [::1] proxy goes with unpublish and destroy; the
+    ruleset and both forwarding sysctls are as they were."""
+    here = Namespace.host(playhost)
+    keys = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+
+    def firewall() -> tuple[str, ...]:
+        return (here.run(["nft", "list", "ruleset"]).stdout, *(here.sysctl(key) for key in keys))
+
+    before = firewall()
     with Lab("ovl", host=playhost) as lab:
         four = lab.network("four", subnet="10.33.0.0/24")
         dual = lab.network("dual", subnet="10.34.0.0/24", subnet6="fd00:34::/64")
@@ -139,7 +147,6 @@ def test_port_overlap_is_per_family_and_cleanup_leaves_nothing(playhost):
         lab.apply()
         serve(a, "0.0.0.0", 80, "a")
         serve(b, "::", 80, "b")
-        here = Namespace.host(playhost)
         assert fetch(here, "http://127.0.0.1:8080/") == "a" and fetch(here, "http://[::1]:8080/") == "b"
         assert fetch(here, "http://[fd00:34::1]:8080/") == "b"
         proxies = list(lab._state.proxies.values())
@@ -152,8 +159,10 @@ def test_port_overlap_is_per_family_and_cleanup_leaves_nothing(playhost):
         lab.unpublish(six)
         assert not proxies[0].alive() and fetch(here, "http://[::1]:8080/") is None
         assert fetch(here, "http://127.0.0.1:8080/") == "a"
+        assert here.sysctl("net.ipv6.conf.all.forwarding") == "1"
         lab_id = lab.id
     assert_gone(lab_id)
+    assert firewall() == before
 
 
 @root
