@@ -644,6 +644,7 @@ class Lab(Viewable):
             raise LabDestroyed(f"lab {self.name} was destroyed")
         self._state.persistent = True
         write_journal(self._state)
+        loopback6.persist(self._state)  # the [::1] proxies live on with the journal
         self._detached = True
         return next(record for record in labs(self.host) if record.id == self.id)
 

@@ -13,10 +13,12 @@ Nothing is opened to the lab's namespaces: ``::1`` is unreachable from any devic
 drops such packets before any hook; tests/kernel/test_dualstack.py sends raw SYNs to check). The proxy
 is started by the runner like any program, tracked by the lab (:attr:`LabState.proxies`), stopped by
 ``unpublish``/``destroy``/a failed apply's undo, and ends by itself when its owner dies (its stdin, a pipe
-from the owner, closes). TCP only: a UDP port is not proxied on ``[::1]`` (its IPv6 addresses answer).
+from the owner, closes) — unless the lab was detached (``pynetns up``): told so (:func:`persist`), it lives
+as long as the lab's journal does (``down`` or ``cleanup`` removes it; an isolated lab's host namespace takes
+the proxy with it). TCP only: a UDP port is not proxied on ``[::1]`` (its IPv6 addresses answer).
 
-The program itself (``python -m pynetns.lab.loopback6 --port 8080 --to fd00::2 --to-port 80``) prints
-``ready`` once it listens.
+The program itself (``python -m pynetns.lab.loopback6 --port 8080 --to fd00::2 --to-port 80 --journal
+PATH``) prints ``ready`` once it listens.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from ..errors import CommandError, PortInUse
@@ -36,12 +40,16 @@ from ..namespace import Namespace
 from ..runner import Call, Process
 from .state import LabState
 
-__all__ = ["main", "needs_proxy", "proxy_argv", "proxy_calls", "start", "stop", "stop_all"]
+__all__ = ["main", "needs_proxy", "persist", "proxy_argv", "proxy_calls", "start", "stop", "stop_all"]
 
 log = logging.getLogger(__name__)
 
 #: more host ports than this in one range get no [::1] proxy (a listener each): their IPv6 addresses answer
 MAX_PORTS = 64
+#: what the owner writes on a proxy's stdin when its lab is detached: live on, as long as the journal
+PERSIST = b"persist\n"
+#: how often a detached lab's proxy looks for its journal (seconds)
+JOURNAL_POLL = 0.5
 
 
 def needs_proxy(portmap: Firewalled) -> bool:
@@ -55,8 +63,9 @@ def needs_proxy(portmap: Firewalled) -> bool:
     return high - low < MAX_PORTS
 
 
-def proxy_argv(portmap: PortMap) -> list[str]:
-    """argv of the proxy relaying ``[::1]``'s host ports of ``portmap`` to its container."""
+def proxy_argv(portmap: PortMap, journal: str) -> list[str]:
+    """argv of the proxy relaying ``[::1]``'s host ports of ``portmap`` to its container; ``journal``: the
+    lab's journal, which a detached lab's proxy outlives not."""
     low, high = portmap.host_ports
     return [
         sys.executable,
@@ -68,6 +77,8 @@ def proxy_argv(portmap: PortMap) -> list[str]:
         str(portmap.address),
         "--to-port",
         str(portmap.port),
+        "--journal",
+        journal,
     ]
 
 
@@ -78,7 +89,8 @@ def _where(state: LabState) -> Namespace:
 def proxy_calls(state: LabState, objects: Sequence[Firewalled]) -> list[Call]:
     """What :func:`start` runs for ``objects`` (for ``explain()``)."""
     where = _where(state).ref
-    return [Call(state.host.exec_argv(where, proxy_argv(obj))) for obj in objects if needs_proxy(obj)]  # type: ignore[arg-type]
+    journal = str(state.journal_path)
+    return [Call(state.host.exec_argv(where, proxy_argv(obj, journal))) for obj in objects if needs_proxy(obj)]  # type: ignore[arg-type]
 
 
 def start(state: LabState, objects: Sequence[Firewalled], timeout: float = 10.0) -> None:
@@ -90,7 +102,7 @@ def start(state: LabState, objects: Sequence[Firewalled], timeout: float = 10.0)
         if not needs_proxy(portmap) or portmap in state.proxies:
             continue
         assert isinstance(portmap, PortMap)
-        argv = state.host.exec_argv(where, proxy_argv(portmap))
+        argv = state.host.exec_argv(where, proxy_argv(portmap, str(state.journal_path)))
         process = state.host.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         state.proxies[portmap] = process
         _wait_ready(process, timeout)
@@ -110,6 +122,14 @@ def _wait_ready(process: Process, timeout: float) -> None:
     if "Address already in use" in stderr:
         error = PortInUse.command_error(process.argv, returncode, line, stderr)
     raise error
+
+
+def persist(state: LabState) -> None:
+    """The lab is detached: its proxies live on after this process, as long as its journal."""
+    for process in state.proxies.values():
+        if process.alive() and process.stdin is not None:
+            process.stdin.write(PERSIST)
+            process.stdin.flush()
 
 
 def stop(state: LabState, portmap: PortMap) -> None:
@@ -155,7 +175,16 @@ async def _relay(target: str, port: int, reader: asyncio.StreamReader, writer: a
                 await side.wait_closed()
 
 
-async def _serve(ports: range, target: str, first: int) -> None:
+def _until_released(journal: str) -> None:
+    """Return when the owner ends (stdin closes), or, once told the lab is detached, when its journal goes."""
+    persistent = False
+    for line in sys.stdin.buffer:
+        persistent = persistent or line == PERSIST
+    while persistent and os.path.exists(journal):
+        time.sleep(JOURNAL_POLL)
+
+
+async def _serve(ports: range, target: str, first: int, journal: str) -> None:
     servers = []
     for number in ports:
 
@@ -166,8 +195,8 @@ async def _serve(ports: range, target: str, first: int) -> None:
 
         servers.append(await asyncio.start_server(handle, "::1", number, reuse_address=True))
     print("ready", flush=True)
-    # the owner holds our stdin: its end (stop(), or the owner's death) ends the proxy
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
+    # the owner holds our stdin: its end (stop(), or the owner's death) ends the proxy, unless detached
+    await asyncio.get_running_loop().run_in_executor(None, _until_released, journal)
     for server in servers:
         server.close()
 
@@ -177,11 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", required=True, help="host port or LOW-HIGH range to listen on at [::1]")
     parser.add_argument("--to", required=True, help="the container's IPv6 address")
     parser.add_argument("--to-port", type=int, required=True, help="the container's first port")
+    parser.add_argument("--journal", required=True, help="the lab's journal: once detached, live as long as it")
     args = parser.parse_args(argv)
     low, _, high = args.port.partition("-")
     ports = range(int(low), int(high or low) + 1)
     try:
-        asyncio.run(_serve(ports, args.to, args.to_port))
+        asyncio.run(_serve(ports, args.to, args.to_port, args.journal))
     except OSError as error:
         print(f"cannot listen on [::1]:{args.port}: {error.strerror or error}", file=sys.stderr)
         return 1

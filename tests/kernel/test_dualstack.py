@@ -19,7 +19,7 @@ import pytest
 from pynetns import Host, Namespace, PortInUse, Veth, wait_until
 from pynetns.backends.iptables import Iptables
 from pynetns.backends.nftables import Nftables
-from pynetns.lab import Lab, cleanup, labs
+from pynetns.lab import Lab, cleanup, labs, remove
 from tests.support.lab import assert_gone, ping
 from tests.support.web import fetch, serve
 
@@ -190,7 +190,7 @@ def test_a_default_slash_64_taken_meanwhile_moves_to_the_next_free_one(playhost)
 
 OWNER = textwrap.dedent("""
     import os, signal
-    from pynetns.lab import Lab, cleanup, labs
+    from pynetns.lab import Lab, cleanup, labs, remove
     lab = Lab("dies", isolated=True)
     lab.namespace("web", networks=[lab.network("front", subnet="10.38.0.0/24", subnet6="fd00:38::/64")])
     lab.publish("web", 8080, 80)
@@ -232,3 +232,45 @@ def test_a_partition_cuts_both_families(backend):
         assert not ping(a, lab.ip(b)) and not ping6(a, lab.ip(b, version=6)) and not ping6(b, lab.ip(a, version=6))
         lab.heal()
         assert ping(a, lab.ip(b)) and ping6(a, lab.ip(b, version=6))
+
+
+DETACHED = textwrap.dedent("""
+    import sys
+    from pynetns import Host
+    from pynetns.lab import Lab
+    from pynetns.runner import LocalRunner
+    from pynetns.servers import http_server_argv
+    host = Host(runner=LocalRunner(wrap=("nsenter", "--net=/run/netns/" + sys.argv[1])))  # playhost's namespace
+    lab = Lab("kept", host=host)
+    web = lab.namespace("web", networks=[lab.network("front", subnet="10.41.0.0/24", subnet6="fd00:41::/64")])
+    lab.publish(web, 8080, 80)
+    lab.apply()
+    web.popen(http_server_argv("::", 80, body="kept"))
+    web.wait_for_port(80)
+    (proxy,) = lab._state.proxies.values()
+    lab.detach()
+    print(lab.id, proxy.pid, flush=True)
+""")
+
+
+@root
+def test_a_detached_labs_proxy_outlives_its_owner_and_goes_with_the_lab(playhost):
+    """A host lab detached (as ``pynetns up`` does): its [::1] proxy outlives the owner process, and ends once
+    ``remove`` (``pynetns down``) took the lab's journal."""
+    playns = playhost.runner.wrap[-1].rsplit("/", 1)[1]
+    child = subprocess.run(
+        [sys.executable, "-c", DETACHED, playns],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": WORKTREE},
+    )
+    assert child.returncode == 0, child.stderr
+    lab_id, pid = child.stdout.split()
+    try:
+        here = Namespace.host(playhost)
+        assert fetch(here, "http://[::1]:8080/") == "kept" and Path(f"/proc/{pid}").exists()
+    finally:
+        remove(lab_id, playhost)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the proxy to go with the lab's journal")
+    assert_gone(lab_id)
