@@ -17,39 +17,32 @@ from the owner, closes) — unless the lab was detached (``pynetns up``): told s
 as long as the lab's journal does (``down`` or ``cleanup`` removes it; an isolated lab's host namespace takes
 the proxy with it). TCP only: a UDP port is not proxied on ``[::1]`` (its IPv6 addresses answer).
 
-The program itself (``python -m pynetns.lab.loopback6 --port 8080 --to fd00::2 --to-port 80 --journal
-PATH``) prints ``ready`` once it listens.
+The program is :mod:`pynetns.lab.proxy6` (the standard library only, run by its path with ``python -I``).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import logging
-import os
 import select
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import CommandError, PortInUse
 from ..firewall import Firewalled, PortMap
 from ..namespace import Namespace
 from ..runner import Call, Process
+from . import proxy6
+from .proxy6 import PERSIST
 from .state import LabState
 
-__all__ = ["main", "needs_proxy", "persist", "proxy_argv", "proxy_calls", "start", "stop", "stop_all"]
+__all__ = ["needs_proxy", "persist", "proxy_argv", "proxy_calls", "start", "stop", "stop_all"]
 
 log = logging.getLogger(__name__)
 
 #: more host ports than this in one range get no [::1] proxy (a listener each): their IPv6 addresses answer
 MAX_PORTS = 64
-#: what the owner writes on a proxy's stdin when its lab is detached: live on, as long as the journal
-PERSIST = b"persist\n"
-#: how often a detached lab's proxy looks for its journal (seconds)
-JOURNAL_POLL = 0.5
 
 
 def needs_proxy(portmap: Firewalled) -> bool:
@@ -69,8 +62,8 @@ def proxy_argv(portmap: PortMap, journal: str) -> list[str]:
     low, high = portmap.host_ports
     return [
         sys.executable,
-        "-m",
-        "pynetns.lab.loopback6",
+        "-I",  # the standard library alone: a small process, whatever the environment says
+        str(Path(proxy6.__file__)),
         "--port",
         f"{low}-{high}",
         "--to",
@@ -144,79 +137,3 @@ def stop_all(state: LabState, objects: Sequence[Firewalled] | None = None) -> No
     for portmap in list(state.proxies) if objects is None else objects:
         if isinstance(portmap, PortMap):
             stop(state, portmap)
-
-
-# -- the program ------------------------------------------------------------------
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()  # a half-close goes through: the other side may still answer
-    except OSError:
-        writer.close()
-
-
-async def _relay(target: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        upstream_reader, upstream_writer = await asyncio.open_connection(target, port)
-    except OSError:
-        writer.close()
-        return
-    try:
-        await asyncio.gather(_copy(reader, upstream_writer), _copy(upstream_reader, writer))
-    finally:
-        for side in (writer, upstream_writer):
-            side.close()
-            with contextlib.suppress(OSError):
-                await side.wait_closed()
-
-
-def _until_released(journal: str) -> None:
-    """Return when the owner ends (stdin closes), or, once told the lab is detached, when its journal goes."""
-    persistent = False
-    for line in sys.stdin.buffer:
-        persistent = persistent or line == PERSIST
-    while persistent and os.path.exists(journal):
-        time.sleep(JOURNAL_POLL)
-
-
-async def _serve(ports: range, target: str, first: int, journal: str) -> None:
-    servers = []
-    for number in ports:
-
-        async def handle(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to: int = first + number - ports[0]
-        ) -> None:
-            await _relay(target, to, reader, writer)
-
-        servers.append(await asyncio.start_server(handle, "::1", number, reuse_address=True))
-    print("ready", flush=True)
-    # the owner holds our stdin: its end (stop(), or the owner's death) ends the proxy, unless detached
-    await asyncio.get_running_loop().run_in_executor(None, _until_released, journal)
-    for server in servers:
-        server.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pynetns.lab.loopback6", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", required=True, help="host port or LOW-HIGH range to listen on at [::1]")
-    parser.add_argument("--to", required=True, help="the container's IPv6 address")
-    parser.add_argument("--to-port", type=int, required=True, help="the container's first port")
-    parser.add_argument("--journal", required=True, help="the lab's journal: once detached, live as long as it")
-    args = parser.parse_args(argv)
-    low, _, high = args.port.partition("-")
-    ports = range(int(low), int(high or low) + 1)
-    try:
-        asyncio.run(_serve(ports, args.to, args.to_port, args.journal))
-    except OSError as error:
-        print(f"cannot listen on [::1]:{args.port}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

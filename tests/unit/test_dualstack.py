@@ -60,7 +60,7 @@ def test_nat_and_published_ports_per_family_on_nftables():
     assert "ip6 saddr fd00:30::/64 masquerade comment" in script and "ip saddr 10.30.0.0/24 masquerade" in script
     # the host's [::1] is left to the proxy: IPv6 has no route_localnet
     assert "ip6 daddr != ::1 tcp dport 8080 counter dnat to [fd00:30::2]:80" in script
-    assert "-m pynetns.lab.loopback6 --port 8080-8080 --to fd00:30::2 --to-port 80" in script
+    assert "proxy6.py --port 8080-8080 --to fd00:30::2 --to-port 80" in script
     assert "isolate6/" not in script  # one network alone: nothing to isolate it from
 
 
