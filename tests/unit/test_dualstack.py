@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from pynetns import Host, InvalidValue, NotFound, SubnetOverlap
 from pynetns.backends.iptables import Iptables
-from pynetns.lab import Lab, Topology
+from pynetns.lab import Lab, Topology, proxy6
 from pynetns.lab.ipam import ULA_FILE, host_ula, pick_subnet6, random_ula
 from pynetns.lab.loopback6 import needs_proxy
 
@@ -213,3 +215,58 @@ def test_topology_files_declare_dual_stack_networks(tmp_path, monkeypatch):
         path.write_text(json.dumps({"networks": networks}))
         with pytest.raises(Exception, match=match):
             Topology.from_file(path)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind(("::1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _echo_upper(listener: socket.socket) -> None:
+    client, _ = listener.accept()
+    with client:
+        data = b""
+        while chunk := client.recv(4096):  # until the proxy passes on the half-close
+            data += chunk
+        client.sendall(data.upper())
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_the_proxy_relays_with_half_close_and_ends_with_stdin_or_its_journal(tmp_path):
+    """The [::1] proxy runs by its path with the standard library alone, relays a connection (a half-close
+    goes through), and ends when its stdin closes; told ``persist``, it ends only once the journal is gone."""
+    target = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    target.bind(("::1", 0))
+    target.listen(1)
+    journal = tmp_path / "lab.json"
+    journal.write_text("{}")
+    port = _free_port()
+    argv = [sys.executable, "-I", proxy6.__file__, "--port", str(port), "--to", "::1"]
+    argv += ["--to-port", str(target.getsockname()[1]), "--journal", str(journal)]
+    for detached in (False, True):
+        proxy = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert proxy.stdout is not None and proxy.stdout.readline() == b"ready\n"
+            server = threading.Thread(target=_echo_upper, args=(target,))
+            server.start()
+            with socket.create_connection(("::1", port)) as client:
+                client.sendall(b"hello")
+                client.shutdown(socket.SHUT_WR)
+                assert client.recv(4096) == b"HELLO"
+            server.join()
+            assert proxy.stdin is not None
+            if detached:
+                proxy.stdin.write(proxy6.PERSIST)
+                proxy.stdin.flush()
+            proxy.stdin.close()
+            if detached:
+                with pytest.raises(subprocess.TimeoutExpired):
+                    proxy.wait(timeout=1.0)  # the journal is still there
+                journal.unlink()
+            assert proxy.wait(timeout=10) == 0
+        finally:
+            proxy.kill()
+            proxy.wait()
+            proxy.stdout.close()  # type: ignore[union-attr]
+    target.close()
