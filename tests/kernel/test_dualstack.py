@@ -33,6 +33,13 @@ BACKENDS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _own_runtime(tmp_path, monkeypatch):
+    """Runtime files in a folder of this test's own: ``ipv6=True`` leaves the host's unique local /48 there for
+    good (as Docker keeps its own), and other tests check that the session's folder empties with its labs."""
+    monkeypatch.setenv("PYNETNS_RUNTIME_DIR", str(tmp_path / "run"))
+
+
 def ping6(namespace: Namespace, address: object) -> bool:
     return namespace.run(["ping", "-6", "-c1", "-W1", str(address)], check=False).returncode == 0
 
