@@ -18,13 +18,14 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ..errors import InvalidAddress, SubnetOverlap
+from ..errors import InvalidAddress, InvalidValue, SubnetOverlap
 from ..host import Host
 from ..namespace import Namespace, resolve_host
 from ..validation import IPAddress, IPInterface, IPNetwork, ip_address
+from ..validation import subnet as valid_subnet
 from .journal import labs
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ULA_FILE",
     "Allocator",
     "default_subnets",
+    "dual_stack",
     "host_ula",
     "pick_subnet",
     "pick_subnet6",
@@ -74,6 +76,34 @@ def pick_subnet6(taken: Iterable[IPNetwork], ula: ipaddress.IPv6Network) -> ipad
         if not any(candidate.overlaps(other) for other in used):
             return candidate
     raise SubnetOverlap("subnet6", None, f"every /64 of {ula} is in use")
+
+
+def dual_stack(
+    chosen: IPNetwork,
+    subnet6: str | None,
+    ipv6: bool,
+    gateway6: str | None,
+    taken: list[IPNetwork],
+    ula: Callable[[], ipaddress.IPv6Network],
+) -> Allocator | None:
+    """The IPv6 side of a network whose subnet is ``chosen`` (``None``: the network has one family): ``subnet6``,
+    or with ``ipv6`` the first /64 of ``ula()`` (the host's unique local /48) overlapping none of ``taken``."""
+    if chosen.version == 6 and subnet6 is not None:
+        raise InvalidValue("subnet6", subnet6, f"goes beside an IPv4 subnet; {chosen} is IPv6 already")
+    if subnet6 is None and not (ipv6 and chosen.version == 4):
+        if gateway6 is not None:
+            raise InvalidValue("gateway6", gateway6, "needs an IPv6 subnet beside the IPv4 one (subnet6 or ipv6=True)")
+        return None
+    if subnet6 is None:
+        six: IPNetwork = pick_subnet6(taken, ula())
+    else:
+        six = valid_subnet("subnet6", subnet6)
+        if six.version != 6:
+            raise InvalidValue("subnet6", subnet6, "must be an IPv6 subnet, like 'fd00:30::/64'")
+    clash = next((other for other in taken if other.overlaps(six)), None)
+    if clash is not None:
+        raise SubnetOverlap("subnet6", str(six), f"overlaps {clash}, already in use")
+    return Allocator(six, gateway6)
 
 
 def random_ula() -> ipaddress.IPv6Network:

@@ -36,7 +36,7 @@ from ..namespace import Namespace, kill_processes_in, resolve_host
 from ..plan import Plan, attach_undo_errors, undo_errors
 from ..runner import Call, Commands, LocalRunner, commands
 from ..sandbox import privileged
-from ..validation import IPAddress, IPInterface, IPNetwork, IsolateMode, interface_name, ip_address, namespace_name
+from ..validation import IPAddress, IsolateMode, interface_name, namespace_name
 from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
@@ -44,9 +44,9 @@ from ..views import Viewable, view
 from . import loopback6, partitions
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
-from .ipam import Allocator, pick_subnet, pick_subnet6
+from .ipam import Allocator, dual_stack, pick_subnet
 from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
-from .model import Endpoint, LabPortMap, Network, refuse_overlap
+from .model import Endpoint, LabPortMap, Network, publish_addresses, refuse_overlap
 from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
@@ -178,7 +178,7 @@ class Lab(Viewable):
         taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
-        allocator6 = self._allocator6(chosen, subnet6, flag("ipv6", ipv6), gateway6, taken)
+        allocator6 = dual_stack(chosen, subnet6, flag("ipv6", ipv6), gateway6, taken, self._state.ula)
         net = Network(
             self,
             name,
@@ -197,27 +197,6 @@ class Lab(Viewable):
         )
         self.networks[name] = net
         return net
-
-    def _allocator6(
-        self, chosen: IPNetwork, subnet6: str | None, ipv6: bool, gateway6: str | None, taken: list[IPNetwork]
-    ) -> Allocator | None:
-        """The IPv6 side of a dual-stack network (``None``: the network has one family)."""
-        if chosen.version == 6 and subnet6 is not None:
-            raise InvalidValue("subnet6", subnet6, f"goes beside an IPv4 subnet; {chosen} is IPv6 already")
-        if subnet6 is None and not (ipv6 and chosen.version == 4):
-            if gateway6 is not None:
-                raise InvalidValue(
-                    "gateway6", gateway6, "needs an IPv6 subnet beside the IPv4 one (subnet6 or ipv6=True)"
-                )
-            return None
-        if subnet6 is None:
-            six: IPNetwork = pick_subnet6(taken, self._state.ula())
-        else:
-            six = valid_subnet("subnet6", subnet6)
-            if six.version != 6:
-                raise InvalidValue("subnet6", subnet6, "must be an IPv6 subnet, like 'fd00:30::/64'")
-        refuse_overlap(six, taken, "already in use")
-        return Allocator(six, gateway6)
 
     def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
         """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
@@ -647,14 +626,6 @@ class Lab(Viewable):
         loopback6.persist(self._state)  # the [::1] proxies live on with the journal
         self._detached = True
         return next(record for record in labs(self.host) if record.id == self.id)
-
-
-def publish_addresses(endpoint: Endpoint, host_ip: str | None) -> list[IPInterface]:
-    """The endpoint's addresses a port is published on: each family's, or the one of ``host_ip``'s family."""
-    if host_ip is None:
-        return endpoint.addresses
-    version = ip_address("host_ip", host_ip).version
-    return [address for address in endpoint.addresses if address.version == version] or [endpoint.ip]
 
 
 def refuse_unprivileged(host: Host) -> None:

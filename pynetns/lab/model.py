@@ -20,11 +20,11 @@ from ..host import Host
 from ..impair.link import ImpairedLink, netem_available
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from ..namespace import Namespace
-from ..validation import IPInterface, IPNetwork, IsolateMode
+from ..validation import IPInterface, IPNetwork, IsolateMode, ip_address
 from ..views import Viewable
 from .ipam import Allocator
 
-__all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "refuse_overlap"]
+__all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "publish_addresses", "refuse_overlap"]
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,14 @@ class LabPortMap(PortMap):
         bridge = self.endpoint.network.bridge
         localnet = bridge if self.family == 4 and (self.host_ip is None or self.host_ip.is_loopback) else None
         return HostPath(localnet, self.endpoint.host_interface, managed=True)
+
+
+def publish_addresses(endpoint: Endpoint, host_ip: str | None) -> list[IPInterface]:
+    """The endpoint's addresses a port is published on: each family's, or the one of ``host_ip``'s family."""
+    if host_ip is None:
+        return endpoint.addresses
+    version = ip_address("host_ip", host_ip).version
+    return [address for address in endpoint.addresses if address.version == version] or [endpoint.ip]
 
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:
