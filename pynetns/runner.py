@@ -131,6 +131,10 @@ class Process:
         return int(self._popen.pid)
 
     @property
+    def stdin(self) -> IO[bytes] | None:
+        return self._popen.stdin  # type: ignore[no-any-return]
+
+    @property
     def stdout(self) -> IO[bytes] | None:
         return self._popen.stdout  # type: ignore[no-any-return]
 

@@ -362,6 +362,8 @@ class FirewallRule:
     protocol: Literal["tcp", "udp", "sctp"] | None = None
     saddr: str | None = None
     daddr: str | None = None
+    #: a destination the rule does not match (IPv6 published ports leave the host's ``::1`` to its proxy)
+    not_daddr: str | None = None
     dport: tuple[int, int] | None = None
     sport: tuple[int, int] | None = None
     iif: str | None = None

@@ -354,6 +354,8 @@ class Iptables(FirewallBackend):
             parts += ["-s", canonical_address(family, rule.saddr, network=True)]
         if rule.daddr is not None:
             parts += ["-d", canonical_address(family, rule.daddr, network=True)]
+        if rule.not_daddr is not None:
+            parts += ["!", "-d", canonical_address(family, rule.not_daddr, network=True)]
         if rule.iif is not None:
             parts += ["-i", interface_name("interface", rule.iif)]
         if rule.not_iif is not None:

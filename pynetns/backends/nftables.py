@@ -213,6 +213,8 @@ class Nftables(FirewallBackend):
             parts += [ip, "saddr", canonical_address(family, rule.saddr, network=True)]
         if rule.daddr is not None:
             parts += [ip, "daddr", canonical_address(family, rule.daddr, network=True)]
+        if rule.not_daddr is not None:
+            parts += [ip, "daddr", "!=", canonical_address(family, rule.not_daddr, network=True)]
         if rule.protocol is not None:
             if rule.protocol not in ("tcp", "udp", "sctp"):
                 raise InvalidValue("protocol", rule.protocol, "must be 'tcp', 'udp' or 'sctp'")

@@ -13,7 +13,7 @@ from ..errors import BackendUnavailable
 from ..host import default_host
 from .html import BOX, note, pre
 from .snapshot import LabSnapshot, published
-from .text import end_state, network_details
+from .text import both, end_state, network_details
 
 if TYPE_CHECKING:
     from ..lab.lab import Lab
@@ -55,8 +55,8 @@ def dot_source(lab: Lab, snapshot: LabSnapshot) -> str:
         options = ", ".join(network_details(net)[3:])
         label = quote(
             f"bridge {net.bridge}",
-            f"{net.name} {net.subnet}",
-            f"gateway {net.gateway}",
+            f"{net.name} {both(net.subnets)}",
+            f"gateway {both(net.gateways)}",
             *([options] if options else []),
             *extra,
         )
@@ -72,7 +72,7 @@ def dot_source(lab: Lab, snapshot: LabSnapshot) -> str:
         for position, ep in enumerate(mine):
             node = nodes[id(ep)] = f"ns{number}_{position}"
             extra = [end_state(seen, ep.interface)] if seen.inspected else []
-            out.append(f"    {node} [label={quote(ep.interface, ep.ip, *extra)}, shape=ellipse, style=solid];")
+            out.append(f"    {node} [label={quote(ep.interface, *ep.addresses, *extra)}, shape=ellipse, style=solid];")
         if not mine:
             out.append(f"    ns{number}_lo [label={quote('lo only', '(no network)')}, shape=plaintext];")
         out.append("  }")
@@ -80,7 +80,7 @@ def dot_source(lab: Lab, snapshot: LabSnapshot) -> str:
         label = quote(f"{ep.host_interface} ↔ {ep.interface}")
         out.append(f"  {bridges[ep.network.name]} -- {nodes[id(ep)]} [label={label}];")
     for index, portmap in enumerate(ports):
-        target = next((nodes[id(ep)] for ep in lab.endpoints if ep.ip.ip == portmap.address), None)
+        target = next((nodes[id(ep)] for ep in lab.endpoints if portmap.address in [a.ip for a in ep.addresses]), None)
         if target is None:
             target = f"addr{index}"
             out.append(f"  {target} [label={quote(portmap.address)}, shape=plaintext];")

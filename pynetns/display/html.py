@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .snapshot import BridgeSnapshot, EndpointSnapshot, LabSnapshot, NamespaceSnapshot, Seen, VethSnapshot, published
 from .text import (
+    both,
     bridge_details,
     end_state,
     endpoint_details,
@@ -194,7 +195,7 @@ def render_network(net: Network, side: Seen) -> str:
     rows = [
         [
             _code(endpoint_name(ep)),
-            _e(ep.ip),
+            _e(both(ep.addresses)),
             _code(ep.host_interface),
             _e(end_state(side, ep.host_interface)) if side.inspected else "",
         ]
@@ -223,7 +224,16 @@ def topology(lab: Lab, snapshot: LabSnapshot) -> str:
         for net in lab.networks.values():
             options = ", ".join(network_details(net)[3:])
             bridge = end_state(snapshot.side, net.bridge) if snapshot.side.inspected else ""
-            rows.append([_code(net.name), _e(net.subnet), _e(net.gateway), _code(net.bridge), _e(options), _e(bridge)])
+            rows.append(
+                [
+                    _code(net.name),
+                    _e(both(net.subnets)),
+                    _e(both(net.gateways)),
+                    _code(net.bridge),
+                    _e(options),
+                    _e(bridge),
+                ]
+            )
         header = ["network", "subnet", "gateway", "bridge", "options", "state"]
         parts.append(_section("networks", _table(header, rows)))
     if lab.namespaces:

@@ -11,7 +11,7 @@ what a lab has still to apply).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .snapshot import (
@@ -137,11 +137,17 @@ def side_name(lab: LabLike) -> str:
 
 
 def network_details(net: Network) -> list[str]:
-    details = [str(net.subnet), f"gateway {net.gateway}", f"bridge {net.bridge}"]
+    # a dual-stack network shows both subnets and gateways
+    details = [both(net.subnets), f"gateway {both(net.gateways)}", f"bridge {net.bridge}"]
     details += ["internal"] if net.internal else ["nat"] if net.nat else []
     if net.mtu is not None:
         details.append(f"mtu {net.mtu}")
     return details
+
+
+def both(items: Iterable[object]) -> str:
+    """A dual-stack network's or endpoint's subnets, gateways or addresses: ``10.0.0.2/24 fd00::2/64``."""
+    return " ".join(str(item) for item in items)
 
 
 def endpoint_name(endpoint: Endpoint) -> str:
@@ -151,7 +157,7 @@ def endpoint_name(endpoint: Endpoint) -> str:
 def endpoint_details(endpoint: Endpoint) -> list[str]:
     lab = endpoint.network.lab
     return [
-        f"{endpoint.ip} on {endpoint.network.name}",
+        f"{both(endpoint.addresses)} on {endpoint.network.name}",
         f"{endpoint.interface} in {endpoint.namespace.name} <-> {endpoint.host_interface} in {side_name(lab)}"
         f" on bridge {endpoint.network.bridge}",
     ]
@@ -187,7 +193,9 @@ def namespace_rows(lab: Lab, snapshot: LabSnapshot) -> list[tuple[str, str, list
         if seen.inspected:
             interfaces = [f"{item.name} {state(item)} {addresses(item)}".rstrip() for item in seen.interfaces]
         else:
-            interfaces = [f"{ep.interface} {ep.ip} (declared)" for ep in lab.endpoints if ep.namespace is namespace]
+            interfaces = [
+                f"{ep.interface} {both(ep.addresses)} (declared)" for ep in lab.endpoints if ep.namespace is namespace
+            ]
         rows.append((name, namespace.name, interfaces, [str(route) for route in seen.routes], seen.note))
     return rows
 
@@ -202,7 +210,7 @@ def pair_rows(lab: Lab, snapshot: LabSnapshot) -> list[list[str]]:
         rows.append(
             [
                 endpoint_name(ep),
-                str(ep.ip),
+                both(ep.addresses),
                 ep.host_interface,
                 f"{ep.network.bridge} ({ep.network.name})",
                 inside,
@@ -289,7 +297,7 @@ def render_network(net: Network, side: Seen) -> str:
     rows = [
         [
             endpoint_name(ep),
-            str(ep.ip),
+            both(ep.addresses),
             "<->",
             ep.host_interface,
             "" if not side.inspected else end_state(side, ep.host_interface),

@@ -97,7 +97,8 @@ def create_all(objects: Sequence[Declared]) -> None:
     if not objects:
         return
     site, backend = _one_site(objects)
-    ids = [(obj.owner_tag, obj.object_id) for obj in objects]
+    # per family: a dual-stack port map is two objects of one id, one in each family's table
+    ids = [(obj.owner_tag, obj.object_id, obj.family) for obj in objects]
     if len(set(ids)) != len(ids):
         raise InvalidValue("objects", sorted(ids), "the same object twice")
     families = _families(objects)

@@ -20,7 +20,7 @@ from ..plan import Plan, Step, attach_undo_errors, undo_errors
 from ..polling import wait_until
 from ..runner import Call
 from ..validation import IsolateMode
-from . import span
+from . import loopback6, span
 from .journal import labs
 from .model import LabPortMap
 from .state import LabState
@@ -81,7 +81,7 @@ def host_stages(state: LabState, host: Host) -> list[list[Job]]:
     wiring, finish = Plan(), Plan()
     fresh = [net for net in state.networks.values() if span.on_host(state, net, host)]
     fresh = [net for net in fresh if not span.part_applied(state, net, host)]
-    if own and state.host_namespace is not None and any(net.subnet.version == 6 for net in fresh):
+    if own and state.host_namespace is not None and any(net.has_ipv6 for net in fresh):
         # the lab's own host namespace: its new bridges' gateways skip duplicate address detection too
         keys = ("net/ipv6/conf/all/accept_dad=0", "net/ipv6/conf/default/accept_dad=0")
         wiring.add(Step(host.exec_argv(where, host.links.sysctl_write(keys))))
@@ -94,8 +94,9 @@ def host_stages(state: LabState, host: Host) -> list[list[Job]]:
         # over all its ports each, so N veths would cost N² (see the benchmark's --scaling)
         wiring.add(host.ip_step(where, links.link_set(net.bridge, alias=tag)))
         # an IPv6 gateway skips duplicate address detection: usable as soon as apply() returns
-        address = links.addr_add(net.bridge, str(span.gateway(state, net, host)), nodad=net.subnet.version == 6)
-        wiring.add(host.ip_step(where, address))
+        for gateway in net.gateways if own else [span.gateway(state, net, host)]:  # dual stack: one per family
+            address = links.addr_add(net.bridge, str(gateway), nodad=gateway.version == 6)
+            wiring.add(host.ip_step(where, address))
         finish.add(host.ip_step(where, links.link_set(net.bridge, up=True)))
     wiring.extend(span.vxlan_plan(state, host))
     for endpoint in state.endpoints:
@@ -134,14 +135,14 @@ def host_stages(state: LabState, host: Host) -> list[list[Job]]:
 
 
 def fresh_bridges6(state: LabState, host: Host | None = None) -> list[str]:
-    """The new IPv6 networks' bridges (on ``host``, default the lab's) that will have a port (a bridge
+    """The new bridges with IPv6 (on ``host``, default the lab's) that will have a port (a bridge
     without one never gets a carrier)."""
     host = state.host if host is None else host
     return [
         net.bridge
         for net in state.networks.values()
         if span.on_host(state, net, host) and not span.part_applied(state, net, host)
-        if net.subnet.version == 6 and net.endpoints
+        if net.has_ipv6 and net.endpoints
     ]
 
 
@@ -165,7 +166,8 @@ def firewall_objects(state: LabState, host: Host | None = None) -> list[Firewall
         namespace = state.host_namespace if host is state.host else None
         where = dict(namespace=namespace, host=host, tag=state.tag)
         if net.nat:
-            objects.append(Masquerade(net.subnet, net.bridge, **where))  # type: ignore[arg-type]
+            # a dual-stack network masquerades each family (ip6tables / the ip6 table for IPv6)
+            objects += [Masquerade(subnet, net.bridge, **where) for subnet in net.subnets]  # type: ignore[arg-type]
         # each pair of networks once, by the later one: its rules see the earlier ones (and those of other labs)
         pairs = [(other.bridge, other.isolate) for other in networks[:index]] + foreign
         others = [bridge for bridge, mode in pairs if isolating(net.isolate, mode) == "ports open"]
@@ -221,23 +223,31 @@ def inside_plan(state: LabState, namespace: Namespace) -> Plan:
     plan = Plan()
     mine = [endpoint for endpoint in state.endpoints if endpoint.namespace is namespace]
     # no duplicate address detection in here: an IPv6 address is usable as soon as apply() returns
-    fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip.version == 6]
+    fresh6 = [endpoint.interface for endpoint in mine if not endpoint.applied and endpoint.ip6 is not None]
     if fresh6:
         keys = [f"net/ipv6/conf/{name}/accept_dad=0" for name in ("all", *fresh6)]
         plan.add(Step(host.exec_argv(namespace.ref, host.links.sysctl_write(keys))))
     if namespace.name not in state.applied_namespaces:
         plan.add(host.ip_step(namespace.ref, links.link_set("lo", alias=tag, up=True)))
-    # the default route goes through the first network that is not internal (nothing leaves an internal one)
-    outward = next((endpoint for endpoint in mine if not endpoint.network.internal), None)
+    # each family's default route goes through the first network of that family that is not internal
+    # (nothing leaves an internal one): a dual-stack network gives both, as Docker's
+    outward = {
+        version: next((gateway for endpoint in mine if not endpoint.network.internal
+                       for gateway in endpoint.network.gateways if gateway.version == version), None)
+        for version in (4, 6)
+    }  # fmt: skip
     for endpoint in mine:
         if endpoint.applied:
             continue
         plan.add(host.ip_step(namespace.ref, links.link_set(endpoint.interface, alias=tag, up=True)))
-        plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(endpoint.ip))))
-        if endpoint is outward:
-            gateway = str(span.gateway(state, endpoint.network, namespace.host).ip)
-            route = links.route_add("default", via=gateway, device=None, metric=None)
-            plan.add(host.ip_step(namespace.ref, route))
+        for address in endpoint.addresses:
+            plan.add(host.ip_step(namespace.ref, links.addr_add(endpoint.interface, str(address))))
+        for gateway in endpoint.network.gateways:
+            if gateway is outward[gateway.version]:
+                if gateway is endpoint.network.gateway:  # of a network spanning Hosts: the one on this Host
+                    gateway = span.gateway(state, endpoint.network, namespace.host)
+                route = links.route_add("default", via=str(gateway.ip), device=None, metric=None)
+                plan.add(host.ip_step(namespace.ref, route))
     return plan
 
 
@@ -384,7 +394,7 @@ class FirewallJob(Job):
         return plan
 
     def calls(self) -> list[Call]:
-        return preview(self.objects) + self._settings().calls()
+        return preview(self.objects) + self._settings().calls() + loopback6.proxy_calls(self.state, self.objects)
 
     def run(self) -> None:
         # again now that the journal is written: a lab applied meanwhile is isolated from this one, or sees it
@@ -393,7 +403,9 @@ class FirewallJob(Job):
         create_all(self.objects)
         try:
             self.host.apply(self._settings())
+            loopback6.start(self.state, self.objects)  # IPv6 ports on the host's [::1]
         except BaseException:
+            loopback6.stop_all(self.state, self.objects)
             delete_all(self.objects, missing_ok=True)
             raise
 
@@ -403,6 +415,7 @@ class FirewallJob(Job):
         return not isinstance(error, PynetnsError) or isinstance(error, CommandError)
 
     def undo(self) -> list[Exception]:
+        loopback6.stop_all(self.state, self.objects)
         try:
             for retry in self.host.runner.retrying():
                 with retry:

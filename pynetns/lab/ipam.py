@@ -5,6 +5,8 @@
 ('10.5.0.1/24', '10.5.0.2/24', '10.5.0.9/24')
 >>> str(pick_subnet([ipaddress.ip_network("172.17.0.0/16")]))
 '172.18.0.0/16'
+>>> str(pick_subnet6([ipaddress.ip_network("fd12:3456:789a::/64")], ipaddress.ip_network("fd12:3456:789a::/48")))
+'fd12:3456:789a:1::/64'
 >>> moved = allocator.moved_to(ipaddress.ip_network("10.6.0.0/24"))  # the same places in another subnet
 >>> str(moved.gateway), str(moved.allocate())
 ('10.6.0.1/24', '10.6.0.3/24')
@@ -13,15 +15,37 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
-from ..errors import InvalidAddress, SubnetOverlap
+from ..errors import InvalidAddress, InvalidValue, SubnetOverlap
 from ..host import Host
 from ..namespace import Namespace, resolve_host
 from ..validation import IPAddress, IPInterface, IPNetwork, ip_address
+from ..validation import subnet as valid_subnet
 from .journal import labs
 
-__all__ = ["DEFAULT_POOLS", "Allocator", "default_subnets", "pick_subnet", "rebase", "taken_networks"]
+__all__ = [
+    "DEFAULT_POOLS",
+    "ULA_FILE",
+    "Allocator",
+    "default_subnets",
+    "dual_stack",
+    "host_ula",
+    "pick_subnet",
+    "pick_subnet6",
+    "random_ula",
+    "rebase",
+    "taken_networks",
+]
+
+log = logging.getLogger(__name__)
+
+#: the file, beside the host's lab journals, naming the unique local /48 its IPv6 default subnets come from
+ULA_FILE = "ipv6-ula"
 
 #: (pool, prefix length of each subnet taken from it), as Docker's default address pools
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
@@ -43,6 +67,82 @@ def pick_subnet(taken: Iterable[IPNetwork], pools: Iterable[tuple[str, int]] = D
         if not any(candidate.overlaps(other) for other in used if other.version == 4):
             return candidate
     raise SubnetOverlap("subnet", None, "every subnet of the default pools is in use")
+
+
+def pick_subnet6(taken: Iterable[IPNetwork], ula: ipaddress.IPv6Network) -> ipaddress.IPv6Network:
+    """The first /64 of the unique local ``ula`` (a /48) overlapping none of ``taken``."""
+    used = [other for other in taken if other.version == 6]
+    for candidate in ula.subnets(new_prefix=64):
+        if not any(candidate.overlaps(other) for other in used):
+            return candidate
+    raise SubnetOverlap("subnet6", None, f"every /64 of {ula} is in use")
+
+
+def dual_stack(
+    chosen: IPNetwork,
+    subnet6: str | None,
+    ipv6: bool,
+    gateway6: str | None,
+    taken: list[IPNetwork],
+    ula: Callable[[], ipaddress.IPv6Network],
+) -> Allocator | None:
+    """The IPv6 side of a network whose subnet is ``chosen`` (``None``: the network has one family): ``subnet6``,
+    or with ``ipv6`` the first /64 of ``ula()`` (the host's unique local /48) overlapping none of ``taken``."""
+    if chosen.version == 6 and subnet6 is not None:
+        raise InvalidValue("subnet6", subnet6, f"goes beside an IPv4 subnet; {chosen} is IPv6 already")
+    if subnet6 is None and not (ipv6 and chosen.version == 4):
+        if gateway6 is not None:
+            raise InvalidValue("gateway6", gateway6, "needs an IPv6 subnet beside the IPv4 one (subnet6 or ipv6=True)")
+        return None
+    if subnet6 is None:
+        six: IPNetwork = pick_subnet6(taken, ula())
+    else:
+        six = valid_subnet("subnet6", subnet6)
+        if six.version != 6:
+            raise InvalidValue("subnet6", subnet6, "must be an IPv6 subnet, like 'fd00:30::/64'")
+    clash = next((other for other in taken if other.overlaps(six)), None)
+    if clash is not None:
+        raise SubnetOverlap("subnet6", str(six), f"overlaps {clash}, already in use")
+    return Allocator(six, gateway6)
+
+
+def random_ula() -> ipaddress.IPv6Network:
+    """A unique local /48 as RFC 4193 draws one: ``fd`` and 40 random bits."""
+    return ipaddress.IPv6Network(((0xFD << 120) | (secrets.randbits(40) << 80), 48))
+
+
+def host_ula(host: Host) -> ipaddress.IPv6Network:
+    """The unique local /48 of ``host``'s IPv6 default subnets, drawn once and kept beside its lab journals
+    (as Docker 27 keeps one per daemon), so every process on the host agrees on it. Written under the host
+    lock, read by every later caller; a dry run reads it and writes nothing (a fresh one if there is none)."""
+    path = host.runtime.folder.parent / ULA_FILE
+    found = _read_ula(path)
+    if found is not None or host.dry_run:
+        return found or random_ula()
+    with host.lock():
+        found = _read_ula(path)
+        if found is not None:
+            return found
+        ula = random_ula()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{ULA_FILE}.{secrets.token_hex(4)}.tmp")
+        temporary.write_text(f"{ula}\n")
+        os.replace(temporary, path)
+        log.info("IPv6 default subnets of this host come from %s (%s)", ula, path)
+        return ula
+
+
+def _read_ula(path: Path) -> ipaddress.IPv6Network | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    try:
+        ula = ipaddress.IPv6Network(text)
+    except ValueError:
+        log.warning("ignoring %s: %r is no IPv6 network", path, text)
+        return None
+    return ula if ula.prefixlen <= 64 and ula.subnet_of(ipaddress.IPv6Network("fc00::/7")) else None
 
 
 def rebase(address: IPAddress, old: IPNetwork, new: IPNetwork) -> IPAddress:
@@ -108,11 +208,13 @@ def taken_networks(host: Host | None = None, *, other_than: str | None = None) -
     root = Namespace.host(host)
     taken: list[IPNetwork] = [
         ipaddress.ip_network(route.destination, strict=False)
-        for route in root.routes()
+        for family in (4, 6)
+        for route in root.routes(family)
         if route.destination != "default"
     ]
     taken += [address.network for address in root.addresses()]
     for record in labs(host):
         if (record.alive or record.persistent) and record.id != other_than:
-            taken += [ipaddress.ip_network(item["subnet"]) for item in record.data.get("networks", ())]
+            for item in record.data.get("networks", ()):
+                taken += [ipaddress.ip_network(item[key]) for key in ("subnet", "subnet6") if item.get(key)]
     return taken

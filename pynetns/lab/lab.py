@@ -42,13 +42,13 @@ from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
-from . import partitions, span
+from . import loopback6, partitions, span
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
 from .compile import stages as compile_stages
-from .ipam import Allocator, pick_subnet
+from .ipam import Allocator, dual_stack, pick_subnet
 from .journal import HOW_TO_PRIVILEGE, LabRecord, find, labs
 from .machines import Machine, by_host, vxlan_name
-from .model import Endpoint, LabPortMap, Network, refuse_overlap
+from .model import Endpoint, LabPortMap, Network, publish_addresses, refuse_overlap
 from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
@@ -176,9 +176,18 @@ class Lab(Viewable):
         internal: bool = False,
         isolate: IsolateMode = True,
         *,
+        subnet6: str | None = None,
+        ipv6: bool = False,
+        gateway6: str | None = None,
         vni: int | None = None,
     ) -> Network:
         """Declare a network; without ``subnet`` a free one is taken from the default pools.
+
+        Dual stack (as ``docker network create --ipv6``): ``subnet6="fd00:30::/64"`` beside an IPv4 ``subnet``,
+        or ``ipv6=True`` for a free /64 of the host's unique local /48 (drawn once per host, as Docker 27 does).
+        Members then get an address of each family and both default routes, the bridge both gateways, and
+        NAT, isolation and published ports cover both families. A ``subnet`` that is IPv6 alone makes an
+        IPv6-only network.
 
         ``isolate``: two networks cannot reach each other, only each other's published ports, when both isolate
         (``True``, as Docker's bridges always do); ``False`` (netavark's default) forwards freely to and from the
@@ -201,6 +210,7 @@ class Lab(Viewable):
         taken = self._state.taken_subnets()
         chosen = pick_subnet(taken) if subnet is None else valid_subnet("subnet", subnet)
         refuse_overlap(chosen, taken, "already in use")
+        allocator6 = dual_stack(chosen, subnet6, flag("ipv6", ipv6), gateway6, taken, self._state.ula)
         chosen_vni = span.choose_vni(self._state, vni)
         net = Network(
             self,
@@ -214,6 +224,9 @@ class Lab(Viewable):
             isolate=isolate,
             pooled=subnet is None,
             impairments=self._state.impairments,
+            subnet6=None if allocator6 is None else allocator6.subnet,
+            allocator6=allocator6,
+            pooled6=allocator6 is not None and subnet6 is None,
         )
         self.networks[name] = net
         self._state.overlay.vnis[name] = chosen_vni
@@ -239,8 +252,16 @@ class Lab(Viewable):
         return namespace
 
     def connect(
-        self, net: Network | str, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None
+        self,
+        net: Network | str,
+        namespace: Namespace | str,
+        ip: str | None = None,
+        ifname: str | None = None,
+        *,
+        ip6: str | None = None,
     ) -> Endpoint:
+        """Join ``namespace`` to ``net`` as ``ifname``: the next free address unless ``ip`` (and, on a dual-stack
+        network, ``ip6``) is given."""
         net = self.networks[net] if isinstance(net, str) else net
         namespace = self.namespaces[namespace] if isinstance(namespace, str) else namespace
         if namespace not in self.namespaces.values():
@@ -251,9 +272,16 @@ class Lab(Viewable):
         ifname = interface_name("ifname", ifname if ifname is not None else f"eth{len(mine)}")
         if any(endpoint.interface == ifname for endpoint in mine):
             raise InvalidValue("ifname", ifname, f"is already used in {namespace.name}")
+        if ip6 is not None and net.allocator6 is None:
+            raise InvalidValue("ip6", ip6, f"network {net.name} has no IPv6 subnet beside its {net.subnet}")
         address = net.allocator.allocate(ip)
+        try:
+            address6 = None if net.allocator6 is None else net.allocator6.allocate(ip6)
+        except BaseException:
+            net.allocator.release(address)
+            raise
         span.joined(self._state, net, namespace.host)  # its gateway on that Host, if it is not the lab's
-        endpoint = Endpoint(net, namespace, ifname, address, self._state.kernel_name("v"))
+        endpoint = Endpoint(net, namespace, ifname, address, self._state.kernel_name("v"), address6=address6)
         self.endpoints.append(endpoint)
         return endpoint
 
@@ -314,6 +342,10 @@ class Lab(Viewable):
         In an isolated lab "the host" is :attr:`host_namespace`. Never on an internal network: nothing
         is forwarded to or from one (as Docker), so that is refused.
 
+        On a dual-stack network one call publishes both families (``host_ip`` of one family: that one only);
+        the mapping returned is the IPv4 one, its :attr:`~pynetns.lab.model.LabPortMap.twin` the IPv6 one, and
+        the port answers on the host's ``[::1]`` too (a small proxy; see :mod:`pynetns.lab.loopback6`).
+
         ``host``: of a lab spanning Hosts, the one publishing (default: the lab's own); ``target``'s network
         must have a part there (a member there, or the lab's Host), and may live on another Host.
         """
@@ -329,28 +361,38 @@ class Lab(Viewable):
                 "publish on an endpoint of a network that is not internal"
             )
             raise InvalidValue("target", where, rule)
-        portmap = LabPortMap(
-            host_port,
-            endpoint.ip.ip,
-            port,
-            protocol,
-            host_ip,
-            host_port_end,
-            namespace=self.host_namespace if host is self.host else None,
-            host=host,
-            tag=self.tag,
-            endpoint=endpoint,
-        )
-        low, high = portmap.host_ports
-        where = str(portmap.host_ip or "any")
-        for number in range(low, high + 1):
-            for other in self._state.ports.get((portmap.protocol, number), ()):
-                if other.host is host and other._overlaps(low, high, where):
-                    raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
-        for number in range(low, high + 1):
-            self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
-        self.published.append(portmap)
-        return portmap
+        mappings = [
+            LabPortMap(
+                host_port,
+                address.ip,
+                port,
+                protocol,
+                host_ip,
+                host_port_end,
+                namespace=self.host_namespace if host is self.host else None,
+                host=host,
+                tag=self.tag,
+                endpoint=endpoint,
+            )
+            for address in publish_addresses(endpoint, host_ip)
+        ]
+        for portmap in mappings:
+            low, high = portmap.host_ports
+            where = str(portmap.host_ip or "any")
+            for number in range(low, high + 1):
+                for other in self._state.ports.get((portmap.protocol, number), ()):
+                    # one family's port is not the other's: 0.0.0.0:8080 and [::]:8080 are two sockets (Docker's)
+                    same = other.host is host and other.family == portmap.family
+                    if same and other._overlaps(low, high, where):
+                        raise InvalidValue("host_port", host_port, f"overlaps {other}, already published in this lab")
+        if len(mappings) == 2:
+            mappings[0].twin = mappings[1]
+        for portmap in mappings:
+            low, high = portmap.host_ports
+            for number in range(low, high + 1):
+                self._state.ports.setdefault((portmap.protocol, number), []).append(portmap)
+            self.published.append(portmap)
+        return mappings[0]
 
     def unpublish(self, portmap: PortMap) -> None:
         """Stop publishing ``portmap`` (what :meth:`publish` returned), like removing ``-p`` from a container.
@@ -363,16 +405,22 @@ class Lab(Viewable):
             raise LabDestroyed(f"lab {self.name} was destroyed")
         if portmap not in state.published:  # port maps compare by identity
             raise NotFound(f"{portmap} is not published in lab {self.name}")
-        if portmap in state.firewall:
-            delete_all([portmap])
-            state.firewall.remove(portmap)
-        state.published.remove(portmap)
-        low, high = portmap.host_ports
-        for number in range(low, high + 1):
-            key = (portmap.protocol, number)
-            state.ports[key] = [other for other in state.ports.get(key, ()) if other is not portmap]
-            if not state.ports[key]:
-                del state.ports[key]
+        twin = portmap.twin if isinstance(portmap, LabPortMap) else None
+        both = [portmap] + ([twin] if twin is not None and twin in state.published else [])
+        applied = [mapping for mapping in both if mapping in state.firewall]
+        if applied:
+            delete_all(applied)
+        for mapping in both:
+            if mapping in applied:
+                state.firewall.remove(mapping)
+            loopback6.stop(state, mapping)
+            state.published.remove(mapping)
+            low, high = mapping.host_ports
+            for number in range(low, high + 1):
+                key = (mapping.protocol, number)
+                state.ports[key] = [other for other in state.ports.get(key, ()) if other is not mapping]
+                if not state.ports[key]:
+                    del state.ports[key]
         if state.journal_file is not None:
             write_journal(state)
 
@@ -424,10 +472,24 @@ class Lab(Viewable):
             raise NotFound(f"{who} in lab {self.name} is not connected to network {net.name} (its networks: {joined})")
         return found
 
-    def ip(self, namespace: Namespace | str, network: Network | str | None = None) -> IPAddress:
+    def ip(
+        self, namespace: Namespace | str, network: Network | str | None = None, *, version: int | None = None
+    ) -> IPAddress:
         """The address of ``namespace`` on ``network`` (default: its first network), an
-        :mod:`ipaddress` object: ``lab.ip("web")``, ``lab.ip("web", "front")``; ``str()`` it for a command."""
-        return self.endpoint(namespace, network).ip.ip
+        :mod:`ipaddress` object: ``lab.ip("web")``, ``lab.ip("web", "front")``; ``str()`` it for a command.
+
+        On a dual-stack network that is the IPv4 address; ``version=6`` gives the IPv6 one (``version=4``
+        the IPv4 one): :class:`~pynetns.errors.NotFound` if the network has none of that family."""
+        endpoint = self.endpoint(namespace, network)
+        if version is None:
+            return endpoint.ip.ip
+        if version not in (4, 6) or isinstance(version, bool):
+            raise InvalidValue("version", version, "must be 4 or 6 (or None: the network's first address)")
+        found = next((address for address in endpoint.addresses if address.version == version), None)
+        if found is None:
+            who = self.name_of(endpoint.namespace)
+            raise NotFound(f"{who} has no IPv{version} address on network {endpoint.network.name} ({endpoint.ip})")
+        return found.ip
 
     def impair(
         self,
@@ -610,6 +672,7 @@ class Lab(Viewable):
                 return False
             return True
 
+        attempt(loopback6.stop_all, state)  # the [::1] proxies of published IPv6 ports
         for namespace in self.namespaces.values():
             attempt(namespace.stop_processes)
         for (
@@ -685,6 +748,7 @@ class Lab(Viewable):
             raise LabDestroyed(f"lab {self.name} was destroyed")
         self._state.persistent = True
         write_journal(self._state)
+        loopback6.persist(self._state)  # the [::1] proxies live on with the journal
         self._detached = True
         return next(record for record in labs(self.host) if record.id == self.id)
 

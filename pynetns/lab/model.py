@@ -21,11 +21,11 @@ from ..host import Host
 from ..impair.link import ImpairedLink, netem_available
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from ..namespace import Namespace
-from ..validation import IPInterface, IPNetwork, IsolateMode
+from ..validation import IPInterface, IPNetwork, IsolateMode, ip_address
 from ..views import Viewable
 from .ipam import Allocator
 
-__all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "refuse_overlap"]
+__all__ = ["Endpoint", "Impairments", "LabLike", "LabPortMap", "Network", "publish_addresses", "refuse_overlap"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class LabLike(Protocol):
 
 @attrs.define(eq=False)
 class Endpoint(Viewable):
-    """A namespace's attachment to a network: a veth with ``interface`` inside and ``ip`` on it."""
+    """A namespace's attachment to a network: a veth with ``interface`` inside and ``ip`` on it (and, on a
+    dual-stack network, ``address6`` too: :attr:`ip6` is the IPv6 one whatever the network)."""
 
     network: Network
     namespace: Namespace
@@ -73,10 +74,22 @@ class Endpoint(Viewable):
     ip: IPInterface
     host_interface: str
     applied: bool = False
+    #: the IPv6 address besides ``ip`` on a dual-stack network
+    address6: IPInterface | None = attrs.field(default=None, kw_only=True)
 
     @property
     def lab(self) -> LabLike:
         return self.network.lab
+
+    @property
+    def ip6(self) -> IPInterface | None:
+        """The endpoint's IPv6 address (``None`` on an IPv4-only network)."""
+        return self.ip if self.ip.version == 6 else self.address6
+
+    @property
+    def addresses(self) -> list[IPInterface]:
+        """Every address of the endpoint: ``ip``, then the IPv6 one of a dual-stack network."""
+        return [self.ip] if self.address6 is None else [self.ip, self.address6]
 
     def impair(
         self,
@@ -201,10 +214,36 @@ class Network(Viewable):
     applied: bool = False
     #: declared without a subnet: its first apply may move it to the next free one of the default pools
     pooled: bool = attrs.field(default=False, repr=False)
+    #: the IPv6 subnet besides an IPv4 ``subnet`` (a dual-stack network), and its addresses
+    subnet6: IPNetwork | None = attrs.field(default=None, kw_only=True)
+    allocator6: Allocator | None = attrs.field(default=None, kw_only=True, repr=False)
+    #: ``subnet6`` was drawn from the host's unique local /48: its first apply may move it to the next free /64
+    pooled6: bool = attrs.field(default=False, kw_only=True, repr=False)
 
     @property
     def gateway(self) -> IPInterface:
         return self.allocator.gateway
+
+    @property
+    def gateway6(self) -> IPInterface | None:
+        """The bridge's IPv6 address (``None`` on an IPv4-only network)."""
+        if self.allocator6 is not None:
+            return self.allocator6.gateway
+        return self.gateway if self.subnet.version == 6 else None
+
+    @property
+    def subnets(self) -> list[IPNetwork]:
+        """``subnet``, then ``subnet6`` on a dual-stack network."""
+        return [self.subnet] if self.subnet6 is None else [self.subnet, self.subnet6]
+
+    @property
+    def gateways(self) -> list[IPInterface]:
+        """The bridge's addresses: ``gateway``, then the IPv6 one of a dual-stack network."""
+        return [self.gateway] if self.allocator6 is None else [self.gateway, self.allocator6.gateway]
+
+    @property
+    def has_ipv6(self) -> bool:
+        return self.gateway6 is not None
 
     def connect(self, namespace: Namespace | str, ip: str | None = None, ifname: str | None = None) -> Endpoint:
         """Join ``namespace`` to this network; the next free address unless ``ip`` is given."""
@@ -220,6 +259,8 @@ class LabPortMap(PortMap):
     """A lab's published port: it knows its endpoint, so it needs no route lookup to find the bridge port."""
 
     endpoint: Endpoint = attrs.field(default=None, kw_only=True, repr=False)
+    #: the IPv6 mapping published with this IPv4 one by one ``publish()`` on a dual-stack network
+    twin: LabPortMap | None = attrs.field(default=None, kw_only=True, repr=False)
 
     def _path(self, site: Site) -> HostPath:
         bridge = self.endpoint.network.bridge
@@ -248,6 +289,14 @@ class LabPortMap(PortMap):
             )
             rules.append(masquerade)
         return rules
+
+
+def publish_addresses(endpoint: Endpoint, host_ip: str | None) -> list[IPInterface]:
+    """The endpoint's addresses a port is published on: each family's, or the one of ``host_ip``'s family."""
+    if host_ip is None:
+        return endpoint.addresses
+    version = ip_address("host_ip", host_ip).version
+    return [address for address in endpoint.addresses if address.version == version] or [endpoint.ip]
 
 
 def refuse_overlap(subnet: IPNetwork, taken: Iterable[IPNetwork], why: str) -> None:

@@ -118,7 +118,10 @@ def _group(state: LabState, field: str, group: Iterable[Namespace | str] | Names
 
 
 def addresses(state: LabState, namespace: Namespace) -> list[Any]:
-    return [endpoint.ip.ip for endpoint in state.endpoints if endpoint.namespace is namespace]
+    # a dual-stack endpoint's two addresses: a partition cuts both families
+    return [
+        address.ip for endpoint in state.endpoints if endpoint.namespace is namespace for address in endpoint.addresses
+    ]
 
 
 def cut(state: LabState) -> Iterator[tuple[Namespace, Namespace]]:

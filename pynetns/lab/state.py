@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from ..errors import PermissionDenied
 from ..firewall import Firewalled, ForwardDrops, PortMap
 from ..host import Host
 from ..namespace import Namespace
+from ..runner import Process
 from ..runtime import JournalFile
 from ..validation import IPNetwork, interface_name
-from .ipam import taken_networks
+from .ipam import host_ula, taken_networks
 from .journal import HOW_TO_PRIVILEGE
 from .machines import Overlay, vxlan_name
 from .model import Endpoint, Impairments, Network
@@ -64,7 +66,16 @@ class LabState:
         self.overlay = Overlay()
         #: what the last journal said of firewall rules on the host (:meth:`rewrite_journal` says it again)
         self.journaled_firewall = False
+        #: the proxies answering published IPv6 ports on the host's [::1], per port map (:mod:`.loopback6`)
+        self.proxies: dict[PortMap, Process] = {}
         self._counter = 0
+        self._ula: ipaddress.IPv6Network | None = None
+
+    def ula(self) -> ipaddress.IPv6Network:
+        """The unique local /48 this lab's IPv6 default subnets come from: the host's (asked once)."""
+        if self._ula is None:
+            self._ula = host_ula(self.host)
+        return self._ula
 
     def kernel_name(self, kind: str) -> str:
         """A new kernel name of this lab: ``pn<id><kind><n>``."""
@@ -93,7 +104,7 @@ class LabState:
 
     def taken_subnets(self) -> list[IPNetwork]:
         """The subnets a new network of this lab may not overlap: its own, and (on a shared host) the host's."""
-        taken: list[IPNetwork] = [net.subnet for net in self.networks.values()]
+        taken: list[IPNetwork] = [subnet for net in self.networks.values() for subnet in net.subnets]
         if self.isolated or self.host.dry_run:
             return taken
         return taken + taken_networks(self.host, other_than=self.id)
@@ -187,6 +198,7 @@ class LabState:
                     "namespace": self.name_of(endpoint.namespace),
                     "interface": endpoint.interface,
                     "ip": str(endpoint.ip),
+                    **({"ip6": str(endpoint.address6)} if endpoint.address6 is not None else {}),
                     "network": endpoint.network.name,
                     "host_interface": endpoint.host_interface,
                 }
@@ -200,6 +212,7 @@ class LabState:
                 {
                     "name": net.name,
                     "subnet": str(net.subnet),
+                    **({"subnet6": str(net.subnet6)} if net.subnet6 is not None else {}),
                     "bridge": net.bridge,
                     "gateway": str(net.gateway),
                     "nat": net.nat,

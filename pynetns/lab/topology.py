@@ -7,6 +7,7 @@
 
     [networks.front]
     subnet = "10.30.0.0/24"
+    subnet6 = "fd00:30::/64"   # dual stack (or: ipv6 = true, a /64 the lab picks)
 
     [networks.back]
     subnet = "10.31.0.0/24"
@@ -132,6 +133,9 @@ class Declarable(Protocol):
         mtu: int | None = ...,
         internal: bool = ...,
         isolate: IsolateMode = ...,
+        *,
+        subnet6: str | None = ...,
+        ipv6: bool = ...,
     ) -> Any: ...
 
     def namespace(self, name: str) -> Any: ...
@@ -217,8 +221,18 @@ class NetworkSpec:
     internal: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
     mtu: int | None = attrs.field(default=None, converter=converter(optional(valid_mtu)))  # type: ignore[misc]
     isolate: IsolateMode = attrs.field(default=True, converter=converter(valid_isolate))  # type: ignore[misc]
+    #: dual stack: the IPv6 subnet beside an IPv4 one, or ``ipv6 = true`` for a /64 the lab picks
+    subnet6: IPNetwork | None = attrs.field(default=None, converter=converter(optional(valid_subnet)))  # type: ignore[misc]
+    ipv6: bool | None = attrs.field(default=None, converter=converter(optional(flag)))  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
+        if self.subnet6 is not None:
+            if self.subnet6.version != 6:
+                raise InvalidAddress("subnet6", str(self.subnet6), "must be an IPv6 subnet, like 'fd00:30::/64'")
+            if self.subnet is not None and self.subnet.version == 6:
+                rule = f"goes beside an IPv4 subnet; {self.subnet} is IPv6 already"
+                raise InvalidAddress("subnet6", str(self.subnet6), rule)
+            Allocator(self.subnet6)  # large enough for a gateway and an address
         if self.subnet is None:
             if self.gateway is not None:
                 rule = f"{self.gateway} is a gateway without a subnet; set the network's subnet too"
@@ -555,6 +569,11 @@ class Topology:
                 if spec.subnet is not None and other.subnet is not None and spec.subnet.overlaps(other.subnet):
                     rule = f"{spec.subnet} overlaps subnet {other.subnet} of network {other.name}"
                     raise self._error(f"{path}.subnet", str(spec.subnet), rule)
+                theirs = [subnet for subnet in (other.subnet, other.subnet6) if subnet is not None]
+                clash = next((subnet for subnet in theirs if spec.subnet6 and spec.subnet6.overlaps(subnet)), None)
+                if spec.subnet6 is not None and clash is not None:
+                    rule = f"{spec.subnet6} overlaps subnet {clash} of network {other.name}"
+                    raise self._error(f"{path}.subnet6", str(spec.subnet6), rule)
             seen[spec.name] = spec
 
     def _check_namespaces(self) -> None:
@@ -737,6 +756,7 @@ class Topology:
                     mtu=spec.mtu,
                     internal=spec.internal,
                     isolate=spec.isolate,
+                    **_dual_stack(spec),
                 )
         for namespace in self.namespaces:
             with self._declaring(f"namespaces.{_key(namespace.name)}"):
@@ -805,7 +825,7 @@ class Topology:
 # -- parsing --------------------------------------------------------------
 
 _TOP = ("name", "isolated", "networks", "namespaces", "links", "publish", "impair", "partition")
-_NETWORK = ("subnet", "gateway", "nat", "internal", "mtu", "isolate")
+_NETWORK = ("subnet", "gateway", "nat", "internal", "mtu", "isolate", "subnet6", "ipv6")
 _NAMESPACE = ("networks",)
 _ATTACH = ("network", "ip", "ifname", "impair")
 _LINK = ("namespace", "network", "ip", "ifname", "impair")
@@ -879,6 +899,16 @@ def _unknown(kind: str, name: str, choices: Sequence[str]) -> str:
 def _present(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` without its None values, addresses and networks as strings."""
     return {key: str(value) if isinstance(value, _IP) else value for key, value in data.items() if value is not None}
+
+
+def _dual_stack(spec: NetworkSpec) -> dict[str, Any]:
+    """The dual-stack arguments of ``spec`` for ``lab.network()`` (none for a network of one family)."""
+    found: dict[str, Any] = {}
+    if spec.subnet6 is not None:
+        found["subnet6"] = str(spec.subnet6)
+    if spec.ipv6:
+        found["ipv6"] = True
+    return found
 
 
 def _text(value: object) -> str | None:

@@ -88,6 +88,59 @@ for sport in frames:
 """
 
 
+# The same for IPv6: SYNs to [::1] in Ethernet frames to the gateway's MAC (prints as RAW_SYN does).
+RAW_SYN6 = r"""
+import os, socket, struct, sys, time
+device, src_mac, dst_mac, src, *targets = sys.argv[1:]
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+def syn(sport, dst, dport):
+    saddr, daddr = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    pseudo = saddr + daddr + struct.pack("!I3xB", len(tcp), 6)
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, saddr, daddr)
+    return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x86\xdd" + ip + tcp
+
+base = 40000 + os.getpid() % 20000
+frames = {}
+for index, target in enumerate(targets):
+    address, _, port = target.rpartition(":")
+    frames[base + index] = syn(base + index, address.strip("[]"), int(port))
+answers = dict.fromkeys(frames, "none")
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD)) as sock:
+    sock.bind((device, 0x86DD))
+    sock.settimeout(0.05)
+    start = time.monotonic()
+    sent = 0
+    while time.monotonic() < start + 1.0 and "none" in answers.values():
+        if sent < 3 and time.monotonic() >= start + 0.3 * sent:
+            for sport, frame in frames.items():
+                if answers[sport] == "none":
+                    sock.send(frame)
+            sent += 1
+        try:
+            packet = sock.recv(2048)[14:]
+        except TimeoutError:
+            continue
+        if len(packet) < 60 or packet[6] != 6:
+            continue
+        to_port = struct.unpack("!H", packet[42:44])[0]
+        flags = packet[53]
+        if to_port in answers and answers[to_port] == "none":
+            answers[to_port] = "synack" if flags & 0x12 == 0x12 else "rst" if flags & 0x04 else "none"
+for sport in frames:
+    print(answers[sport])
+"""
+
+
 root = pytest.mark.root
 
 
@@ -101,19 +154,22 @@ def endpoint(lab: Lab, namespace: Namespace) -> Endpoint:
     return next(item for item in lab.endpoints if item.namespace is namespace)
 
 
-def raw_syns(lab: Lab, attacker: Namespace, *targets: str) -> list[str]:
-    """Send SYNs from ``attacker`` through its gateway to each ``address:port``; what came back to each."""
+def raw_syns(lab: Lab, attacker: Namespace, *targets: str, six: bool = False) -> list[str]:
+    """Send SYNs from ``attacker`` through its gateway to each ``address:port``; what came back to each
+    (``six``: IPv6, from the attacker's IPv6 address)."""
     mine = endpoint(lab, attacker)
+    source = mine.ip6 if six else mine.ip
+    assert source is not None
     hostns = lab.host_namespace
     assert hostns is not None
     argv = [
         sys.executable,
         "-c",
-        RAW_SYN,
+        RAW_SYN6 if six else RAW_SYN,
         mine.interface,
         mac_of(attacker, mine.interface),
         mac_of(hostns, mine.network.bridge),
-        str(mine.ip.ip),
+        str(source.ip),
         *targets,
     ]
     return attacker.run(argv).stdout.split()
@@ -156,6 +212,41 @@ def test_the_hosts_loopback_is_out_of_reach_of_lab_namespaces(backend: str) -> N
         assert fetch(hostns, "http://127.0.0.1:9090/") == "secret"
         assert loopback.counters().packets > before
         assert everywhere.exists()
+
+
+@root
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_the_hosts_ipv6_loopback_is_out_of_reach_of_lab_namespaces(backend: str) -> None:
+    """A dual-stack published port answers on the host's [::1] through a proxy listening there: a SYN to [::1]
+    through the gateway gets no answer (neither the proxy's nor a host service's on ::1), while a SYN to the
+    gateway's IPv6 address in the same run is answered and the host's own [::1] works."""
+    with Lab("loop6", host=Host(firewall=BACKENDS[backend]()), isolated=True) as lab:
+        front = lab.network("front", subnet="10.36.0.0/24", subnet6="fd00:36::/64")
+        back = lab.network("back", subnet="10.37.0.0/24", subnet6="fd00:37::/64")
+        web = lab.namespace("web", networks=[front])
+        neighbour = lab.namespace("nbr", networks=[front])
+        stranger = lab.namespace("str", networks=[back])
+        lab.publish("web", 8081, 80)
+        loopback = lab.publish("web", 8082, 80, host_ip="::1")
+        lab.apply()
+        hostns = lab.host_namespace
+        assert hostns is not None
+        serve(web, "::", 80, "web")
+        serve(hostns, "::1", 9090, "secret")  # a host service bound to ::1 only
+        for attacker, net in ((neighbour, front), (stranger, back)):
+            assert net.gateway6 is not None
+            answers = raw_syns(
+                lab,
+                attacker,
+                f"[{net.gateway6.ip}]:8081",  # the frames do leave the attacker
+                "[::1]:8081",  # published everywhere: the proxy listens on [::1]
+                "[::1]:8082",  # published on ::1 only
+                "[::1]:9090",  # the host's own ::1 listener
+                six=True,
+            )
+            assert answers == ["synack", "none", "none", "none"], attacker.name
+        assert fetch(hostns, "http://[::1]:8081/") == "web" and fetch(hostns, "http://[::1]:8082/") == "web"
+        assert fetch(hostns, "http://[::1]:9090/") == "secret" and loopback.family == 6
 
 
 @root
@@ -276,8 +367,6 @@ def test_isolation_and_internal_networks_hold_for_ipv6_as_for_ipv4(
                 assert not ping(inner, world_ip), f"IPv{family}: an internal network reaches the outside"
                 assert not connects(inner, world_ip, 80), f"IPv{family}: an internal network connects outside"
                 assert published[family].exists()
-                if family == 6 and backend != "nftables":
-                    continue  # iptables partitions a namespace's own side for IPv4 only
                 # a partition cuts the way round through the published port too (host-side drops per version)
                 lab.partition(a, b)
                 assert not connects(a, gateway, 8080 + family), f"IPv{family}: a partition lets a port through"

@@ -286,7 +286,7 @@ REFUSED = [
     (
         '[networks.front]\ncolour = "red"',
         "networks.front.colour",
-        "unknown key; expected one of: subnet, gateway, nat, internal, mtu, isolate",
+        "unknown key; expected one of: subnet, gateway, nat, internal, mtu, isolate, subnet6, ipv6",
     ),
     (
         NETS + '[namespaces.web]\nnetworks = [{netwrk = "front"}]',
