@@ -14,7 +14,7 @@ from ..errors import PermissionDenied
 from ..firewall import Firewalled, ForwardDrops, PortMap
 from ..host import Host
 from ..namespace import Namespace
-from ..runtime import JournalFile
+from ..runtime import Journal
 from ..validation import IPNetwork, interface_name
 from .ipam import taken_networks
 from .journal import HOW_TO_PRIVILEGE
@@ -57,7 +57,7 @@ class LabState:
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
-        self.journal_file: JournalFile | None = None
+        self.journal_file: Journal | None = None
         self._counter = 0
 
     def kernel_name(self, kind: str) -> str:
