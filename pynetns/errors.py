@@ -156,6 +156,7 @@ class BackendUnavailable(PynetnsError, RuntimeError):
     def __init__(self, tool: str, package: str | None = None, detail: str = "") -> None:
         self.tool = tool
         self.package = package or PACKAGES.get(tool)
+        self.detail = detail
         hint = f"; install the Debian package {self.package!r}" if self.package else ""
         more = f" ({detail})" if detail else ""
         super().__init__(f"{tool!r} is not available{more}{hint}")

@@ -612,7 +612,8 @@ class SshRunner(LocalRunner):
             try:
                 return super()._program(name)
             except BackendUnavailable as error:
-                raise BackendUnavailable(name, detail=f"on {self.destination}: {error}") from None
+                where = f"on {self.destination}: {error.detail}" if error.detail else f"on {self.destination}"
+                raise BackendUnavailable(name, error.package, where) from None
             except (OSError, EOFError, PynetnsError):
                 raise
             except Exception as error:  # plumbum's shell session over the connection broke
