@@ -83,7 +83,7 @@ def main() -> int:
             options = [item for option in args.ssh_option for item in ("-o", option)]
             where = args.host
             remote = Host.ssh(args.host, keyfile=args.ssh_key, ssh_opts=options)
-        remote.netns_key  # noqa: B018  (the connection, the holder's python: outside the clock)
+        remote.netns_key  # noqa: B018  (the connection and its agents: outside the clock)
         remote.runtime.journals()
         connect = time.perf_counter() - started
         local = Host()
@@ -96,7 +96,7 @@ def main() -> int:
         local_best, remote_best = min(local_times), min(remote_times)
         count_local, count_remote = processes(args.n, local), processes(args.n, remote)
         print(f"lab of N={args.n} namespaces (a published port each), up + down, best of {args.rounds}")
-        print(f"  remote Host: {where}; connected, with its holder, in {connect * 1000:.0f} ms (not timed)")
+        print(f"  remote Host: {where}; connected, its agents started, in {connect * 1000:.0f} ms (not timed)")
         print(f"  {'where':<8} {'seconds':>8} {'ms/ns':>7} {'processes':>10}")
         print(f"  {'local':<8} {local_best:8.2f} {local_best / args.n * 1000:7.2f} {count_local:>10}")
         print(f"  {'remote':<8} {remote_best:8.2f} {remote_best / args.n * 1000:7.2f} {count_remote:>10}")

@@ -37,8 +37,8 @@ import time
 from collections.abc import Iterator
 from typing import Protocol
 
+from .agent import LOCK_PREFIX
 from .errors import LockTimeout
-from .holder import LOCK_PREFIX
 
 __all__ = ["DEFAULT_TIMEOUT", "Locker", "held", "host_lock"]
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: how long to wait for another process's transaction, in seconds
 DEFAULT_TIMEOUT = 120.0
-#: the same name a remote Host's holder binds on its machine (:mod:`pynetns.holder`)
+#: the same name a remote Host's agent binds on its machine (:mod:`pynetns.agent`)
 _PREFIX = LOCK_PREFIX
 
 
@@ -127,7 +127,7 @@ class _Lock:
         if self.socket is not None:
             self.socket.close()
             self.socket = None
-        self.remote = None  # its holder there is the parent's
+        self.remote = None  # its agent there is the parent's
         self.depth = 0
         self.thread_lock = threading.RLock()
 

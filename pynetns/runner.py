@@ -16,7 +16,10 @@ contention) a bounded number of times.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import inspect
+import itertools
 import json
 import logging
 import os
@@ -46,6 +49,7 @@ from .errors import (
 from .views import Viewable
 
 __all__ = [
+    "Agent",
     "Call",
     "Commands",
     "CompletedCommand",
@@ -54,6 +58,7 @@ __all__ = [
     "Runner",
     "SandboxRunner",
     "SshRunner",
+    "agent_argv",
     "as_argv",
     "commands",
 ]
@@ -502,6 +507,103 @@ class SandboxRunner(Runner):
         return f"SandboxRunner({shlex.join(self.enter)!r})"
 
 
+class Agent:
+    """The Host's side of a pynetns agent (:mod:`pynetns.agent`) running on the machine the Host drives, in
+    ``process`` (started by a runner, over its connection): requests go as JSON lines to its standard input,
+    replies come back by id, several at once (a thread reads them).
+
+    When its output ends (the connection broke, or the agent died), every request waiting and every later one
+    raises :class:`~pynetns.errors.ConnectionLost` naming ``machine``.
+    """
+
+    def __init__(self, process: Process, machine: str) -> None:
+        self.process = process
+        self.machine = machine
+        self._lock = threading.Lock()
+        self._pending: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._lost: ConnectionLost | None = None
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        if not first.startswith(b'{"id": null, "ready"'):
+            self._lost = self._connection_lost(first.decode(errors="replace"))
+            raise self._lost
+        #: the agent's pid on its machine
+        self.pid = int(json.loads(first)["ready"])
+        self._reader = threading.Thread(target=self._read, name=f"pynetns agent {machine}", daemon=True)
+        self._reader.start()
+
+    def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+        """Send a request and wait for its reply; a failure the agent met there is raised here (``OSError``s as
+        themselves, with the machine named, the rest as :class:`~pynetns.errors.PynetnsError`)."""
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write(json.dumps({"id": request_id, "op": op, **arguments}).encode() + b"\n")
+                self.process.stdin.flush()
+            except OSError:
+                pass  # it is gone: the reader fails the request when the output ends
+        reply = future.result()
+        if "error" in reply:
+            message = f"{reply['message']} (on {self.machine})"
+            if reply["errno"] is not None and reply["error"] in _OS_ERRORS:
+                raise _OS_ERRORS[reply["error"]](reply["errno"], message)
+            raise PynetnsError(f"the pynetns agent on {self.machine} failed to {op}: {reply['error']}: {message}")
+        return reply
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            reply = json.loads(line)
+            with self._lock:
+                future = self._pending.pop(reply.pop("id"), None)
+            if future is not None:
+                future.set_result(reply)
+        lost = self._connection_lost()
+        with self._lock:
+            self._lost = lost
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(lost)
+
+    def _connection_lost(self, said: str = "") -> ConnectionLost:
+        self.process.stop(grace=1.0)
+        stderr = (said + self.process.stderr_text).strip()
+        argv = (*self.process.argv[:2], "<pynetns.agent>")
+        return ConnectionLost(self.machine, argv, self.process.returncode or 255, "", stderr)
+
+    @property
+    def alive(self) -> bool:
+        return self._lost is None
+
+    def close(self) -> None:
+        """End the agent (closing its input); what it held there goes. Idempotent."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        self._reader.join(timeout=5)  # it ends when the agent does, and stops it
+        self.process.stop(grace=1.0)
+
+
+_OS_ERRORS: dict[str, type[OSError]] = {
+    "PermissionError": PermissionError,
+    "FileNotFoundError": FileNotFoundError,
+    "OSError": OSError,
+}
+
+
+def agent_argv(python: str = "python3") -> tuple[str, ...]:
+    """The command that runs a pynetns agent (:mod:`pynetns.agent`) wherever it runs: its source as an argument."""
+    from . import agent
+
+    return (python, "-c", inspect.getsource(agent))
+
+
 #: an ssh destination: ``[user@]machine``, nothing ssh would read as an option or the shell would split
 _DESTINATION = re.compile(r"(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9_.:\[\]%-]+")
 
@@ -514,15 +616,17 @@ class SshRunner(LocalRunner):
     setup — built by plumbum's ``SshMachine``, which quotes each argument for the remote shell. The user's
     ssh configuration, agent and keys apply; ``port``, ``keyfile`` and ``ssh_opts`` add to them.
 
-    A command never opens a connection of its own (``ProxyCommand=false`` for the sessions): once the master
-    is gone, every command raises :class:`~pynetns.errors.ConnectionLost` naming the machine, instead of
-    silently reconnecting without the locks and journals the master's sessions held there. The master ends
-    with :meth:`close`, or with this process (it reads its standard input, a pipe from here). At most
-    ``max_sessions`` commands run at once (sshd's ``MaxSessions`` is 10 by default; the runtime's holder
-    and plumbum's shell take two).
-    """
+    Commands (:meth:`run`, :meth:`run_batch`) go to a pynetns agent (:mod:`pynetns.agent`) started there in
+    one session: it runs each argv list as given, several at once, and answers with its exit status and
+    output, which saves a new session (~5 ms and the remote shell's start) per command. Long-running
+    processes (:meth:`popen`) are sessions of their own, their output streamed. The agent needs ``python3``
+    there.
 
-    max_sessions = 8
+    Nothing opens a connection of its own (``ProxyCommand=false`` for the sessions): once the master is
+    gone, every command raises :class:`~pynetns.errors.ConnectionLost` naming the machine, instead of
+    silently reconnecting without the locks and journals the master's sessions held there. The master ends
+    with :meth:`close`, or with this process (it reads its standard input, a pipe from here).
+    """
 
     def __init__(
         self,
@@ -556,9 +660,9 @@ class SshRunner(LocalRunner):
             "-o",
             "ServerAliveInterval=10",
         )
-        self._sessions = threading.BoundedSemaphore(self.max_sessions)
         self._lookup = threading.RLock()
         self._master: subprocess.Popen[bytes] | None = None
+        self._agent: Agent | None = None
         try:
             self._master = self._connect(connect_timeout)
             from plumbum.machines.ssh_machine import SshMachine
@@ -567,10 +671,12 @@ class SshRunner(LocalRunner):
             ssh_machine = SshMachine(
                 machine, user=user or None, ssh_opts=(*session_options, *self._options), connect_timeout=None
             )
+            super().__init__(ssh_machine, sudo=sudo, path=path)
+            #: runs the commands there
+            self._agent = Agent(self.popen(agent_argv(), stdin=subprocess.PIPE), destination)
         except BaseException:
             self.close()
             raise
-        super().__init__(ssh_machine, sudo=sudo, path=path)
 
     def _connect(self, timeout: float) -> subprocess.Popen[bytes]:
         """Open the master connection; wait until its control socket answers (or it fails: why, from ssh)."""
@@ -622,19 +728,24 @@ class SshRunner(LocalRunner):
                 raise self._lost((name,), stderr=str(error)) from error
 
     def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
-        if not self.connected:
+        if not self.connected or self._agent is None:
             raise self._lost(argv)
-        with self._sessions:
-            result = super()._execute(argv, input, timeout)
-        if result.returncode == 255 and self._master is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._master.wait(timeout=2)  # a broken connection ends the master at once
-            if not self.connected:
-                raise self._lost(argv, result.stdout, result.stderr)
-        return result
+        try:
+            reply = self._agent.request("run", argv=argv, input=input, timeout=timeout, path=self.path)
+        except ConnectionLost as lost:
+            raise self._lost(argv, stderr=lost.stderr) from None
+        if "missing" in reply:
+            raise BackendUnavailable(argv[0], detail=f"on {self.destination}: {reply['missing']}")
+        if reply.get("timeout"):
+            stderr = f"timed out after {timeout} s on {self.destination}\n{reply['stderr']}"
+            raise CommandTimeout(argv, -9, reply["stdout"], stderr)
+        return CompletedCommand(argv, reply["returncode"], reply["stdout"], reply["stderr"])
 
     def close(self) -> None:
-        """End the master connection (and with it every session still open over it). Idempotent."""
+        """End the agent and the master connection (and with it every session still open over it). Idempotent."""
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
         machine = getattr(self, "machine", None)
         if machine is not None:
             with contextlib.suppress(Exception):

@@ -3,13 +3,12 @@
 :class:`LocalRuntime` is the local machine's: ``$PYNETNS_RUNTIME_DIR`` or ``/run/pynetns``, each journal a
 file replaced whole and held by its owner with an ``flock``. A Host that drives another machine (or a
 sandbox) brings a runtime of its own (``Host(runtime=...)``), so its journals live there:
-:class:`RemoteRuntime` keeps them on the machine a remote Host drives, through a holder process started
-there over the Host's connection (:mod:`pynetns.holder`), which also takes that machine's host lock.
+:class:`RemoteRuntime` keeps them on the machine a remote Host drives, through a pynetns agent started
+there over the Host's connection (:mod:`pynetns.agent`), which also takes that machine's host lock.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -18,13 +17,11 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import holder
-from .errors import ConnectionLost, LockTimeout, PynetnsError
-
-if TYPE_CHECKING:
-    from .runner import Process, Runner
+from . import agent as files
+from .errors import LockTimeout
+from .runner import Agent, Runner, agent_argv
 
 __all__ = [
     "Journal",
@@ -104,7 +101,7 @@ class Runtime(ABC):
         """Why journals cannot be written (None: they can)."""
 
     def close(self) -> None:
-        """Let go of what this runtime holds (a remote holder); nothing, for a runtime of this machine."""
+        """Let go of what this runtime holds (a remote agent); nothing, for a runtime of this machine."""
         return None
 
 
@@ -147,7 +144,7 @@ class LocalRuntime(Runtime):
 
     def unwritable(self) -> str | None:
         """Why this user cannot write journals here (None: it can)."""
-        return holder.unwritable(self.folder)
+        return files.unwritable(self.folder)
 
 
 class SandboxRuntime(LocalRuntime):
@@ -177,7 +174,7 @@ def owner_alive(path: Path) -> bool:
     Right across PID namespaces and containers sharing the folder; a journal replaced while it is
     looked at is looked at again (the owner locks the new file before it takes the path).
     """
-    return holder.owner_alive(path)
+    return files.owner_alive(path)
 
 
 class JournalFile(Journal):
@@ -201,7 +198,7 @@ class JournalFile(Journal):
 
     def write(self, data: dict[str, Any], *, owned: bool) -> None:
         """Replace the journal with ``data``; ``owned``: this process holds it (else it is persistent)."""
-        fd = holder.write_journal(self.path, json.dumps(data, indent=2).encode(), owned=owned)
+        fd = files.write_journal(self.path, json.dumps(data, indent=2).encode(), owned=owned)
         old, self._fd = self._fd, fd
         if old is not None:  # after the rename: the path never names an unlocked file while owned
             os.close(old)
@@ -235,19 +232,19 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def remove_orphans(folder: Path) -> None:
     """Remove temporary journal files their writer left when it died (nobody holds them; no live journal)."""
-    holder.remove_orphans(folder)
+    files.remove_orphans(folder)
 
 
 def remove_journal(path: Path) -> None:
     """Remove a journal and its writer's leftover temporary files, then the runtime folders left empty."""
-    holder.remove_journal(path)
+    files.remove_journal(path)
 
 
 class RemoteRuntime(Runtime):
     """The runtime files of a Host driving another machine, kept on that machine (``base``/labs, by default
     ``/run/pynetns/labs`` there), and its host lock, taken there.
 
-    A holder process (:mod:`pynetns.holder`, run by ``python3`` there through the Host's runner, so over its
+    A pynetns agent (:mod:`pynetns.agent`, run by ``python3`` there through the Host's runner, so over its
     connection) writes and holds the journals with ``flock`` and binds the lock's abstract socket, exactly as a
     local pynetns on that machine does: both see each other's labs and locks. It lives as long as the
     connection; when the connection breaks, the kernel there lets go of everything it held, and the next
@@ -260,8 +257,8 @@ class RemoteRuntime(Runtime):
         self.machine = machine
         self.base = Path(base)
         self.python = python
-        self._holder: Process | None = None
-        self._exchange = threading.Lock()
+        self._agent: Agent | None = None
+        self._starting = threading.Lock()
 
     @property
     def folder(self) -> Path:
@@ -302,61 +299,30 @@ class RemoteRuntime(Runtime):
     def release(self, key: str) -> None:
         self.request("unlock", key=key)
 
-    # -- the holder ----------------------------------------------------------
+    # -- the agent -----------------------------------------------------------
 
     def request(self, op: str, **arguments: Any) -> dict[str, Any]:
-        """Ask the holder (started on first use); its refusal raised as the error it met there."""
-        with self._exchange:
-            process = self._holder if self._holder is not None and self._holder.alive() else self._start()
-            assert process.stdin is not None and process.stdout is not None
-            try:
-                process.stdin.write(json.dumps({"op": op, **arguments}).encode() + b"\n")
-                process.stdin.flush()
-                line = process.stdout.readline()
-            except OSError:
-                line = b""
-            if not line:
-                raise self._lost(process)
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            message = f"{reply['message']} (on {self.machine})"
-            if reply["errno"] is not None and reply["error"] in _OS_ERRORS:
-                raise _OS_ERRORS[reply["error"]](reply["errno"], message)
-            raise PynetnsError(f"{op} failed: {reply['error']}: {message}")
-        return reply
-
-    def _start(self) -> Process:
-        if self._holder is not None:
-            raise self._lost(self._holder)  # it was there, and is gone: so is what it held
-        argv = [self.python, "-c", _HOLDER_SOURCE]
-        self._holder = process = self.runner.popen(argv, stdin=subprocess.PIPE)
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith(b'{"ready"'):
-            raise self._lost(process)
-        log.debug("runtime holder on %s: pid %s there", self.machine, json.loads(line)["ready"])
-        return process
-
-    def _lost(self, process: Process) -> ConnectionLost:
-        process.stop(grace=1.0)
-        argv = (self.python, "-c", "<pynetns.holder>")
-        return ConnectionLost(self.machine, argv, process.returncode or 255, "", process.stderr_text)
+        """Ask the agent (started on first use; once it is gone, so is what it held: ConnectionLost)."""
+        with self._starting:
+            if self._agent is None:
+                self._agent = Agent(self.runner.popen(agent_argv(self.python), stdin=subprocess.PIPE), self.machine)
+                log.debug("runtime agent on %s: pid %s there", self.machine, self._agent.pid)
+            agent = self._agent
+        return agent.request(op, **arguments)
 
     def close(self) -> None:
-        """End the holder: the locks and journals it held go (a lab still applied becomes stale). Idempotent."""
-        with self._exchange:
-            process, self._holder = self._holder, None
-        if process is not None:
-            if process.stdin is not None:
-                process.stdin.close()
-            process.stop(grace=2.0)
+        """End the agent: the locks and journals it held go (a lab still applied becomes stale). Idempotent."""
+        with self._starting:
+            agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
 
     def __repr__(self) -> str:
         return f"RemoteRuntime({self.machine!r}, {str(self.base)!r})"
 
 
 class RemoteJournal(Journal):
-    """A lab's journal on the machine a :class:`RemoteRuntime` drives, written and held by its holder."""
+    """A lab's journal on the machine a :class:`RemoteRuntime` drives, written and held by its files."""
 
     def __init__(self, runtime: RemoteRuntime, path: Path) -> None:
         self.runtime = runtime
@@ -379,11 +345,3 @@ class RemoteJournal(Journal):
         if self._held:
             self.runtime.request("release", path=str(self.path))
             self._held = False
-
-
-_OS_ERRORS: dict[str, type[OSError]] = {
-    "PermissionError": PermissionError,
-    "FileNotFoundError": FileNotFoundError,
-    "OSError": OSError,
-}
-_HOLDER_SOURCE = inspect.getsource(holder)

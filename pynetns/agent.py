@@ -1,13 +1,19 @@
-"""The runtime files and the host lock of a machine, as files, flocks and abstract sockets: done here for the
-local machine (:mod:`pynetns.runtime`), and served to a Host that drives the machine from afar.
+"""The agent: what a Host driving another machine over ssh runs there, and the runtime files and host lock of a
+machine as files, flocks and abstract sockets (the local runtime, :mod:`pynetns.runtime`, uses these functions).
 
-A Host over ssh cannot hold an ``flock`` or bind an abstract socket on the other machine itself, so it starts
-this module there (``python3 -c <its source>``, over its connection, through its runner) and asks it, one JSON
-line per request, to take the host lock, write and hold lab journals, tell whether their owners live, list and
-remove them (:func:`serve`). What it holds the kernel releases when it dies, and it dies with the connection:
-its standard input closes. It does to files exactly what a local pynetns does (these functions), so local
-pynetns processes on that machine and the remote Hosts driving it see one another's locks and journals.
+A Host over ssh starts this module on the machine (``python3 -c <its source>``, one ssh session over its
+connection) and sends it requests, one JSON line each, answered by id, several at once (:func:`serve`):
 
+- ``run``: a command, as an argv list (no shell in between), with its standard input; the exit status and
+  output come back. This is how :class:`~pynetns.runner.SshRunner` runs commands: a few milliseconds less
+  per command than a new ssh session each, which a lab of many small batches feels.
+- ``lock``/``unlock``, ``write``/``release``/``remove``, ``journals``, ``alive``, ``orphans``, ``unwritable``:
+  the host lock and lab journals of that machine (:class:`~pynetns.runtime.RemoteRuntime`). A Host cannot hold
+  an ``flock`` or bind an abstract socket there itself: its agent does, exactly as a local pynetns there
+  does, so local pynetns processes on the machine and the remote Hosts driving it see one another's locks
+  and journals.
+
+What it holds the kernel releases when it dies, and it dies with the connection: its standard input closes.
 It imports only the standard library.
 """
 
@@ -18,9 +24,12 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import socket
 import struct
+import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -32,6 +41,7 @@ __all__ = [
     "read_journals",
     "remove_journal",
     "remove_orphans",
+    "run",
     "serve",
     "unwritable",
     "write_journal",
@@ -210,6 +220,35 @@ def lock_holder(key: str) -> str:
     return f"process {pid}" if pid > 0 else "a process in another PID namespace"
 
 
+def run(argv: list[str], input: str | None, timeout: float | None, path: list[str] | None) -> dict[str, Any]:
+    """Run ``argv`` (its program looked up in ``path``, else ``$PATH``): its exit status and output; a
+    missing program is ``{"missing": detail}``, a command past ``timeout`` seconds ``{"timeout": ...}``."""
+    program = argv[0]
+    if "/" not in program:
+        found = shutil.which(program, path=None if path is None else os.pathsep.join(path))
+        if found is None:
+            where = "not found on PATH" if path is None else f"not found in {os.pathsep.join(path)}"
+            return {"missing": where}
+        program = found
+    elif not os.path.exists(program):
+        return {"missing": f"{program} does not exist"}
+    try:
+        done = subprocess.run(
+            [program, *argv[1:]],
+            input=None if input is None else input.encode(),
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        partial = (error.stdout or b"").decode(errors="replace"), (error.stderr or b"").decode(errors="replace")
+        return {"timeout": True, "stdout": partial[0], "stderr": partial[1]}
+    except OSError as error:  # not executable, say
+        return {"missing": str(error)}
+    out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    return {"returncode": done.returncode, "stdout": out, "stderr": err}
+
+
 class _Holder:
     """What one remote Host holds on this machine: its host locks (bound sockets) and journals (descriptors)."""
 
@@ -283,20 +322,43 @@ class _Holder:
 
 
 def serve(requests: Any = None, replies: Any = None) -> None:
-    """Answer JSON requests, one a line, until the input ends (the connection is gone); then everything held
-    goes with this process. A failure is answered ``{"error": type, "errno": n, "message": text}``."""
+    """Answer JSON requests (``{"id": n, "op": ..., ...}``), one a line, until the input ends (the connection is
+    gone); then everything held goes with this process. Commands (``run``) are answered as they finish, each
+    in a thread of its own; the rest in order. A failure is answered ``{"id": n, "error": type, "errno": e,
+    "message": text}``."""
     requests = sys.stdin if requests is None else requests
     replies = sys.stdout if replies is None else replies
     holder = _Holder()
-    replies.write(json.dumps({"ready": os.getpid()}) + "\n")
-    replies.flush()
-    for line in requests:
+    writing = threading.Lock()
+
+    def answer(request_id: Any, reply: dict[str, Any]) -> None:
+        line = json.dumps({"id": request_id, **reply}) + "\n"
+        with writing:
+            replies.write(line)
+            replies.flush()
+
+    def failure(error: Exception) -> dict[str, Any]:
+        return {"error": type(error).__name__, "errno": getattr(error, "errno", None), "message": str(error)}
+
+    def command(request_id: Any, request: dict[str, Any]) -> None:
         try:
-            reply = holder.handle(json.loads(line))
+            reply = run(request["argv"], request.get("input"), request.get("timeout"), request.get("path"))
         except Exception as error:  # answered, not fatal: the Host raises it as a pynetns error
-            reply = {"error": type(error).__name__, "errno": getattr(error, "errno", None), "message": str(error)}
-        replies.write(json.dumps(reply) + "\n")
-        replies.flush()
+            reply = failure(error)
+        answer(request_id, reply)
+
+    answer(None, {"ready": os.getpid()})
+    for line in requests:
+        request = json.loads(line)
+        request_id = request.pop("id", None)
+        if request.get("op") == "run":
+            threading.Thread(target=command, args=(request_id, request), daemon=True).start()
+            continue
+        try:
+            reply = holder.handle(request)
+        except Exception as error:  # answered, not fatal
+            reply = failure(error)
+        answer(request_id, reply)
 
 
 if __name__ == "__main__":
