@@ -573,9 +573,9 @@ class Agent:
 
     def _connection_lost(self, said: str = "") -> ConnectionLost:
         self.process.stop(grace=1.0)
-        stderr = (said + self.process.stderr_text).strip()
-        argv = (*self.process.argv[:2], "<pynetns.agent>")
-        return ConnectionLost(self.machine, argv, self.process.returncode or 255, "", stderr)
+        lines = (said + self.process.stderr_text).strip().splitlines()
+        stderr = "\n".join([*lines, "its pynetns agent there is gone"])
+        return ConnectionLost(self.machine, (), self.process.returncode or 255, "", stderr)
 
     @property
     def alive(self) -> bool:

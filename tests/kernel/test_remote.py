@@ -84,8 +84,7 @@ def test_the_lock_and_journals_are_the_machines_own(machines, token):
     remote = machine.host(tag=f"pynetns:test-{token}")
     holder = pynetns_there(
         machine,
-        "import sys; from pynetns import Host\n"
-        "with Host().lock():\n print('held', flush=True); sys.stdin.readline()",
+        "import sys; from pynetns import Host\nwith Host().lock():\n print('held', flush=True); sys.stdin.readline()",
         stdin=subprocess.PIPE,
     )
     try:

@@ -1,0 +1,112 @@
+"""Remote Hosts without a remote machine: the pynetns agent (``pynetns.agent``) run here, as an ssh Host runs it
+there, and what ``Host.ssh`` refuses before anything starts. The kernel tests (tests/kernel/test_remote.py) drive
+real sshd "machines"."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+
+import pytest
+
+from pynetns import BackendUnavailable, ConnectionLost, Host, InvalidValue, LockTimeout, PynetnsError
+from pynetns.agent import bind_lock
+from pynetns.locking import held, host_lock
+from pynetns.runner import Agent, LocalRunner, SshRunner, agent_argv
+from pynetns.runtime import RemoteRuntime, owner_alive
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """A RemoteRuntime whose "machine" is this one: its agent runs here, through a LocalRunner."""
+    remote = RemoteRuntime(LocalRunner(), "here", str(tmp_path / "run"))
+    yield remote
+    remote.close()
+
+
+def test_the_agents_journals_are_held_as_a_local_pynetns_holds_them(runtime, tmp_path):
+    journal = runtime.journal("abc123")
+    journal.write({"id": "abc123", "name": "shop"}, owned=True)
+    path = tmp_path / "run" / "labs" / "abc123.json"
+    assert runtime.journal_path("abc123") == path and journal.held
+    assert owner_alive(path) and runtime.owner_alive(path)  # its flock, seen from here and from there
+    assert runtime.journals() == [(path, {"id": "abc123", "name": "shop"})]
+    journal.write({"id": "abc123", "name": "shop", "more": 1}, owned=True)  # replaced whole, still held
+    assert owner_alive(path) and runtime.journals()[0][1]["more"] == 1
+    journal.release()
+    assert not owner_alive(path) and not runtime.owner_alive(path)
+    journal.remove()
+    assert not (tmp_path / "run").exists()  # the folders it left empty went too
+    assert runtime.unwritable() is None
+
+
+def test_the_agent_takes_the_same_host_lock_as_local_processes(runtime, token):
+    key = f"test-remote-{token}"
+    with host_lock(key, remote=runtime):
+        assert held(key, "here") and not held(key)
+        assert bind_lock(key) is None  # the agent's process holds the very socket a local pynetns binds
+    assert not held(key, "here")
+    with host_lock(key):  # and the other way round
+        with pytest.raises(LockTimeout, match=f"{key} on here") as waited:
+            runtime.acquire(key, 0.2)
+        assert waited.value.holder == f"process {os.getpid()}"
+    bound = bind_lock(key)
+    assert bound is not None
+    bound.close()
+
+
+def test_the_agent_runs_argv_lists_and_says_what_is_missing():
+    agent = Agent(LocalRunner().popen(agent_argv(), stdin=subprocess.PIPE), "here")
+    try:
+        done = agent.request("run", argv=["sh", "-c", 'cat; echo "$0" >&2; exit 3', "a b; c"], input="in\n")
+        assert done == {"returncode": 3, "stdout": "in\n", "stderr": "a b; c\n"}  # no shell between
+        assert agent.request("run", argv=["no-such-tool-x"], input=None, timeout=None, path=None) == {
+            "missing": "not found on PATH"
+        }
+        timed_out = agent.request("run", argv=["sleep", "5"], input=None, timeout=0.2, path=None)
+        assert timed_out["timeout"] is True
+    finally:
+        agent.close()
+    assert not agent.alive
+    with pytest.raises(ConnectionLost, match="here"):
+        agent.request("journals", folder="/nonexistent")
+
+
+def test_a_dead_agent_is_a_lost_connection_naming_the_machine(runtime):
+    assert runtime.journals() == []
+    agent = runtime._agent
+    assert agent is not None
+    os.kill(agent.process.pid, signal.SIGKILL)
+    with pytest.raises(ConnectionLost, match="lost the connection to here") as lost:
+        runtime.journals()
+    assert lost.value.machine == "here" and "cleanup --host here" in str(lost.value)
+    with pytest.raises(ConnectionLost):  # and stays lost: a new agent would not hold what the old one held
+        runtime.owner_alive(runtime.journal_path("x"))
+
+
+@pytest.mark.parametrize("destination", ["", "-oProxyCommand=sh", "a b", "root@x;reboot", "user@", 42])
+def test_a_bad_destination_is_refused_before_anything_runs(destination):
+    with pytest.raises(InvalidValue, match="destination"):
+        SshRunner(destination)
+
+
+def test_a_bad_port_and_options_the_ssh_host_chooses_itself_are_refused():
+    with pytest.raises(InvalidValue, match="port"):
+        SshRunner("root@machine", port=0)
+    for taken in ("runner", "runtime", "machine", "dry_run"):
+        with pytest.raises(InvalidValue, match=taken):
+            Host.ssh("root@machine", **{taken: None})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("paramiko") is not None, reason="paramiko is installed")
+def test_paramiko_is_asked_for_only_when_chosen():
+    with pytest.raises(BackendUnavailable, match="paramiko"):
+        Host.ssh("root@machine", paramiko=True)
+
+
+def test_an_unreachable_machine_is_a_clear_error():
+    """Port 1 of this machine's loopback: nothing listens; nothing is left running."""
+    with pytest.raises(PynetnsError, match=r"cannot connect to root@127\.0\.0\.1 over ssh: .*refused"):
+        Host.ssh("root@127.0.0.1", port=1, connect_timeout=2)
