@@ -5,8 +5,9 @@ A Host over ssh starts this module on the machine (``python3 -c <its source>``, 
 connection) and sends it requests, one JSON line each, answered by id, several at once (:func:`serve`):
 
 - ``run``: a command, as an argv list (no shell in between), with its standard input; the exit status and
-  output come back. This is how :class:`~pynetns.runner.SshRunner` runs commands: a few milliseconds less
-  per command than a new ssh session each, which a lab of many small batches feels.
+  output come back (``cancel`` kills it: the Host was interrupted). This is how
+  :class:`~pynetns.runner.SshRunner` runs commands: a few milliseconds less per command than a new ssh
+  session each (and no remote shell's start), which a lab of many small batches feels.
 - ``lock``/``unlock``, ``write``/``release``/``remove``, ``journals``, ``alive``, ``orphans``, ``unwritable``:
   the host lock and lab journals of that machine (:class:`~pynetns.runtime.RemoteRuntime`). A Host cannot hold
   an ``flock`` or bind an abstract socket there itself: its agent does, exactly as a local pynetns there
@@ -220,9 +221,16 @@ def lock_holder(key: str) -> str:
     return f"process {pid}" if pid > 0 else "a process in another PID namespace"
 
 
-def run(argv: list[str], input: str | None, timeout: float | None, path: list[str] | None) -> dict[str, Any]:
+def run(
+    argv: list[str],
+    input: str | None,
+    timeout: float | None,
+    path: list[str] | None,
+    started: Any = None,
+) -> dict[str, Any]:
     """Run ``argv`` (its program looked up in ``path``, else ``$PATH``): its exit status and output; a
-    missing program is ``{"missing": detail}``, a command past ``timeout`` seconds ``{"timeout": ...}``."""
+    missing program is ``{"missing": detail}``, a command past ``timeout`` seconds ``{"timeout": ...}``.
+    ``started(process)`` is told of the process (so that it can be cancelled)."""
     program = argv[0]
     if "/" not in program:
         found = shutil.which(program, path=None if path is None else os.pathsep.join(path))
@@ -233,20 +241,27 @@ def run(argv: list[str], input: str | None, timeout: float | None, path: list[st
     elif not os.path.exists(program):
         return {"missing": f"{program} does not exist"}
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             [program, *argv[1:]],
-            input=None if input is None else input.encode(),
-            stdin=subprocess.DEVNULL if input is None else None,
-            capture_output=True,
-            timeout=timeout,
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-    except subprocess.TimeoutExpired as error:
-        partial = (error.stdout or b"").decode(errors="replace"), (error.stderr or b"").decode(errors="replace")
-        return {"timeout": True, "stdout": partial[0], "stderr": partial[1]}
     except OSError as error:  # not executable, say
         return {"missing": str(error)}
-    out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-    return {"returncode": done.returncode, "stdout": out, "stderr": err}
+    if started is not None:
+        started(process)
+    try:
+        out, err = process.communicate(None if input is None else input.encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        return {"timeout": True, "stdout": out.decode(errors="replace"), "stderr": err.decode(errors="replace")}
+    return {
+        "returncode": process.returncode,
+        "stdout": out.decode(errors="replace"),
+        "stderr": err.decode(errors="replace"),
+    }
 
 
 class _Holder:
@@ -340,11 +355,18 @@ def serve(requests: Any = None, replies: Any = None) -> None:
     def failure(error: Exception) -> dict[str, Any]:
         return {"error": type(error).__name__, "errno": getattr(error, "errno", None), "message": str(error)}
 
+    running: dict[Any, subprocess.Popen[bytes]] = {}
+
     def command(request_id: Any, request: dict[str, Any]) -> None:
+        def started(process: subprocess.Popen[bytes]) -> None:
+            running[request_id] = process
+
         try:
-            reply = run(request["argv"], request.get("input"), request.get("timeout"), request.get("path"))
+            reply = run(request["argv"], request.get("input"), request.get("timeout"), request.get("path"), started)
         except Exception as error:  # answered, not fatal: the Host raises it as a pynetns error
             reply = failure(error)
+        finally:
+            running.pop(request_id, None)
         answer(request_id, reply)
 
     answer(None, {"ready": os.getpid()})
@@ -353,6 +375,11 @@ def serve(requests: Any = None, replies: Any = None) -> None:
         request_id = request.pop("id", None)
         if request.get("op") == "run":
             threading.Thread(target=command, args=(request_id, request), daemon=True).start()
+            continue
+        if request.get("op") == "cancel":  # the Host was interrupted: end the command it no longer waits for
+            process = running.get(request.get("target"))
+            if process is not None:
+                process.kill()
             continue
         try:
             reply = holder.handle(request)

@@ -548,13 +548,25 @@ class Agent:
                 self.process.stdin.flush()
             except OSError:
                 pass  # it is gone: the reader fails the request when the output ends
-        reply = future.result()
+        try:
+            reply = future.result()
+        except BaseException:  # Ctrl-C: a command there must not go on unwatched
+            if op == "run" and self._lost is None:
+                self._cancel(request_id)
+            raise
         if "error" in reply:
             message = f"{reply['message']} (on {self.machine})"
             if reply["errno"] is not None and reply["error"] in _OS_ERRORS:
                 raise _OS_ERRORS[reply["error"]](reply["errno"], message)
             raise PynetnsError(f"the pynetns agent on {self.machine} failed to {op}: {reply['error']}: {message}")
         return reply
+
+    def _cancel(self, request_id: int) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._pending.pop(request_id, None)
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps({"op": "cancel", "target": request_id}).encode() + b"\n")
+            self.process.stdin.flush()
 
     def _read(self) -> None:
         assert self.process.stdout is not None

@@ -14,6 +14,7 @@ import pytest
 from pynetns import BackendUnavailable, ConnectionLost, Host, InvalidValue, LockTimeout, PynetnsError
 from pynetns.agent import bind_lock
 from pynetns.locking import held, host_lock
+from pynetns.polling import wait_until
 from pynetns.runner import Agent, LocalRunner, SshRunner, agent_argv
 from pynetns.runtime import RemoteRuntime, owner_alive
 
@@ -110,3 +111,36 @@ def test_an_unreachable_machine_is_a_clear_error():
     """Port 1 of this machine's loopback: nothing listens; nothing is left running."""
     with pytest.raises(PynetnsError, match=r"cannot connect to root@127\.0\.0\.1 over ssh: .*refused"):
         Host.ssh("root@127.0.0.1", port=1, connect_timeout=2)
+
+
+def test_an_interrupted_command_is_cancelled_there(tmp_path):
+    """Ctrl-C while the agent runs a command: the command is killed there, not left running unwatched."""
+    agent = Agent(LocalRunner().popen(agent_argv(), stdin=subprocess.PIPE), "here")
+    marker = tmp_path / "pid"
+    try:
+        script = f"echo $$ > {marker}; exec sleep 60"
+        with pytest.raises(KeyboardInterrupt):
+
+            def interrupt(signum, frame):
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGALRM, interrupt)
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                agent.request("run", argv=["sh", "-c", script], input=None, timeout=None, path=None)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        pid = int(marker.read_text())
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="the cancelled command's end")
+        assert agent.request("run", argv=["true"])["returncode"] == 0  # the agent carries on
+    finally:
+        agent.close()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
