@@ -8,6 +8,7 @@ connection) and sends it requests, one JSON line each, answered by id, several a
   output come back (``cancel`` kills it: the Host was interrupted). This is how
   :class:`~pynetns.runner.SshRunner` runs commands: a few milliseconds less per command than a new ssh
   session each (and no remote shell's start), which a lab of many small batches feels.
+- ``signal``: signal the long-running processes the Host started there (marked in their environment).
 - ``lock``/``unlock``, ``write``/``release``/``remove``, ``journals``, ``alive``, ``orphans``, ``unwritable``:
   the host lock and lab journals of that machine (:class:`~pynetns.runtime.RemoteRuntime`). A Host cannot hold
   an ``flock`` or bind an abstract socket there itself: its agent does, exactly as a local pynetns there
@@ -36,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "LOCK_PREFIX",
+    "SPAWN_MARK",
     "bind_lock",
     "lock_holder",
     "owner_alive",
@@ -44,6 +46,7 @@ __all__ = [
     "remove_orphans",
     "run",
     "serve",
+    "signal_spawned",
     "unwritable",
     "write_journal",
 ]
@@ -264,6 +267,29 @@ def run(
     }
 
 
+#: the environment variable marking the processes a remote Host started there to run on (:func:`signal_spawned`)
+SPAWN_MARK = "PYNETNS_SPAWN"
+
+
+def signal_spawned(token: str, signum: int) -> dict[str, Any]:
+    """Send ``signum`` to every process whose environment carries ``PYNETNS_SPAWN=<token>``: a long-running
+    process a remote Host started, and whatever it started in turn. Returns how many."""
+    mark = f"{SPAWN_MARK}={token}".encode()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                if mark not in file.read().split(b"\0"):
+                    continue
+            os.kill(int(entry), signum)
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+        count += 1
+    return {"signalled": count}
+
+
 class _Holder:
     """What one remote Host holds on this machine: its host locks (bound sockets) and journals (descriptors)."""
 
@@ -320,6 +346,8 @@ class _Holder:
             return {}
         if op == "unwritable":
             return {"why": unwritable(request["folder"])}
+        if op == "signal":
+            return signal_spawned(request["token"], request["signal"])
         if op == "identity":
             info = os.stat("/proc/self/ns/net")
             return {"netns": f"{info.st_dev}-{info.st_ino}", "pid": os.getpid()}

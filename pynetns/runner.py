@@ -24,8 +24,10 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -37,6 +39,8 @@ from typing import IO, Any
 import attrs
 import tenacity
 
+from . import agent
+from .agent import SPAWN_MARK
 from .errors import (
     BackendUnavailable,
     CommandTimeout,
@@ -203,7 +207,8 @@ class Process:
         if self._kept is None:
             self._kept = (_drain(self._popen.stdout), _drain(self._popen.stderr))
         if self._popen.stdin is not None:
-            self._popen.stdin.close()
+            with contextlib.suppress(OSError):  # what is left in its buffer has nowhere to go: a broken pipe
+                self._popen.stdin.close()
         return int(self._popen.returncode)
 
     def __repr__(self) -> str:
@@ -570,18 +575,25 @@ class Agent:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            reply = json.loads(line)
+        try:
+            for line in self.process.stdout:
+                reply = json.loads(line)
+                with self._lock:
+                    future = self._pending.pop(reply.pop("id"), None)
+                if future is not None:
+                    future.set_result(reply)
+        except (OSError, ValueError) as error:  # a broken line: the agent is not to be trusted any more
+            log.debug("the agent on %s: %s", self.machine, error)
+        finally:
+            try:
+                lost = self._connection_lost()
+            except Exception as error:  # whatever happens, no request waits forever
+                lost = ConnectionLost(self.machine, (), 255, "", f"its pynetns agent there is gone ({error})")
             with self._lock:
-                future = self._pending.pop(reply.pop("id"), None)
-            if future is not None:
-                future.set_result(reply)
-        lost = self._connection_lost()
-        with self._lock:
-            self._lost = lost
-            pending, self._pending = self._pending, {}
-        for future in pending.values():
-            future.set_exception(lost)
+                self._lost = lost
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                future.set_exception(lost)
 
     def _connection_lost(self, said: str = "") -> ConnectionLost:
         self.process.stop(grace=1.0)
@@ -611,9 +623,30 @@ _OS_ERRORS: dict[str, type[OSError]] = {
 
 def agent_argv(python: str = "python3") -> tuple[str, ...]:
     """The command that runs a pynetns agent (:mod:`pynetns.agent`) wherever it runs: its source as an argument."""
-    from . import agent
-
     return (python, "-c", inspect.getsource(agent))
+
+
+class _RemotePopen:
+    """A ``Popen`` of a long-running process on another machine (an ssh session): terminating or killing it
+    signals the process there (found by its mark, :func:`pynetns.agent.signal_spawned`) as well as the session."""
+
+    def __init__(self, popen: Any, agent: Agent, token: str) -> None:
+        self._popen, self._agent, self._token = popen, agent, token
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._popen, name)
+
+    def _signal(self, signum: int) -> None:
+        if self._agent.alive:
+            with contextlib.suppress(PynetnsError):
+                self._agent.request("signal", token=self._token, signal=int(signum))
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self._popen.kill()
 
 
 #: an ssh destination: ``[user@]machine``, nothing ssh would read as an option or the shell would split
@@ -631,8 +664,9 @@ class SshRunner(LocalRunner):
     Commands (:meth:`run`, :meth:`run_batch`) go to a pynetns agent (:mod:`pynetns.agent`) started there in
     one session: it runs each argv list as given, several at once, and answers with its exit status and
     output, which saves a new session (~5 ms and the remote shell's start) per command. Long-running
-    processes (:meth:`popen`) are sessions of their own, their output streamed. The agent needs ``python3``
-    there.
+    processes (:meth:`popen`) are sessions of their own, their output streamed; they carry a mark in their
+    environment, so that stopping one signals it there too (closing a session does not). The agent needs
+    ``python3`` there.
 
     Nothing opens a connection of its own (``ProxyCommand=false`` for the sessions): once the master is
     gone, every command raises :class:`~pynetns.errors.ConnectionLost` naming the machine, instead of
@@ -752,6 +786,15 @@ class SshRunner(LocalRunner):
             stderr = f"timed out after {timeout} s on {self.destination}\n{reply['stderr']}"
             raise CommandTimeout(argv, -9, reply["stdout"], stderr)
         return CompletedCommand(argv, reply["returncode"], reply["stdout"], reply["stderr"])
+
+    def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
+        agent = self._agent
+        if agent is None:  # the agent itself
+            return super()._spawn(argv, stdin, stdout, stderr)
+        self._program(argv[0])  # a missing tool is named, not env's complaint
+        token = secrets.token_hex(8)
+        marked = ("/usr/bin/env", f"{SPAWN_MARK}={token}", *argv)  # where every shebang finds it
+        return _RemotePopen(super()._spawn(marked, stdin, stdout, stderr), agent, token)
 
     def close(self) -> None:
         """End the agent and the master connection (and with it every session still open over it). Idempotent."""

@@ -201,3 +201,14 @@ def test_a_remote_lab_and_a_local_lab_side_by_side(machines, token, playhost):
         thread.join()
     assert results == {"local": "local", "remote": "remote"}
     nothing_left(machine)
+
+
+def test_stopping_a_remote_process_ends_it_there(machines, token):
+    """Closing an ssh session does not end what runs in it: stop() signals the process there too."""
+    machine = machines()
+    remote = machine.host(tag=f"pynetns:test-{token}")
+    marker = f"{token}-sleeper"
+    process = remote.popen(["sh", "-c", 'sleep 300; echo "$0"', marker])
+    wait_until(lambda: marker in machine.run(["ps", "-eo", "args"]).stdout, what="the process there")
+    process.stop()
+    wait_until(lambda: marker not in machine.run(["ps", "-eo", "args"]).stdout, what="the process there to end")
