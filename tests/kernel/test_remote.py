@@ -12,13 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
 from pynetns import BackendUnavailable, ConnectionLost, Host, Lab, LockTimeout
-from pynetns.lab import labs
+from pynetns.lab import cleanup, labs
 from pynetns.polling import wait_until
 from tests.support.lab import ping
 from tests.support.web import fetch, serve
@@ -212,3 +213,31 @@ def test_stopping_a_remote_process_ends_it_there(machines, token):
     wait_until(lambda: marker in machine.run(["ps", "-eo", "args"]).stdout, what="the process there")
     process.stop()
     wait_until(lambda: marker not in machine.run(["ps", "-eo", "args"]).stdout, what="the process there to end")
+
+
+def test_a_killed_owner_leaves_a_stale_lab_there_that_cleanup_removes(machines, token):
+    """The process driving the machine is SIGKILLed with its lab applied: its connection ends, and with it the
+    agent holding the journal there, so the lab is stale on the machine and cleanup removes it."""
+    machine = machines()
+    code = (
+        "import sys\nfrom pynetns import Host, Lab\n"
+        f"remote = Host.ssh({machine.destination!r}, keyfile={str(machine.keyfile)!r}, ssh_opts={machine.ssh_opts!r})\n"
+        "lab = Lab('doomed', host=remote)\n"
+        "lab.namespace('web', networks=[lab.network('front', subnet='10.83.0.0/24')])\n"
+        "lab.publish('web', 8080, 80)\nlab.apply()\nprint('applied', flush=True)\nsys.stdin.readline()\n"
+    )
+    scratch = tempfile.mkdtemp(prefix="pn-")  # its control socket's folder: a SIGKILL leaves it (short: a socket path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": scratch}
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == b"applied\n"
+        remote = machine.host(tag=f"pynetns:test-{token}")
+        assert [(record.name, record.state) for record in labs(remote)] == [("doomed", "alive")]
+    finally:
+        owner.kill()
+        owner.wait()
+        shutil.rmtree(scratch)
+    wait_until(lambda: [record.state for record in labs(remote)] == ["stale"], what="the lab there to go stale")
+    removed = cleanup(remote)
+    assert any(item.startswith("namespace pn") for item in removed)
+    nothing_left(machine)
