@@ -657,9 +657,9 @@ class SshRunner(LocalRunner):
     """Runs commands on another machine over one ssh connection (``Host.ssh``).
 
     A master connection (``ssh -M``, OpenSSH's ControlMaster) is opened once, here, and held by this runner;
-    every command then travels as one session multiplexed over it — no new handshake, ~a millisecond of
-    setup — built by plumbum's ``SshMachine``, which quotes each argument for the remote shell. The user's
-    ssh configuration, agent and keys apply; ``port``, ``keyfile`` and ``ssh_opts`` add to them.
+    what runs there then travels as sessions multiplexed over it — no new handshake — started by plumbum's
+    ``SshMachine``, which quotes each argument for the remote shell. The user's ssh configuration, agent and
+    keys apply; ``port``, ``keyfile`` and ``ssh_opts`` add to them.
 
     Commands (:meth:`run`, :meth:`run_batch`) go to a pynetns agent (:mod:`pynetns.agent`) started there in
     one session: it runs each argv list as given, several at once, and answers with its exit status and
@@ -695,6 +695,7 @@ class SshRunner(LocalRunner):
         self._directory = tempfile.mkdtemp(prefix="pynetns-ssh-")
         #: the master connection's control socket (on this machine)
         self.control_path = os.path.join(self._directory, "master")
+        self._log = os.path.join(self._directory, "master.log")
         self._options = (
             *options,
             *(("-p", str(port)) if port is not None else ()),
@@ -732,15 +733,16 @@ class SshRunner(LocalRunner):
         argv = [ssh, *self._options, "-M", "-S", self.control_path, "-o", "ControlPersist=no", self.destination]
         argv += ["exec", "cat"]  # ends when this process's end of its stdin closes (the runner's close, or death)
         log.debug("run %s", shlex.join(argv))
-        master = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self._log, "wb") as log_file:  # a file, not a pipe nobody reads: it may write for hours
+            master = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file)
         deadline = time.monotonic() + timeout + 5
         interval = 0.005
         while not os.path.exists(self.control_path):
             if master.poll() is not None or time.monotonic() > deadline:
                 if master.poll() is None:
                     master.kill()
-                _, err = master.communicate()
-                why = err.decode(errors="replace").strip() or f"ssh exited {master.returncode}"
+                master.wait()
+                why = self._said() or f"ssh exited {master.returncode}"
                 raise PynetnsError(f"cannot connect to {self.destination} over ssh: {why}")
             time.sleep(interval)
             interval = min(interval * 1.5, 0.1)
@@ -751,11 +753,16 @@ class SshRunner(LocalRunner):
         """The master connection is up."""
         return self._master is not None and self._master.poll() is None
 
+    def _said(self) -> str:
+        """What the master connection wrote to its standard error."""
+        try:
+            with open(self._log, "rb") as log_file:
+                return log_file.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
+
     def _lost(self, argv: tuple[str, ...], stdout: str = "", stderr: str = "") -> ConnectionLost:
-        master = self._master
-        if master is not None and master.poll() is not None and master.stderr is not None and not stderr:
-            stderr = _drain(master.stderr).decode(errors="replace")
-        return ConnectionLost(self.destination, argv, 255, stdout, stderr)
+        return ConnectionLost(self.destination, argv, 255, stdout, stderr or self._said())
 
     def _program(self, name: str) -> Any:
         with self._lookup:
@@ -766,7 +773,7 @@ class SshRunner(LocalRunner):
             except BackendUnavailable as error:
                 where = f"on {self.destination}: {error.detail}" if error.detail else f"on {self.destination}"
                 raise BackendUnavailable(name, error.package, where) from None
-            except (OSError, EOFError, PynetnsError):
+            except PynetnsError:
                 raise
             except Exception as error:  # plumbum's shell session over the connection broke
                 if self.connected:
@@ -815,8 +822,6 @@ class SshRunner(LocalRunner):
             except subprocess.TimeoutExpired:
                 master.kill()
                 master.wait()
-            if master.stderr is not None:
-                master.stderr.close()
         shutil.rmtree(self._directory, ignore_errors=True)
 
     def __repr__(self) -> str:
