@@ -144,3 +144,45 @@ def _zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_cleanup_host_cleans_the_machine_it_names(monkeypatch, capsys):
+    """``pynetns cleanup --host``: a Host.ssh with the options given, cleaned up and closed; needs no local root."""
+    import sys
+
+    from pynetns.cli import app as cli_module
+    from pynetns.lab import Cleaned
+
+    cleanup_module = sys.modules["pynetns.lab.cleanup"]
+    journal_module = sys.modules["pynetns.lab.journal"]
+    made, cleaned_hosts = [], []
+
+    class FakeRemote:
+        closed = False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.closed = True
+
+    def fake_ssh(destination, **options):
+        made.append((destination, options))
+        return FakeRemote()
+
+    def fake_cleanup(host=None, *, all=False, orphans=False):
+        cleaned_hosts.append(host)
+        cleaned = Cleaned()
+        cleaned.append("namespace pn1a2b3c-web")
+        return cleaned
+
+    monkeypatch.setattr(Host, "ssh", fake_ssh)
+    monkeypatch.setattr(cleanup_module, "cleanup", fake_cleanup)
+    monkeypatch.setattr(journal_module, "labs", lambda host=None: [])
+    argv = ["cleanup", "--host", "root@lab-2", "--ssh-port", "2222", "--ssh-key", "/k", "--ssh-option", "A=b"]
+    assert cli_module.run(argv) == 0
+    assert made == [("root@lab-2", {"port": 2222, "keyfile": "/k", "ssh_opts": ["-o", "A=b"]})]
+    assert isinstance(cleaned_hosts[0], FakeRemote) and cleaned_hosts[0].closed
+    assert "removed namespace pn1a2b3c-web" in capsys.readouterr().out
+    assert cli_module.run(["cleanup", "--ssh-port", "22"]) != 0
+    assert "go with --host" in capsys.readouterr().err
