@@ -1,5 +1,6 @@
 """Remote Hosts over ssh, on one machine: each "machine" is a network, mount and PID namespace running sshd
 (``tests/support/ssh.py``), driven by ``Host.ssh``. Its firewall and sysctls are its own (a throwaway namespace).
+Size: the connection is cut at 2 positions of an apply, 2 ways, by default; ``PYNETNS_SWEEP=N`` at more.
 
 A lab built and destroyed there (NAT, a published port), explain(), the lock and journals interoperating with a
 pynetns process running on that machine, the connection killed mid-apply (then ``cleanup --host``), a missing
@@ -27,6 +28,10 @@ from tests.support.web import fetch, serve
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: where the connection is cut in the 19 commands of the "cut" lab's apply: two by default (the journal is
+#: written, then half-way through the namespaces' batches); ``PYNETNS_SWEEP=N`` cuts at 2 x N, up to all 19
+SWEEP = max(1, int(os.environ.get("PYNETNS_SWEEP", "1")))
+POSITIONS = sorted({3, 12} | set(range(1, 20, max(1, 19 // (2 * SWEEP))) if SWEEP > 1 else set()))
 
 
 def pynetns_there(machine, code: str, **options) -> subprocess.Popen[str]:
@@ -113,7 +118,7 @@ def test_the_lock_and_journals_are_the_machines_own(machines, token):
     nothing_left(machine)
 
 
-@pytest.mark.parametrize("position", [3, 12])
+@pytest.mark.parametrize("position", POSITIONS)
 @pytest.mark.parametrize("how", ["master", "session"])
 def test_a_connection_lost_mid_apply_is_a_clear_error_and_cleanup_host_recovers(machines, token, position, how):
     """The ssh connection dies before the command at ``position``: the master killed here, or sshd's session
