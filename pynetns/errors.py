@@ -29,7 +29,8 @@
         ├── PermissionDeniedCommandError (+PermissionDenied)  "Operation not permitted"
         ├── PortInUseCommandError (+PortInUse)                "Address already in use"
         ├── ResourceBusy                    EBUSY, lock contention (retried, bounded)
-        └── CommandTimeout (+TimeoutError)  the command ran past its timeout
+        ├── CommandTimeout (+TimeoutError)  the command ran past its timeout
+        └── ConnectionLost (+ConnectionError)  the connection to a remote Host's machine broke
 
 A named condition (:class:`AlreadyExists`, :class:`NotFound`,
 :class:`PermissionDenied`, :class:`PortInUse`) is raised as itself when pynetns
@@ -57,6 +58,7 @@ __all__ = [
     "CleanupError",
     "CommandError",
     "CommandTimeout",
+    "ConnectionLost",
     "DemoFailed",
     "InvalidAddress",
     "InvalidInput",
@@ -154,6 +156,7 @@ class BackendUnavailable(PynetnsError, RuntimeError):
     def __init__(self, tool: str, package: str | None = None, detail: str = "") -> None:
         self.tool = tool
         self.package = package or PACKAGES.get(tool)
+        self.detail = detail
         hint = f"; install the Debian package {self.package!r}" if self.package else ""
         more = f" ({detail})" if detail else ""
         super().__init__(f"{tool!r} is not available{more}{hint}")
@@ -326,6 +329,27 @@ class CommandTimeout(CommandError, TimeoutError):
     """The command did not finish within its timeout."""
 
 
+class ConnectionLost(CommandError, ConnectionError):
+    """The connection to the machine a remote Host drives broke while a command ran (or before it could
+    start): what the command did there is unknown. ``machine`` names it; ``pynetns cleanup --host MACHINE``
+    removes what a lab left there."""
+
+    def __init__(
+        self, machine: str, argv: Sequence[str] = (), returncode: int = 255, stdout: str = "", stderr: str = ""
+    ) -> None:
+        self.machine = machine
+        super().__init__(argv, returncode, stdout, stderr)
+
+    def _message(self) -> str:
+        what = f" running {shlex.join(self.argv)}" if self.argv else ""
+        reason = self.stderr.strip().splitlines()
+        detail = f" ({reason[-1]})" if reason else ""
+        return (
+            f"lost the connection to {self.machine}{what}{detail}; "
+            f"'pynetns cleanup --host {self.machine}' removes what was left there"
+        )
+
+
 class LabDestroyed(PynetnsError):
     """The lab was destroyed: it cannot be applied or detached again (declare a new one)."""
 
@@ -372,6 +396,9 @@ PACKAGES = {
     "curl": "curl",
     "conntrack": "conntrack",
     "sudo": "sudo",
+    "ssh": "openssh-client",
+    "python3": "python3",
+    "paramiko": "python3-paramiko",
 }
 
 # Order matters: the first pattern found in stderr wins.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import secrets
@@ -24,8 +25,8 @@ from .backends.recording import RecordingRunner
 from .errors import BackendUnavailable, InvalidValue, PynetnsError, UnknownBackend
 from .locking import host_lock
 from .plan import Plan, Step
-from .runner import Call, CompletedCommand, LocalRunner, Process, Runner
-from .runtime import LocalRuntime
+from .runner import Call, CompletedCommand, LocalRunner, Process, Runner, SshRunner
+from .runtime import LocalRuntime, RemoteRuntime, Runtime
 from .sandbox import Sandbox, privileged
 from .validation import owner_tag
 
@@ -64,7 +65,7 @@ class Host:
         tag: str | None = None,
         firewall: str | FirewallBackend | None = None,
         shaping: str | ShapingBackend = "tc",
-        runtime: LocalRuntime | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         # every choice checked here, before anything runs: a wrong one fails now, naming what fits
         if runner is None:
@@ -90,6 +91,8 @@ class Host:
         self._netns_key: str | None = None
         #: the rootless sandbox playing this host (:meth:`rootless`), ended by :meth:`close`
         self.sandbox: Sandbox | None = None
+        #: the connection to the machine this Host drives (:meth:`ssh`), ended by :meth:`close`
+        self.remote: SshRunner | None = runner if isinstance(runner, SshRunner) else None
 
     @classmethod
     def rootless(cls, *, sandbox: str | SandboxBackend = "unshare", **options: Any) -> Host:
@@ -122,6 +125,66 @@ class Host:
         return host
 
     @classmethod
+    def ssh(
+        cls,
+        destination: str,
+        *,
+        port: int | None = None,
+        keyfile: str | None = None,
+        ssh_opts: Sequence[str] = (),
+        sudo: bool = False,
+        path: Sequence[str] | None = None,
+        runtime_dir: str = "/run/pynetns",
+        connect_timeout: float = 10.0,
+        paramiko: bool = False,
+        **options: Any,
+    ) -> Host:
+        """A Host driving another machine over ssh (``destination``: ``[user@]machine``), with the same
+        objects and backends as a local one: ``Namespace("web", host=remote)``, ``Lab(host=remote)``, ``explain()``.
+
+        One connection is opened now and kept (a ControlMaster; commands are sessions over it, a batch one
+        remote process: :class:`~pynetns.runner.SshRunner`); the user's ssh configuration and keys apply,
+        ``port``, ``keyfile`` and ``ssh_opts`` add to them; ``sudo``: every command through ``sudo -n`` there;
+        ``path``: where to look for programs there. The lab journals (under ``runtime_dir``/labs there) and the host
+        lock live on that machine, held by a small ``python3`` process there that ends with the connection
+        (:class:`~pynetns.runtime.RemoteRuntime`): local pynetns processes there see them as their own. A broken
+        connection raises :class:`~pynetns.errors.ConnectionLost` naming the machine; ``pynetns cleanup --host
+        MACHINE`` (``cleanup(host=Host.ssh(MACHINE))``) removes what was left. :meth:`close` (or the end of a
+        ``with`` block) closes the connection. ``paramiko=True``: through plumbum's ``ParamikoMachine``
+        instead of the ``ssh`` program (only if paramiko is installed; ``port`` and ``keyfile`` only).
+        ``options``: as for ``Host()`` (``tag``, ``firewall``, backends).
+
+        Example::
+
+            with Host.ssh("root@lab-2") as remote, Lab("shop", host=remote) as lab:
+                web = lab.namespace("web", networks=[lab.network("front")])
+                lab.publish(web, 8080, 80)
+                lab.apply()
+        """
+        for taken in ("runner", "runtime", "machine", "dry_run"):
+            if taken in options:
+                raise InvalidValue(taken, options[taken], "is chosen by Host.ssh() itself")
+        runner: Runner
+        if paramiko:
+            runner = _paramiko_runner(destination, port=port, keyfile=keyfile, sudo=sudo, path=path)
+        else:
+            runner = SshRunner(
+                destination,
+                port=port,
+                keyfile=keyfile,
+                ssh_opts=ssh_opts,
+                sudo=sudo,
+                path=path,
+                connect_timeout=connect_timeout,
+            )
+        try:
+            host = cls(runner=runner, runtime=RemoteRuntime(runner, destination, runtime_dir), **options)
+        except BaseException:
+            getattr(runner, "close", lambda: None)()
+            raise
+        return host
+
+    @classmethod
     def auto(cls, **options: Any) -> Host:
         """The Host this process can drive: ``Host()`` as root (CAP_NET_ADMIN and CAP_SYS_ADMIN), else
         :meth:`rootless`. ``options``: as for either."""
@@ -133,6 +196,9 @@ class Host:
         """End this Host's sandbox (a rootless Host) and everything in it; a no-op for other Hosts."""
         if self.sandbox is not None:
             self.sandbox.close()
+        if self.remote is not None:
+            self.runtime.close()
+            self.remote.close()
 
     def __enter__(self) -> Host:
         return self
@@ -207,10 +273,13 @@ class Host:
             if site.kind != "named" or len(value) > 32:  # an abstract socket's name holds 107 bytes
                 value = hashlib.sha256(value.encode()).hexdigest()[:16]
             key = f"{key}/{site.kind}/{value}"
-        return host_lock(key) if timeout is None else host_lock(key, timeout)
+        remote = self.runtime.locker
+        return host_lock(key, remote=remote) if timeout is None else host_lock(key, timeout, remote=remote)
 
     def __repr__(self) -> str:
         kind = "rootless, " if self.sandbox is not None else ""
+        if self.remote is not None:
+            kind = f"ssh {self.remote.destination}, "
         return f"Host({kind}runner={type(self.runner).__name__}, links={self.links.name}, enter={self.enter.name})"
 
     # -- what ran ---------------------------------------------------------
@@ -269,6 +338,18 @@ class Host:
     def apply(self, plan: Plan) -> None:
         """Run ``plan`` in as few processes as possible, rolling back on failure."""
         plan.apply(self.runner)
+
+
+def _paramiko_runner(
+    destination: str, *, port: int | None, keyfile: str | None, sudo: bool, path: Sequence[str] | None
+) -> Runner:
+    """A runner over plumbum's ``ParamikoMachine`` (one transport, a channel per command), if paramiko is there."""
+    if importlib.util.find_spec("paramiko") is None:
+        raise BackendUnavailable("paramiko", detail="Host.ssh(paramiko=True) needs it; or use paramiko=False")
+    from plumbum.machines.paramiko_machine import ParamikoMachine
+
+    user, _, machine = destination.rpartition("@")
+    return LocalRunner(ParamikoMachine(machine, user=user or None, port=port, keyfile=keyfile), sudo=sudo, path=path)
 
 
 def _backend(field: str, choice: object, role: type[Any]) -> Any:

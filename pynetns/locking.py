@@ -8,6 +8,10 @@ moment its holder dies (even by SIGKILL), no file left behind, the same for
 processes in other PID namespaces that share the network namespace (xdist
 workers, CI jobs, containers with ``--network host``).
 
+For a Host that drives another machine, the lock is taken there: the same socket name, bound by a process on
+that machine (``remote``, a :class:`Locker` such as :class:`~pynetns.runtime.RemoteRuntime`), so local
+pynetns processes there and remote Hosts exclude one another.
+
 It is re-entrant within a thread, shared by every :class:`~pynetns.Host` of the
 process that drives the same namespace (so a process never waits for itself),
 and exclusive between threads. Never hold it while waiting for another thread
@@ -31,34 +35,55 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Protocol
 
+from .agent import LOCK_PREFIX
 from .errors import LockTimeout
 
-__all__ = ["DEFAULT_TIMEOUT", "held", "host_lock"]
+__all__ = ["DEFAULT_TIMEOUT", "Locker", "held", "host_lock"]
 
 log = logging.getLogger(__name__)
 
 #: how long to wait for another process's transaction, in seconds
 DEFAULT_TIMEOUT = 120.0
-_PREFIX = "\0pynetns/lock/"
+#: the same name a remote Host's agent binds on its machine (:mod:`pynetns.agent`)
+_PREFIX = LOCK_PREFIX
+
+
+class Locker(Protocol):
+    """Takes host locks on another machine (the one a remote Host drives)."""
+
+    #: the machine, as a lock's name in this process and errors say it
+    machine: str
+
+    def acquire(self, key: str, timeout: float) -> None:
+        """Bind ``\\0pynetns/lock/<key>`` there, waiting up to ``timeout`` s; else raise :class:`LockTimeout`."""
+
+    def release(self, key: str) -> None:
+        """Let it go."""
 
 
 class _Lock:
-    """The process's share of one host lock: a thread lock, and the socket bound while a thread holds it."""
+    """The process's share of one host lock: a thread lock, and the socket bound while a thread holds it
+    (or the :class:`Locker` that holds it on another machine)."""
 
     def __init__(self, key: str) -> None:
         self.key = key
+        self.remote: Locker | None = None
         self.address = _PREFIX + key
         self.thread_lock = threading.RLock()
         self.depth = 0
         self.socket: socket.socket | None = None
 
-    def acquire(self, timeout: float) -> None:
+    def acquire(self, timeout: float, remote: Locker | None = None) -> None:
         deadline = time.monotonic() + timeout
         if not self.thread_lock.acquire(timeout=max(timeout, 0.001)):
             raise LockTimeout(self.key, timeout, "another thread of this process")
         try:
-            if self.depth == 0:
+            if self.depth == 0 and remote is not None:
+                remote.acquire(self.key, max(deadline - time.monotonic(), 0.0))
+                self.remote = remote
+            elif self.depth == 0:
                 self.socket = self._bind(deadline, timeout)
             self.depth += 1
         except BaseException:
@@ -67,10 +92,15 @@ class _Lock:
 
     def release(self) -> None:
         self.depth -= 1
-        if self.depth == 0 and self.socket is not None:
-            self.socket.close()
-            self.socket = None
-        self.thread_lock.release()
+        try:
+            if self.depth == 0 and self.socket is not None:
+                self.socket.close()
+                self.socket = None
+            if self.depth == 0 and self.remote is not None:
+                remote, self.remote = self.remote, None
+                remote.release(self.key)  # a broken connection raises: the lock went with it there
+        finally:
+            self.thread_lock.release()
 
     def _bind(self, deadline: float, timeout: float) -> socket.socket:
         interval = 0.002
@@ -97,6 +127,7 @@ class _Lock:
         if self.socket is not None:
             self.socket.close()
             self.socket = None
+        self.remote = None  # its agent there is the parent's
         self.depth = 0
         self.thread_lock = threading.RLock()
 
@@ -105,11 +136,12 @@ _locks: dict[str, _Lock] = {}
 _registry = threading.Lock()
 
 
-def _lock(key: str) -> _Lock:
+def _lock(key: str, machine: str | None = None) -> _Lock:
+    name = key if machine is None else f"{machine}|{key}"
     with _registry:
-        lock = _locks.get(key)
+        lock = _locks.get(name)
         if lock is None:
-            lock = _locks[key] = _Lock(key)
+            lock = _locks[name] = _Lock(key)
         return lock
 
 
@@ -136,17 +168,18 @@ def _holder(address: str) -> str:
 
 
 @contextlib.contextmanager
-def host_lock(key: str, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
-    """Hold the lock of the host network namespace ``key`` inside the ``with`` block."""
-    lock = _lock(key)
-    lock.acquire(timeout)
+def host_lock(key: str, timeout: float = DEFAULT_TIMEOUT, *, remote: Locker | None = None) -> Iterator[None]:
+    """Hold the lock of the host network namespace ``key`` inside the ``with`` block; ``remote``: of the
+    machine a remote Host drives, taken there by that locker."""
+    lock = _lock(key, None if remote is None else remote.machine)
+    lock.acquire(timeout, remote)
     try:
         yield
     finally:
         lock.release()
 
 
-def held(key: str) -> bool:
-    """Whether this process holds the lock ``key`` (in any thread)."""
-    lock = _locks.get(key)
+def held(key: str, machine: str | None = None) -> bool:
+    """Whether this process holds the lock ``key`` (in any thread); ``machine``: that of a remote Host."""
+    lock = _locks.get(key if machine is None else f"{machine}|{key}")
     return lock is not None and lock.depth > 0

@@ -16,12 +16,21 @@ contention) a bounded number of times.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import inspect
+import itertools
 import json
 import logging
 import os
+import re
+import secrets
 import shlex
+import shutil
+import signal
 import subprocess
+import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,10 +39,21 @@ from typing import IO, Any
 import attrs
 import tenacity
 
-from .errors import BackendUnavailable, CommandTimeout, InvalidValue, ResourceBusy, from_command
+from . import agent
+from .agent import SPAWN_MARK
+from .errors import (
+    BackendUnavailable,
+    CommandTimeout,
+    ConnectionLost,
+    InvalidValue,
+    PynetnsError,
+    ResourceBusy,
+    from_command,
+)
 from .views import Viewable
 
 __all__ = [
+    "Agent",
     "Call",
     "Commands",
     "CompletedCommand",
@@ -41,6 +61,8 @@ __all__ = [
     "Process",
     "Runner",
     "SandboxRunner",
+    "SshRunner",
+    "agent_argv",
     "as_argv",
     "commands",
 ]
@@ -185,7 +207,8 @@ class Process:
         if self._kept is None:
             self._kept = (_drain(self._popen.stdout), _drain(self._popen.stderr))
         if self._popen.stdin is not None:
-            self._popen.stdin.close()
+            with contextlib.suppress(OSError):  # what is left in its buffer has nowhere to go: a broken pipe
+                self._popen.stdin.close()
         return int(self._popen.returncode)
 
     def __repr__(self) -> str:
@@ -487,3 +510,319 @@ class SandboxRunner(Runner):
 
     def __repr__(self) -> str:
         return f"SandboxRunner({shlex.join(self.enter)!r})"
+
+
+class Agent:
+    """The Host's side of a pynetns agent (:mod:`pynetns.agent`) running on the machine the Host drives, in
+    ``process`` (started by a runner, over its connection): requests go as JSON lines to its standard input,
+    replies come back by id, several at once (a thread reads them).
+
+    When its output ends (the connection broke, or the agent died), every request waiting and every later one
+    raises :class:`~pynetns.errors.ConnectionLost` naming ``machine``.
+    """
+
+    def __init__(self, process: Process, machine: str) -> None:
+        self.process = process
+        self.machine = machine
+        self._lock = threading.Lock()
+        self._pending: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._lost: ConnectionLost | None = None
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        if not first.startswith(b'{"id": null, "ready"'):
+            self._lost = self._connection_lost(first.decode(errors="replace"))
+            raise self._lost
+        #: the agent's pid on its machine
+        self.pid = int(json.loads(first)["ready"])
+        self._reader = threading.Thread(target=self._read, name=f"pynetns agent {machine}", daemon=True)
+        self._reader.start()
+
+    def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+        """Send a request and wait for its reply; a failure the agent met there is raised here (``OSError``s as
+        themselves, with the machine named, the rest as :class:`~pynetns.errors.PynetnsError`)."""
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write(json.dumps({"id": request_id, "op": op, **arguments}).encode() + b"\n")
+                self.process.stdin.flush()
+            except OSError:
+                pass  # it is gone: the reader fails the request when the output ends
+        try:
+            reply = future.result()
+        except BaseException:  # Ctrl-C: a command there must not go on unwatched
+            if op == "run" and self._lost is None:
+                self._cancel(request_id)
+            raise
+        if "error" in reply:
+            message = f"{reply['message']} (on {self.machine})"
+            if reply["errno"] is not None and reply["error"] in _OS_ERRORS:
+                raise _OS_ERRORS[reply["error"]](reply["errno"], message)
+            raise PynetnsError(f"the pynetns agent on {self.machine} failed to {op}: {reply['error']}: {message}")
+        return reply
+
+    def _cancel(self, request_id: int) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._pending.pop(request_id, None)
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps({"op": "cancel", "target": request_id}).encode() + b"\n")
+            self.process.stdin.flush()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                reply = json.loads(line)
+                with self._lock:
+                    future = self._pending.pop(reply.pop("id"), None)
+                if future is not None:
+                    future.set_result(reply)
+        except (OSError, ValueError) as error:  # a broken line: the agent is not to be trusted any more
+            log.debug("the agent on %s: %s", self.machine, error)
+        finally:
+            try:
+                lost = self._connection_lost()
+            except Exception as error:  # whatever happens, no request waits forever
+                lost = ConnectionLost(self.machine, (), 255, "", f"its pynetns agent there is gone ({error})")
+            with self._lock:
+                self._lost = lost
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                future.set_exception(lost)
+
+    def _connection_lost(self, said: str = "") -> ConnectionLost:
+        self.process.stop(grace=1.0)
+        lines = (said + self.process.stderr_text).strip().splitlines()
+        stderr = "\n".join([*lines, "its pynetns agent there is gone"])
+        return ConnectionLost(self.machine, (), self.process.returncode or 255, "", stderr)
+
+    @property
+    def alive(self) -> bool:
+        return self._lost is None
+
+    def close(self) -> None:
+        """End the agent (closing its input); what it held there goes. Idempotent."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        self._reader.join(timeout=5)  # it ends when the agent does, and stops it
+        self.process.stop(grace=1.0)
+
+
+_OS_ERRORS: dict[str, type[OSError]] = {
+    "PermissionError": PermissionError,
+    "FileNotFoundError": FileNotFoundError,
+    "OSError": OSError,
+}
+
+
+def agent_argv(python: str = "python3") -> tuple[str, ...]:
+    """The command that runs a pynetns agent (:mod:`pynetns.agent`) wherever it runs: its source as an argument."""
+    return (python, "-c", inspect.getsource(agent))
+
+
+class _RemotePopen:
+    """A ``Popen`` of a long-running process on another machine (an ssh session): terminating or killing it
+    signals the process there (found by its mark, :func:`pynetns.agent.signal_spawned`) as well as the session."""
+
+    def __init__(self, popen: Any, agent: Agent, token: str) -> None:
+        self._popen, self._agent, self._token = popen, agent, token
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._popen, name)
+
+    def _signal(self, signum: int) -> None:
+        if self._agent.alive:
+            with contextlib.suppress(PynetnsError):
+                self._agent.request("signal", token=self._token, signal=int(signum))
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self._popen.kill()
+
+
+#: an ssh destination: ``[user@]machine``, nothing ssh would read as an option or the shell would split
+_DESTINATION = re.compile(r"(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9_.:\[\]%-]+")
+
+
+class SshRunner(LocalRunner):
+    """Runs commands on another machine over one ssh connection (``Host.ssh``).
+
+    A master connection (``ssh -M``, OpenSSH's ControlMaster) is opened once, here, and held by this runner;
+    what runs there then travels as sessions multiplexed over it — no new handshake — started by plumbum's
+    ``SshMachine``, which quotes each argument for the remote shell. The user's ssh configuration, agent and
+    keys apply; ``port``, ``keyfile`` and ``ssh_opts`` add to them.
+
+    Commands (:meth:`run`, :meth:`run_batch`) go to a pynetns agent (:mod:`pynetns.agent`) started there in
+    one session: it runs each argv list as given, several at once, and answers with its exit status and
+    output, which saves a new session (~5 ms and the remote shell's start) per command. Long-running
+    processes (:meth:`popen`) are sessions of their own, their output streamed; they carry a mark in their
+    environment, so that stopping one signals it there too (closing a session does not). The agent needs
+    ``python3`` there.
+
+    Nothing opens a connection of its own (``ProxyCommand=false`` for the sessions): once the master is
+    gone, every command raises :class:`~pynetns.errors.ConnectionLost` naming the machine, instead of
+    silently reconnecting without the locks and journals the master's sessions held there. The master ends
+    with :meth:`close`, or with this process (it reads its standard input, a pipe from here).
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        *,
+        port: int | None = None,
+        keyfile: str | None = None,
+        ssh_opts: Sequence[str] = (),
+        sudo: bool = False,
+        path: Sequence[str] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(destination, str) or not _DESTINATION.fullmatch(destination) or destination[0] == "-":
+            raise InvalidValue("destination", destination, "must be [user@]machine (letters, digits, . _ - : [ ])")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+            raise InvalidValue("port", port, "must be a TCP port, 1-65535")
+        options = _check_argv(ssh_opts) if ssh_opts else ()
+        self.destination = destination
+        user, _, machine = destination.rpartition("@")
+        self._directory = tempfile.mkdtemp(prefix="pynetns-ssh-")
+        #: the master connection's control socket (on this machine)
+        self.control_path = os.path.join(self._directory, "master")
+        self._log = os.path.join(self._directory, "master.log")
+        self._options = (
+            *options,
+            *(("-p", str(port)) if port is not None else ()),
+            *(("-i", str(keyfile)) if keyfile is not None else ()),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={max(1, round(connect_timeout))}",
+            "-o",
+            "ServerAliveInterval=10",
+        )
+        self._lookup = threading.RLock()
+        self._master: subprocess.Popen[bytes] | None = None
+        self._agent: Agent | None = None
+        try:
+            self._master = self._connect(connect_timeout)
+            from plumbum.machines.ssh_machine import SshMachine
+
+            session_options = ("-S", self.control_path, "-o", "ControlMaster=no", "-o", "ProxyCommand=false")
+            ssh_machine = SshMachine(
+                machine, user=user or None, ssh_opts=(*session_options, *self._options), connect_timeout=None
+            )
+            super().__init__(ssh_machine, sudo=sudo, path=path)
+            #: runs the commands there
+            self._agent = Agent(self.popen(agent_argv(), stdin=subprocess.PIPE), destination)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, timeout: float) -> subprocess.Popen[bytes]:
+        """Open the master connection; wait until its control socket answers (or it fails: why, from ssh)."""
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise BackendUnavailable("ssh", detail="no ssh client on this machine's PATH")
+        argv = [ssh, *self._options, "-M", "-S", self.control_path, "-o", "ControlPersist=no", self.destination]
+        argv += ["exec", "cat"]  # ends when this process's end of its stdin closes (the runner's close, or death)
+        log.debug("run %s", shlex.join(argv))
+        with open(self._log, "wb") as log_file:  # a file, not a pipe nobody reads: it may write for hours
+            master = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_file)
+        deadline = time.monotonic() + timeout + 5
+        interval = 0.005
+        while not os.path.exists(self.control_path):
+            if master.poll() is not None or time.monotonic() > deadline:
+                if master.poll() is None:
+                    master.kill()
+                master.wait()
+                why = self._said() or f"ssh exited {master.returncode}"
+                raise PynetnsError(f"cannot connect to {self.destination} over ssh: {why}")
+            time.sleep(interval)
+            interval = min(interval * 1.5, 0.1)
+        return master
+
+    @property
+    def connected(self) -> bool:
+        """The master connection is up."""
+        return self._master is not None and self._master.poll() is None
+
+    def _said(self) -> str:
+        """What the master connection wrote to its standard error."""
+        try:
+            with open(self._log, "rb") as log_file:
+                return log_file.read().decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def _lost(self, argv: tuple[str, ...], stdout: str = "", stderr: str = "") -> ConnectionLost:
+        return ConnectionLost(self.destination, argv, 255, stdout, stderr or self._said())
+
+    def _program(self, name: str) -> Any:
+        with self._lookup:
+            if not self.connected:
+                raise self._lost((name,))
+            try:
+                return super()._program(name)
+            except BackendUnavailable as error:
+                where = f"on {self.destination}: {error.detail}" if error.detail else f"on {self.destination}"
+                raise BackendUnavailable(name, error.package, where) from None
+            except PynetnsError:
+                raise
+            except Exception as error:  # plumbum's shell session over the connection broke
+                if self.connected:
+                    raise
+                raise self._lost((name,), stderr=str(error)) from error
+
+    def _execute(self, argv: tuple[str, ...], input: str | None, timeout: float | None) -> CompletedCommand:
+        if not self.connected or self._agent is None:
+            raise self._lost(argv)
+        try:
+            reply = self._agent.request("run", argv=argv, input=input, timeout=timeout, path=self.path)
+        except ConnectionLost as lost:
+            raise self._lost(argv, stderr=lost.stderr) from None
+        if "missing" in reply:
+            raise BackendUnavailable(argv[0], detail=f"on {self.destination}: {reply['missing']}")
+        if reply.get("timeout"):
+            stderr = f"timed out after {timeout} s on {self.destination}\n{reply['stderr']}"
+            raise CommandTimeout(argv, -9, reply["stdout"], stderr)
+        return CompletedCommand(argv, reply["returncode"], reply["stdout"], reply["stderr"])
+
+    def _spawn(self, argv: tuple[str, ...], stdin: Any, stdout: Any, stderr: Any) -> Any:
+        agent = self._agent
+        if agent is None:  # the agent itself
+            return super()._spawn(argv, stdin, stdout, stderr)
+        self._program(argv[0])  # a missing tool is named, not env's complaint
+        token = secrets.token_hex(8)
+        marked = ("/usr/bin/env", f"{SPAWN_MARK}={token}", *argv)  # where every shebang finds it
+        return _RemotePopen(super()._spawn(marked, stdin, stdout, stderr), agent, token)
+
+    def close(self) -> None:
+        """End the agent and the master connection (and with it every session still open over it). Idempotent."""
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
+        machine = getattr(self, "machine", None)
+        if machine is not None:
+            with contextlib.suppress(Exception):
+                machine.close()
+        master, self._master = self._master, None
+        if master is not None:
+            if master.stdin is not None:
+                master.stdin.close()
+            master.terminate()
+            try:
+                master.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                master.kill()
+                master.wait()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"SshRunner({self.destination!r})"

@@ -2,36 +2,116 @@
 
 :class:`LocalRuntime` is the local machine's: ``$PYNETNS_RUNTIME_DIR`` or ``/run/pynetns``, each journal a
 file replaced whole and held by its owner with an ``flock``. A Host that drives another machine (or a
-sandbox) brings a runtime of its own (``Host(runtime=...)``), so its journals live there.
+sandbox) brings a runtime of its own (``Host(runtime=...)``), so its journals live there:
+:class:`RemoteRuntime` keeps them on the machine a remote Host drives, through a pynetns agent started
+there over the Host's connection (:mod:`pynetns.agent`), which also takes that machine's host lock.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-import secrets
+import subprocess
+import threading
 import weakref
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JournalFile", "LocalRuntime", "SandboxRuntime", "owner_alive", "remove_journal", "runtime_dir"]
+from . import agent as files
+from .errors import LockTimeout
+from .runner import Agent, Runner, agent_argv
+
+__all__ = [
+    "Journal",
+    "JournalFile",
+    "LocalRuntime",
+    "RemoteJournal",
+    "RemoteRuntime",
+    "Runtime",
+    "SandboxRuntime",
+    "owner_alive",
+    "remove_journal",
+    "runtime_dir",
+]
 
 log = logging.getLogger(__name__)
 
 
-class LocalRuntime:
+class Journal(ABC):
+    """One lab's journal: replaced whole, and held by its owner (so others can tell it lives) while owned."""
+
+    path: Path
+
+    @property
+    @abstractmethod
+    def held(self) -> bool:
+        """This process holds the journal."""
+
+    @abstractmethod
+    def write(self, data: dict[str, Any], *, owned: bool) -> None:
+        """Replace the journal with ``data``; ``owned``: this process holds it (else it is persistent)."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Remove the journal (and the folders it leaves empty), then let the hold go."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Stop holding the journal (its file stays)."""
+
+
+class Runtime(ABC):
+    """Where a Host's runtime files live and how they are written, held, listed and removed."""
+
+    #: takes the host lock on the machine the Host drives (:mod:`pynetns.locking`); None: this machine's sockets
+    locker: Any = None
+
+    @property
+    @abstractmethod
+    def folder(self) -> Path:
+        """Where lab journals live (on the machine the Host drives)."""
+
+    def journal_path(self, lab_id: str) -> Path:
+        return self.folder / f"{lab_id}.json"
+
+    @abstractmethod
+    def journal(self, lab_id: str) -> Journal:
+        """The journal of lab ``lab_id``, to write (and hold) or remove."""
+
+    @abstractmethod
+    def journals(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Every journal that can be read, with its content."""
+
+    @abstractmethod
+    def owner_alive(self, path: Path) -> bool:
+        """Whether a process holds the journal at ``path``."""
+
+    @abstractmethod
+    def remove(self, path: Path) -> None:
+        """Remove the journal at ``path``, its leftover temporary files, and the folders left empty."""
+
+    @abstractmethod
+    def remove_orphans(self) -> None:
+        """Remove temporary journal files whose writer died."""
+
+    @abstractmethod
+    def unwritable(self) -> str | None:
+        """Why journals cannot be written (None: they can)."""
+
+    def close(self) -> None:
+        """Let go of what this runtime holds (a remote agent); nothing, for a runtime of this machine."""
+        return None
+
+
+class LocalRuntime(Runtime):
     """The runtime files of a Host on this machine: journals under :func:`runtime_dir`, locked with ``flock``."""
 
     @property
     def folder(self) -> Path:
         """Where lab journals live (read at each use: ``$PYNETNS_RUNTIME_DIR`` may change)."""
         return runtime_dir()
-
-    def journal_path(self, lab_id: str) -> Path:
-        return self.folder / f"{lab_id}.json"
 
     def journal(self, lab_id: str) -> JournalFile:
         """The journal file of lab ``lab_id``, to write (and hold) or remove."""
@@ -64,11 +144,7 @@ class LocalRuntime:
 
     def unwritable(self) -> str | None:
         """Why this user cannot write journals here (None: it can)."""
-        folder = self.folder
-        existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), folder)
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return f"cannot write lab journals in {folder} ({existing} is not writable by this user)"
-        return None
+        return files.unwritable(self.folder)
 
 
 class SandboxRuntime(LocalRuntime):
@@ -98,32 +174,10 @@ def owner_alive(path: Path) -> bool:
     Right across PID namespaces and containers sharing the folder; a journal replaced while it is
     looked at is looked at again (the owner locks the new file before it takes the path).
     """
-    for _ in range(10):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        else:  # free, unless the path names a newer file by now; closing the fd lets the lock go
-            opened, current = os.fstat(fd), _stat(path)
-            if current is None or (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
-                return False
-        finally:
-            os.close(fd)
-    return False
+    return files.owner_alive(path)
 
 
-def _stat(path: Path) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-
-
-class JournalFile:
+class JournalFile(Journal):
     """One lab's journal file: replaced whole (a reader sees the old text or the new, never half), and
     locked by its owner while ``owned``.
 
@@ -144,38 +198,10 @@ class JournalFile:
 
     def write(self, data: dict[str, Any], *, owned: bool) -> None:
         """Replace the journal with ``data``; ``owned``: this process holds it (else it is persistent)."""
-        text = json.dumps(data, indent=2).encode()
-        for attempt in range(3):  # another process may prune the folder, or a stale temporary file, meanwhile
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f"{self.path.stem}.{secrets.token_hex(4)}.tmp")
-            try:
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                continue
-            try:
-                if owned:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                view = memoryview(text)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.replace(temporary, self.path)
-            except FileNotFoundError:
-                os.close(fd)
-                if attempt == 2:
-                    raise
-                continue
-            except BaseException:
-                os.close(fd)
-                temporary.unlink(missing_ok=True)
-                raise
-            old, self._fd = self._fd, fd if owned else None
-            if not owned:
-                os.close(fd)
-            if old is not None:  # after the rename: the path never names an unlocked file while owned
-                os.close(old)
-            return
+        fd = files.write_journal(self.path, json.dumps(data, indent=2).encode(), owned=owned)
+        old, self._fd = self._fd, fd
+        if old is not None:  # after the rename: the path never names an unlocked file while owned
+            os.close(old)
 
     def remove(self) -> None:
         """Remove the journal (and the folders it leaves empty), then let the lock go."""
@@ -206,35 +232,116 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def remove_orphans(folder: Path) -> None:
     """Remove temporary journal files their writer left when it died (nobody holds them; no live journal)."""
-    if not folder.is_dir():
-        return
-    for path in folder.glob("*.tmp"):
-        journal = folder / f"{path.name.split('.', 1)[0]}.json"
-        if journal.exists():
-            continue  # its lab is being written, or not cleaned up yet: the journal's own cleanup takes it
-        with contextlib.suppress(FileNotFoundError):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            finally:
-                os.close(fd)
-            path.unlink()
-    _prune(folder)
+    files.remove_orphans(folder)
 
 
 def remove_journal(path: Path) -> None:
     """Remove a journal and its writer's leftover temporary files, then the runtime folders left empty."""
-    path.unlink(missing_ok=True)
-    for temporary in path.parent.glob(f"{path.stem}.*.tmp"):
-        temporary.unlink(missing_ok=True)
-    _prune(path.parent)
+    files.remove_journal(path)
 
 
-def _prune(folder: Path) -> None:
-    for empty in (folder, folder.parent):
-        try:
-            empty.rmdir()
-        except OSError:  # not empty (another lab's journal) or already gone
-            return
+class RemoteRuntime(Runtime):
+    """The runtime files of a Host driving another machine, kept on that machine (``base``/labs, by default
+    ``/run/pynetns/labs`` there), and its host lock, taken there.
+
+    A pynetns agent (:mod:`pynetns.agent`, run by ``python3`` there through the Host's runner, so over its
+    connection) writes and holds the journals with ``flock`` and binds the lock's abstract socket, exactly as a
+    local pynetns on that machine does: both see each other's labs and locks. It lives as long as the
+    connection; when the connection breaks, the kernel there lets go of everything it held, and the next
+    request raises :class:`~pynetns.errors.ConnectionLost`. Started on first use; :meth:`close` ends it.
+    """
+
+    def __init__(self, runner: Runner, machine: str, base: str = "/run/pynetns", *, python: str = "python3") -> None:
+        self.runner = runner
+        #: the machine, as errors name it
+        self.machine = machine
+        self.base = Path(base)
+        self.python = python
+        self._agent: Agent | None = None
+        self._starting = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        return self.base / "labs"
+
+    @property
+    def locker(self) -> RemoteRuntime:
+        return self
+
+    def journal(self, lab_id: str) -> RemoteJournal:
+        return RemoteJournal(self, self.journal_path(lab_id))
+
+    def journals(self) -> list[tuple[Path, dict[str, Any]]]:
+        reply = self.request("journals", folder=str(self.folder))
+        return [(Path(path), data) for path, data in reply["journals"]]
+
+    def owner_alive(self, path: Path) -> bool:
+        return bool(self.request("alive", path=str(path))["alive"])
+
+    def remove(self, path: Path) -> None:
+        self.request("remove", path=str(path))
+
+    def remove_orphans(self) -> None:
+        self.request("orphans", folder=str(self.folder))
+
+    def unwritable(self) -> str | None:
+        why = self.request("unwritable", folder=str(self.folder))["why"]
+        return None if why is None else f"{why} on {self.machine}"
+
+    # -- the host lock, taken there ------------------------------------------
+
+    def acquire(self, key: str, timeout: float) -> None:
+        """Take the host lock ``key`` on the machine (waiting up to ``timeout`` s), as :mod:`pynetns.locking`."""
+        reply = self.request("lock", key=key, timeout=timeout)
+        if not reply["held"]:
+            raise LockTimeout(f"{key} on {self.machine}", timeout, str(reply["holder"]))
+
+    def release(self, key: str) -> None:
+        self.request("unlock", key=key)
+
+    # -- the agent -----------------------------------------------------------
+
+    def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+        """Ask the agent (started on first use; once it is gone, so is what it held: ConnectionLost)."""
+        with self._starting:
+            if self._agent is None:
+                self._agent = Agent(self.runner.popen(agent_argv(self.python), stdin=subprocess.PIPE), self.machine)
+                log.debug("runtime agent on %s: pid %s there", self.machine, self._agent.pid)
+            agent = self._agent
+        return agent.request(op, **arguments)
+
+    def close(self) -> None:
+        """End the agent: the locks and journals it held go (a lab still applied becomes stale). Idempotent."""
+        with self._starting:
+            agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteRuntime({self.machine!r}, {str(self.base)!r})"
+
+
+class RemoteJournal(Journal):
+    """A lab's journal on the machine a :class:`RemoteRuntime` drives, written and held by its files."""
+
+    def __init__(self, runtime: RemoteRuntime, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def write(self, data: dict[str, Any], *, owned: bool) -> None:
+        self.runtime.request("write", path=str(self.path), text=json.dumps(data, indent=2), owned=owned)
+        self._held = owned
+
+    def remove(self) -> None:
+        self.runtime.request("remove", path=str(self.path))
+        self._held = False
+
+    def release(self) -> None:
+        if self._held:
+            self.runtime.request("release", path=str(self.path))
+            self._held = False

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,3 +192,24 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 def dry_host() -> Host:
     """A Host that records commands instead of running them."""
     return Host(dry_run=True)
+
+
+@pytest.fixture
+def machines(names: Callable[[str], str]) -> Iterator[Callable[[], Any]]:
+    """``machines()`` → a new "machine" (``tests/support/ssh.py``): a network, mount and PID namespace running
+    sshd, reached from the test over a veth underlay; ``machine.host()`` drives it with ``Host.ssh``. Every
+    machine is ended after the test (its Hosts closed, its processes and namespace gone). Needs root and sshd."""
+    from tests.support.ssh import Machine, sshd_reason
+
+    reason = sshd_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    made: list[Any] = []
+
+    def make() -> Any:
+        made.append(Machine.start(names("mach"), names("ul")))
+        return made[-1]
+
+    yield make
+    for machine in reversed(made):
+        machine.close()

@@ -15,6 +15,7 @@
     sudo pynetns down shop                # remove a lab (or: down shop.toml, the lab the file describes)
     sudo pynetns cleanup [--all] [--orphans]  # remove the labs whose owner died (every lab with --all;
                                           # --orphans: also tagged objects whose journal is gone)
+    pynetns cleanup --host root@lab-2     # the same on another machine, over ssh
     pynetns demo [--step]                 # the Docker networking walkthrough (no root needed)
     pynetns --help; pynetns up --help
 
@@ -688,19 +689,46 @@ class Cleanup(Command):
         "a lab whose journal is in another runtime directory (PYNETNS_RUNTIME_DIR) looks orphaned",
     )
 
+    remote = cli.SwitchAttr(
+        "--host",
+        argtype=str,
+        argname="[USER@]MACHINE",
+        help="Clean up another machine, over ssh (your ssh configuration and keys apply)",
+    )
+    ssh_port = cli.SwitchAttr("--ssh-port", argtype=int, argname="PORT", help="With --host: the ssh port")
+    ssh_key = cli.SwitchAttr("--ssh-key", argtype=str, argname="FILE", help="With --host: the ssh key file")
+    ssh_options = cli.SwitchAttr(
+        "--ssh-option",
+        argtype=str,
+        list=True,
+        argname="OPTION",
+        help="With --host: an ssh option (as ssh -o OPTION), repeatable",
+    )
+
     def main(self) -> int:
         return self.guard(self._cleanup)
 
     def _cleanup(self) -> int:
-        from ..lab.cleanup import cleanup
-        from ..lab.journal import labs
+        from ..host import Host
         from ..sandbox import privileged
 
+        if self.remote is not None:
+            options = [item for option in self.ssh_options for item in ("-o", option)]
+            with Host.ssh(self.remote, port=self.ssh_port, keyfile=self.ssh_key, ssh_opts=options) as host:
+                return self._cleanup_host(host)
+        if self.ssh_port is not None or self.ssh_key is not None or self.ssh_options:
+            raise InvalidValue("--ssh-port/--ssh-key/--ssh-option", "", "go with --host")
         if not privileged():
             return self._cleanup_sandboxes()
-        before = labs()
-        removed = cleanup(all=self.everything, orphans=self.orphaned)
-        left = {record.id for record in labs()}
+        return self._cleanup_host(None)
+
+    def _cleanup_host(self, host: Host | None) -> int:
+        from ..lab.cleanup import cleanup
+        from ..lab.journal import labs
+
+        before = labs(host)
+        removed = cleanup(host, all=self.everything, orphans=self.orphaned)
+        left = {record.id for record in labs(host)}
         for item in removed:
             print(f"removed {item}")
         gone = [record for record in before if record.id not in left]

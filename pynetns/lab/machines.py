@@ -20,7 +20,7 @@ import attrs
 
 from ..errors import InvalidValue
 from ..host import Host
-from ..runtime import JournalFile
+from ..runtime import Journal
 from ..validation import IPAddress, IPInterface
 from ..validation import ip_address as valid_ip_address
 from ..validation import mtu as valid_mtu
@@ -78,7 +78,7 @@ class Overlay:
         #: the networks applied as spanning Hosts (a network applied on one Host cannot span later)
         self.spanned: set[str] = set()
         #: the lab's journal on each Host other than its own
-        self.journals: dict[Host, JournalFile] = {}
+        self.journals: dict[Host, Journal] = {}
 
     def rebase(self, network: str, old: Any, new: Any) -> None:
         """A network moved from subnet ``old`` to ``new`` before its first apply: its gateways keep their place."""

@@ -16,7 +16,7 @@ from ..firewall import Firewalled, ForwardDrops, PortMap
 from ..host import Host
 from ..namespace import Namespace
 from ..runner import Process
-from ..runtime import JournalFile
+from ..runtime import Journal
 from ..validation import IPNetwork, interface_name
 from .ipam import host_ula, taken_networks
 from .journal import HOW_TO_PRIVILEGE
@@ -61,7 +61,7 @@ class LabState:
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
-        self.journal_file: JournalFile | None = None
+        self.journal_file: Journal | None = None
         #: the lab's machines when it spans Hosts, its networks' VNIs, their gateways on the other Hosts
         self.overlay = Overlay()
         #: what the last journal said of firewall rules on the host (:meth:`rewrite_journal` says it again)

@@ -28,3 +28,16 @@ def test_star_benchmark_rootless_side_by_side():
     row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["3"])
     assert "failed:" not in row, result.stdout
     assert row[4].count("/") == 1, result.stdout
+
+
+def test_remote_benchmark_small_n():
+    """benchmarks/remote.py: the same lab on a simulated remote machine (sshd in namespaces) and locally."""
+    script = Path(__file__).parent.parent.parent / "benchmarks" / "remote.py"
+    argv = [sys.executable, str(script), "-n", "3", "--rounds", "1"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {row[0]: row for row in map(str.split, result.stdout.splitlines()) if len(row) == 4}
+    assert rows["local"][3] == rows["remote"][3], result.stdout  # the same processes, each one command
+    assert "remote / local: x" in result.stdout
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "bmach-" not in leftovers

@@ -140,6 +140,7 @@ VALUES = {
     "column": 4,
     "what": "destroying lab web",
     "errors": [],
+    "machine": "root@10.9.0.2",
 }
 
 
