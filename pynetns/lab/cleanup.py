@@ -14,6 +14,7 @@ from ..firewall import remove_tagged
 from ..host import Host
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from .journal import LabRecord, find, labs
+from .names import remove_names
 
 __all__ = ["Cleaned", "Orphans", "cleanup", "orphans", "remove"]
 
@@ -135,6 +136,9 @@ def _remove_record(record: LabRecord, host: Host) -> tuple[list[str], list[str]]
         result = host.ip(NetnsRef.root(), host.links.link_delete(name), check=False)
         if result.returncode == 0:
             removed.append(f"interface {name}")
+    folders = _its_names(record, host)
+    failed += [f"names files ({failure})" for failure in remove_names(host, folders)]
+    removed += [f"names folder {host.links.netns_etc}/{name}" for name in folders]
     remaining = failed + [f"namespace {name}" for name in _its_namespaces(record, host)]
     remaining += [f"interface {name}" for name in _its_links(record, host)]
     if not remaining:
@@ -155,6 +159,16 @@ def _its_namespaces(record: LabRecord, host: Host) -> list[str]:
     existing = {namespace.name for namespace in Namespace.all(host)}
     tag = record.data.get("tag")
     return [name for name in named if name in existing and (_ours(record, name) or _tagged_namespace(host, name, tag))]
+
+
+def _its_names(record: LabRecord, host: Host) -> list[str]:
+    """The folders ``/etc/netns/NAME`` of the journal's names files that exist and are the lab's (by name)."""
+    named = [name for name in record.data.get("names", ()) if isinstance(name, str) and _ours(record, name)]
+    if not named:
+        return []
+    listing = host.run(host.links.list_dir(host.links.netns_etc), check=False)
+    present = set(listing.stdout.split()) if listing.returncode == 0 else set()
+    return [name for name in named if name in present]
 
 
 def _its_links(record: LabRecord, host: Host) -> list[str]:

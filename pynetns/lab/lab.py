@@ -41,12 +41,12 @@ from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
-from . import partitions
+from . import names, partitions
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
-from .compile import stages as compile_stages
 from .ipam import Allocator, pick_subnet
 from .journal import HOW_TO_PRIVILEGE, LabRecord, labs
 from .model import Endpoint, LabPortMap, Network, refuse_overlap
+from .names import stages as compile_stages
 from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
@@ -184,13 +184,22 @@ class Lab(Viewable):
         self.networks[name] = net
         return net
 
-    def namespace(self, name: str, networks: Sequence[Network | str] = ()) -> Namespace:
-        """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …"""
+    def namespace(self, name: str, networks: Sequence[Network | str] = (), aliases: Sequence[str] = ()) -> Namespace:
+        """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …
+
+        The members of its networks resolve it by ``name`` and by ``aliases`` (like Docker's ``--network-alias``):
+        ``getent hosts db``, ``ping postgres`` (:mod:`pynetns.lab.names`).
+        """
         namespace_name("name", name)
         if name in self.namespaces:
             raise InvalidValue("name", name, "a namespace of that name is already declared in this lab")
+        known = names.known_names(self._state)
+        if name in known:
+            raise InvalidValue("name", name, f"is an alias of namespace {known[name]} in this lab")
+        aliases = names.valid_aliases(self._state, name, aliases)
         namespace = Namespace(f"pn{self.id}-{name}", host=self.host)
         self.namespaces[name] = namespace
+        self._state.aliases[name] = aliases
         for net in networks:
             self.connect(net, namespace)
         return namespace
@@ -526,6 +535,7 @@ class Lab(Viewable):
                 if net.applied:
                     teardown.add(self.host.ip_step(root, self.host.links.link_delete(net.bridge)))
         failures += teardown.rollback(self.host.runner)
+        failures += names.remove(state)
         if failures:
             raise CleanupError(f"lab {self.name} was not removed entirely", failures)
         state.applied_namespaces.clear()

@@ -20,7 +20,7 @@ from ..host import Host
 from ..impair.link import ImpairedLink, netem_available
 from ..impairment import DurationLike, FractionLike, Impairment, RateLike, parse_direction
 from ..namespace import Namespace
-from ..validation import IPInterface, IPNetwork, IsolateMode
+from ..validation import IPAddress, IPInterface, IPNetwork, IsolateMode
 from ..views import Viewable
 from .ipam import Allocator
 
@@ -76,6 +76,11 @@ class Endpoint(Viewable):
     @property
     def lab(self) -> LabLike:
         return self.network.lab
+
+    @property
+    def addresses(self) -> list[IPAddress]:
+        """Every address of this endpoint (what other members' hosts files name it by)."""
+        return [self.ip.ip]
 
     def impair(
         self,

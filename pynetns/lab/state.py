@@ -54,6 +54,10 @@ class LabState:
         self.impairments = Impairments(host, self.tag, self.host_namespace, self.endpoints)
         #: the kernel names of the namespaces applied (the host namespace's included)
         self.applied_namespaces: set[str] = set()
+        #: declared name → the other names it is resolved by (``lab.namespace("db", aliases=["postgres"])``)
+        self.aliases: dict[str, tuple[str, ...]] = {}
+        #: kernel name → the hosts file written for it (:mod:`pynetns.lab.names`): its folder is the lab's
+        self.names: dict[str, str] = {}
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
@@ -123,6 +127,9 @@ class LabState:
             "isolated": self.isolated,
             "namespaces": namespaces,
             "members": {name: namespace.name for name, namespace in self.namespaces.items()},
+            "aliases": {name: list(aliases) for name, aliases in self.aliases.items() if aliases},
+            # the folders /etc/netns/NAME the lab makes for the names files (pynetns.lab.names)
+            "names": [namespace.name for namespace in self.namespaces.values()],
             "host_namespace": None if self.host_namespace is None else self.host_namespace.name,
             "endpoints": [
                 {
