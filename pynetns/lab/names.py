@@ -116,7 +116,9 @@ def valid_aliases(state: LabState, name: str, aliases: Sequence[str]) -> tuple[s
     checked: list[str] = []
     for alias in aliases:
         hostname("aliases", alias)
-        if alias == name or alias in checked:
+        if alias == name:
+            raise InvalidValue("aliases", alias, f"is the name of namespace {name} itself")
+        if alias in checked:
             raise InvalidValue("aliases", alias, f"is given twice for namespace {name}")
         if alias in known:
             raise InvalidValue("aliases", alias, f"already names namespace {known[alias]} in this lab")
