@@ -221,6 +221,10 @@ class LinkSpec:
     ifname: str | None = attrs.field(default=None, converter=converter(optional(interface_name)))  # type: ignore[misc]
 
 
+def _hostnames(names: Sequence[object]) -> tuple[str, ...]:
+    return tuple(hostname("aliases", name) for name in names)
+
+
 @attrs.frozen
 class NamespaceSpec:
     """A namespace (a "container") of a topology, the networks it joins, in order (eth0, eth1, …), and the other
@@ -228,9 +232,7 @@ class NamespaceSpec:
 
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     networks: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
-    aliases: tuple[str, ...] = attrs.field(
-        default=(), converter=lambda names: tuple(hostname("aliases", n) for n in names)
-    )
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_hostnames)
 
     def __attrs_post_init__(self) -> None:
         for link in self.networks:
