@@ -372,6 +372,13 @@ PACKAGES = {
     "curl": "curl",
     "conntrack": "conntrack",
     "sudo": "sudo",
+    # the lab's names files (/etc/netns/NAME/hosts)
+    "mkdir": "coreutils",
+    "tee": "coreutils",
+    "ls": "coreutils",
+    "rm": "coreutils",
+    "rmdir": "coreutils",
+    "cat": "coreutils",
 }
 
 # Order matters: the first pattern found in stderr wins.

@@ -137,7 +137,8 @@ def _remove_record(record: LabRecord, host: Host) -> tuple[list[str], list[str]]
         if result.returncode == 0:
             removed.append(f"interface {name}")
     folders = _its_names(record, host)
-    failed += [f"names files ({failure})" for failure in remove_names(host, folders)]
+    unmarked = bool(record.data.get("etc_netns"))  # it may have made /etc/netns, and died before marking it
+    failed += [f"names files ({failure})" for failure in remove_names(host, folders, unmarked=unmarked)]
     removed += [f"names folder {host.links.netns_etc}/{name}" for name in folders]
     remaining = failed + [f"namespace {name}" for name in _its_namespaces(record, host)]
     remaining += [f"interface {name}" for name in _its_links(record, host)]

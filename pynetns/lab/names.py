@@ -40,7 +40,7 @@ from ..namespace import Namespace
 from ..plan import Plan, Step
 from ..runner import Call
 from ..validation import hostname
-from .compile import Job, PlanJob
+from .compile import Job, PlanJob, write_journal
 from .compile import stages as compile_stages
 from .state import LabState
 
@@ -190,6 +190,12 @@ class NamesJob(Job):
         return probe + self.plan.calls()
 
     def run(self) -> None:
+        links = self.host.links
+        if self.fresh and not self.state.etc_netns and not self.host.dry_run:
+            listing = self.host.run(links.list_dir(links.netns_etc), check=False)
+            if listing.returncode != 0:  # missing: the journal says this lab may make it, before it does
+                self.state.etc_netns = True
+                write_journal(self.state)  # (the host lock: taken before the etc lock, as cleanup does)
         with etc_lock(self.host):
             if self.fresh:
                 try:
@@ -250,34 +256,40 @@ def claim_etc(host: Host, names: Sequence[str]) -> None:
         host.run(links.write_files([f"{etc}/{MARKER}"]), input=MARKER_TEXT)
 
 
-def release_etc(host: Host) -> list[Exception]:
-    """Remove ``/etc/netns`` if pynetns made it and nothing but its marker is left; return the failures."""
+def release_etc(host: Host, *, unmarked: bool = False) -> list[Exception]:
+    """Remove ``/etc/netns`` if pynetns made it and nothing but its marker is left; return the failures.
+
+    ``unmarked``: also when it is empty without the marker (the journal of a lab killed between making the
+    folder and its marker says it may have made it)."""
     links = host.links
     etc = links.netns_etc
     with etc_lock(host):
         listing = host.run(links.list_dir(etc), check=False)
-        if listing.returncode != 0 or listing.stdout.split() != [MARKER]:
+        entries = listing.stdout.split()
+        if listing.returncode != 0 or entries not in ([MARKER], *([[]] if unmarked else [])):
             return []
         try:
-            host.run(links.remove_files([f"{etc}/{MARKER}"]))
+            if entries:
+                host.run(links.remove_files([f"{etc}/{MARKER}"]))
             host.run(links.remove_dirs([etc]))
         except CommandError as error:
             return [error]
     return []
 
 
-def remove_names(host: Host, names: Sequence[str]) -> list[Exception]:
+def remove_names(host: Host, names: Sequence[str], *, unmarked: bool = False) -> list[Exception]:
     """Remove the names files of ``names`` (kernel names), their folders if empty then, and ``/etc/netns`` if it
-    was pynetns' and is left with only its marker; carrying on past failures, returned."""
+    was pynetns' and is left with only its marker (``unmarked``: see :func:`release_etc`); carrying on past
+    failures, returned."""
     if not names:
-        return []
+        return release_etc(host, unmarked=True) if unmarked else []
     links = host.links
     files = [path for file in FILES for path in _files(host, names, file)]
     folders = [_folder(host, name) for name in names]
     plan = Plan([Step(links.remove_files(files)), Step(links.remove_dirs(folders))])
     with etc_lock(host):
         failures = plan.rollback(host.runner)
-        failures += release_etc(host)
+        failures += release_etc(host, unmarked=unmarked)
     return failures
 
 
