@@ -33,7 +33,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
-from ..errors import AlreadyExists, CommandError, InvalidValue, PermissionDenied
+from ..errors import AlreadyExists, CommandError, InvalidValue, NotFound, PermissionDenied
 from ..host import Host
 from ..locking import host_lock
 from ..namespace import Namespace
@@ -197,24 +197,33 @@ class NamesJob(Job):
                 self.state.etc_netns = True
                 write_journal(self.state)  # (the host lock: taken before the etc lock, as cleanup does)
         with etc_lock(self.host):
-            if self.fresh:
+            for attempt in range(3):
+                if self.fresh:
+                    try:
+                        claim_etc(self.host, self.fresh)
+                    except PermissionDenied as error:
+                        # a rootless sandbox whose kernel cannot overlay /etc (before Linux 5.11), a read-only /etc
+                        log.warning(
+                            "lab %s: names do not resolve in its namespaces (%s cannot be written: %s)",
+                            self.state.name,
+                            links.netns_etc,
+                            error,
+                        )
+                        self.skipped = True
+                        return
                 try:
-                    claim_etc(self.host, self.fresh)
-                except PermissionDenied as error:
-                    # a rootless sandbox whose kernel cannot overlay /etc (before Linux 5.11), a read-only /etc
-                    log.warning(
-                        "lab %s: names do not resolve in its namespaces (%s cannot be written: %s)",
-                        self.state.name,
-                        self.host.links.netns_etc,
-                        error,
-                    )
-                    self.skipped = True
-                    return
-            try:
-                PlanJob(self.host, self.plan).run()
-            except BaseException:
-                release_etc(self.host)
-                raise
+                    PlanJob(self.host, self.plan).run()  # undoes itself if it fails
+                except NotFound:
+                    # /etc/netns went meanwhile (the last lab of a process the lock does not reach, in another
+                    # network namespace, removed it): the plan made nothing; make it again
+                    if attempt == 2 or not self.fresh:
+                        release_etc(self.host)
+                        raise
+                    continue
+                except BaseException:
+                    release_etc(self.host)
+                    raise
+                break
         self.state.names.update(self.texts)
 
     def undo(self) -> list[Exception]:
@@ -260,18 +269,23 @@ def release_etc(host: Host, *, unmarked: bool = False) -> list[Exception]:
     """Remove ``/etc/netns`` if pynetns made it and nothing but its marker is left; return the failures.
 
     ``unmarked``: also when it is empty without the marker (the journal of a lab killed between making the
-    folder and its marker says it may have made it)."""
+    folder and its marker says it may have made it). A lab of a process the lock does not reach (another
+    network namespace) may put its folder in meanwhile: then ``rmdir`` finds the folder not empty and the
+    marker is written back, so the last one out still removes it.
+    """
     links = host.links
     etc = links.netns_etc
+    marker = f"{etc}/{MARKER}"
     with etc_lock(host):
         listing = host.run(links.list_dir(etc), check=False)
         entries = listing.stdout.split()
         if listing.returncode != 0 or entries not in ([MARKER], *([[]] if unmarked else [])):
             return []
         try:
-            if entries:
-                host.run(links.remove_files([f"{etc}/{MARKER}"]))
-            host.run(links.remove_dirs([etc]))
+            host.run(links.remove_files([marker]))
+            host.run(links.remove_dirs([etc]), check=False)  # (kept if a folder came in)
+            if host.run(links.list_dir(etc), check=False).returncode == 0:
+                host.run(links.write_files([marker]), input=MARKER_TEXT)  # someone's folder came in: still ours
         except CommandError as error:
             return [error]
     return []

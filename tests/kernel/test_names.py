@@ -27,6 +27,8 @@ from tests.support.lab import FailOn
 
 pytestmark = pytest.mark.root
 ETC = Path("/etc/netns")
+#: the size knob of the suite's sweeps: the churn test runs 4 processes x 4 x N labs
+SWEEP = max(1, int(os.environ.get("PYNETNS_SWEEP", "1")))
 
 
 def resolve(namespace, name):
@@ -136,38 +138,38 @@ def test_a_failed_apply_removes_the_names_files():
     assert folders(lab.id) == [] and labs() == []
 
 
-def test_a_folder_not_made_by_the_lab_is_refused_and_left_alone():
-    lab = Lab("taken", isolated=True)
+def elsewhere(folder):
+    """A Host whose names files go to ``folder`` instead of /etc/netns (``ip netns exec`` does not read them):
+    the tests of the folders' ownership leave the machine's /etc/netns to the labs of other tests."""
+
+    class Elsewhere(Iproute2):
+        netns_etc = str(folder)
+
+    return Host(links=Elsewhere())
+
+
+def test_a_folder_not_made_by_the_lab_is_refused_and_left_alone(tmp_path):
+    etc = tmp_path / "netns"
+    lab = Lab("taken", host=elsewhere(etc), isolated=True)
     net = lab.network("net", subnet="10.88.0.0/24")
     namespace = lab.namespace("a", networks=[net])
-    made = not ETC.exists()
-    ETC.mkdir(exist_ok=True)
-    mine = ETC / namespace.name
-    mine.mkdir()
+    mine = etc / namespace.name
+    mine.mkdir(parents=True)
     (mine / "hosts").write_text("10.88.0.99 someone\n")
-    try:
-        with pytest.raises(AlreadyExists, match=namespace.name):
-            lab.apply()
-        assert (mine / "hosts").read_text() == "10.88.0.99 someone\n"
-    finally:
-        (mine / "hosts").unlink()
-        mine.rmdir()
-        if made:
-            ETC.rmdir()
+    with pytest.raises(AlreadyExists, match=namespace.name):
+        lab.apply()
+    assert sorted(path.name for path in etc.iterdir()) == [namespace.name]
+    assert (mine / "hosts").read_text() == "10.88.0.99 someone\n"
     assert labs() == []
 
 
 def test_etc_netns_goes_only_when_pynetns_made_it(tmp_path):
-    """The marker logic, on a folder standing for /etc/netns (a links backend pointing elsewhere)."""
-
-    class Elsewhere(Iproute2):
-        netns_etc = str(tmp_path / "netns")
-
+    """The marker says pynetns made the folder; the last lab out removes it then, and only then."""
     etc = tmp_path / "netns"
     for existed in (False, True):
         if existed:
             etc.mkdir()
-        with Lab("marker", host=Host(links=Elsewhere()), isolated=True) as lab:
+        with Lab("marker", host=elsewhere(etc), isolated=True) as lab:
             lab.namespace("a", networks=[lab.network("net", subnet="10.89.0.0/24")])
             lab.apply()
             entries = sorted(path.name for path in etc.iterdir())
@@ -198,3 +200,32 @@ def test_cleanup_after_a_killed_owner_removes_the_names_files():
     assert sum("names folder" in line for line in removed) == 2, removed
     wait_until(lambda: not folders(lab_id), what="the names folders to go")
     assert labs() == []
+
+
+CHURN = textwrap.dedent("""
+    import sys
+    from pynetns import Host
+    from pynetns.backends.iproute2 import Iproute2
+    from pynetns.lab import Lab
+
+    class Elsewhere(Iproute2):
+        netns_etc = sys.argv[1]
+
+    for round in range(int(sys.argv[2])):
+        with Lab("churn", host=Host(links=Elsewhere()), isolated=True) as lab:
+            lab.namespace("a", networks=[lab.network("net", subnet="10.91.0.0/24")])
+            lab.apply()
+""")
+
+
+def test_labs_of_processes_the_lock_does_not_reach_share_etc_netns(tmp_path):
+    """Processes in other network namespaces (their host lock is another: ``unshare -n``) make and remove
+    labs side by side with this one's: every apply finds the folder, and the last one out removes it."""
+    etc = tmp_path / "netns"
+    rounds = str(4 * SWEEP)
+    argv = [sys.executable, "-c", CHURN, str(etc), rounds]
+    children = [subprocess.Popen(argv if index % 2 else ["unshare", "-n", *argv], stderr=subprocess.PIPE, text=True)
+                for index in range(4)]  # fmt: skip
+    results = [(child.wait(timeout=120), child.stderr.read() if child.stderr else "") for child in children]
+    assert all(code == 0 for code, _ in results), results
+    assert not etc.exists(), sorted(path.name for path in etc.iterdir())
