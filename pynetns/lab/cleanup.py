@@ -167,8 +167,7 @@ def _its_names(record: LabRecord, host: Host) -> list[str]:
     named = [name for name in record.data.get("names", ()) if isinstance(name, str) and _ours(record, name)]
     if not named:
         return []
-    listing = host.run(host.links.list_dir(host.links.netns_etc), check=False)
-    present = set(listing.stdout.split()) if listing.returncode == 0 else set()
+    present = set(_names_folders(host))
     return [name for name in named if name in present]
 
 
@@ -271,4 +270,16 @@ def _remove_orphans(host: Host, found: Orphans) -> list[str]:
     for name in found.links:
         if host.ip(NetnsRef.root(), host.links.link_delete(name), check=False).returncode == 0:
             removed.append(f"interface {name}")
+    # the names files of the namespaces removed (a folder whose namespace is gone is no proof of a dead lab:
+    # /etc/netns may be shared with hosts whose /run/netns is another)
+    folders = [name for name in _names_folders(host) if name in found.namespaces]
+    for failure in remove_names(host, folders):
+        log.warning("could not remove the names files of an orphaned lab: %s", failure)
+    removed += [f"names folder {host.links.netns_etc}/{name}" for name in folders]
     return removed
+
+
+def _names_folders(host: Host) -> list[str]:
+    """The folders in ``/etc/netns`` (none if it is missing)."""
+    listing = host.run(host.links.list_dir(host.links.netns_etc), check=False)
+    return listing.stdout.split() if listing.returncode == 0 else []
