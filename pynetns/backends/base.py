@@ -237,6 +237,8 @@ class LinkBackend(ABC):
 
     #: the folder whose ``NAME/`` subfolder holds the files ``ip netns exec NAME`` mounts over ``/etc``
     netns_etc: ClassVar[str] = "/etc/netns"
+    #: the host's name service switch (a lab's members get a copy resolving hosts by files and DNS only)
+    host_nsswitch: ClassVar[str] = "/etc/nsswitch.conf"
 
     def make_dirs(self, paths: Sequence[str], *, parents: bool = False) -> Argv:
         """The whole command making the folders ``paths``: each must not exist ("File exists"), unless ``parents``

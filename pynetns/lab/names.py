@@ -63,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: the files a lab writes in ``/etc/netns/NAME/`` (cleanup removes them all)
-FILES = ("hosts", "resolv.conf")
+FILES = ("hosts", "resolv.conf", "nsswitch.conf")
 #: the file in ``/etc/netns`` saying pynetns made the folder (so the last lab's removal takes it away)
 MARKER = ".pynetns"
 MARKER_TEXT = "# made by pynetns: removed with the files of its last lab\n"
@@ -98,6 +98,28 @@ def hosts_text(state: LabState, namespace: Namespace) -> str:
                 names = " ".join([name, *state.aliases.get(name, ())])
                 lines += [f"{address}\t{names}\n" for address in endpoint.addresses]
     return "".join(lines)
+
+
+def nsswitch_text(text: str) -> str | None:
+    """``text`` (an ``nsswitch.conf``) with its ``hosts`` line resolving by files and DNS only; None if it does
+    already (or has no such line: glibc then asks DNS and files, and a lab's ``resolv.conf`` names no server).
+
+    >>> print(nsswitch_text("passwd: files\\nhosts: files myhostname resolve [!UNAVAIL=return] dns\\n"), end="")
+    passwd: files
+    hosts: files dns
+    >>> nsswitch_text("hosts:   files dns # the usual\\n") is None
+    True
+    """
+    lines = text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        key, colon, sources = line.partition(":")
+        if colon and key.strip() == "hosts":
+            named = [word for word in sources.split("#", 1)[0].split() if not word.startswith("[")]
+            if set(named) <= {"files", "dns"}:
+                return None
+            lines[index] = "hosts: files dns\n"
+            return "".join(lines)
+    return None
 
 
 def known_names(state: LabState) -> dict[str, str]:
@@ -196,6 +218,8 @@ class NamesJob(Job):
             if listing.returncode != 0:  # missing: the journal says this lab may make it, before it does
                 self.state.etc_netns = True
                 write_journal(self.state)  # (the host lock: taken before the etc lock, as cleanup does)
+        if self.fresh:
+            self._add_nsswitch()
         with etc_lock(self.host):
             for attempt in range(3):
                 if self.fresh:
@@ -225,6 +249,18 @@ class NamesJob(Job):
                     raise
                 break
         self.state.names.update(self.texts)
+
+    def _add_nsswitch(self) -> None:
+        """Where the host's ``nsswitch.conf`` resolves hosts by more than files and DNS (``myhostname``, systemd's
+        ``resolve``, reached through a socket, not the network), the new members get a copy resolving by files
+        and DNS only (``ip netns exec`` mounts it over ``/etc/nsswitch.conf`` too)."""
+        links = self.host.links
+        read = self.host.run(links.read_file(links.host_nsswitch), check=False)
+        text = nsswitch_text(read.stdout) if read.returncode == 0 else None
+        if text is not None:
+            files = _files(self.host, self.fresh, "nsswitch.conf")
+            step = Step(links.write_files(files), undo=Step(links.remove_files(files)), input=text)
+            self.plan = Plan([*self.plan, step])
 
     def undo(self) -> list[Exception]:
         if self.skipped:

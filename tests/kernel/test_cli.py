@@ -128,7 +128,7 @@ def test_a_failed_up_removes_what_it_made(tmp_path, token):
     """No firewall tool to be found: the lab's namespaces were made before that fails, and are removed."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ("ip", "nsenter", "sysctl", "ls", "mkdir", "tee", "rm", "rmdir"):  # the names files: coreutils
+    for tool in ("ip", "nsenter", "sysctl", "ls", "mkdir", "tee", "rm", "rmdir", "cat"):  # names files: coreutils
         found = shutil.which(tool)
         assert found is not None
         (tools / tool).symlink_to(found)

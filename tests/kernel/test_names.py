@@ -229,3 +229,25 @@ def test_labs_of_processes_the_lock_does_not_reach_share_etc_netns(tmp_path):
     results = [(child.wait(timeout=120), child.stderr.read() if child.stderr else "") for child in children]
     assert all(code == 0 for code, _ in results), results
     assert not etc.exists(), sorted(path.name for path in etc.iterdir())
+
+
+def test_members_resolve_hosts_by_files_and_dns_where_the_host_asks_more(tmp_path):
+    """A host whose nsswitch.conf asks systemd's resolve or myhostname (reached through a socket or the
+    machine's own name, not the lab's network): the members get a copy asking files and DNS only."""
+    switch = tmp_path / "nsswitch.conf"
+    switch.write_text("passwd: files\nhosts: files myhostname resolve [!UNAVAIL=return] dns\n")
+
+    class Resolving(Iproute2):
+        host_nsswitch = str(switch)
+
+    with Lab("switch", host=Host(links=Resolving()), isolated=True) as lab:
+        net = lab.network("net", subnet="10.92.0.0/24")
+        lab.namespace("db", networks=[net], aliases=["postgres"])
+        web = lab.namespace("web", networks=[net])
+        lab.apply()
+        assert web.run(["cat", "/etc/nsswitch.conf"]).stdout == "passwd: files\nhosts: files dns\n"
+        assert resolve(web, "postgres") == str(lab.ip("db"))
+        assert web.run(["getent", "passwd", "root"]).stdout.startswith("root:")
+        assert sorted(path.name for path in (ETC / web.name).iterdir()) == ["hosts", "nsswitch.conf", "resolv.conf"]
+        lab_id = lab.id
+    assert folders(lab_id) == []
