@@ -6,7 +6,8 @@ Done the way iproute2 offers: ``ip netns exec NAME`` mounts ``/etc/netns/NAME/ho
 pynetns starts in a lab's namespace goes through it (:meth:`Namespace.run <pynetns.Namespace.run>`,
 ``popen``, ``pynetns exec``, the pytest fixtures). The hosts file lists the addresses of the namespaces on the
 member's networks; the ``resolv.conf`` names no server, so no query reaches the host's resolvers (the resolver
-asks the namespace's own loopback, where nothing answers).
+asks the namespace's own loopback, where nothing answers); where the host's ``nsswitch.conf`` asks more than
+files and DNS (``myhostname``, systemd's ``resolve``), the members get one asking only those.
 
 The files are written by :meth:`Lab.apply <pynetns.Lab.apply>` before anything runs in the namespaces (a job of
 its first stage, undone with the rest if the apply fails), rewritten in place when a later apply adds members
