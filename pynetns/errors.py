@@ -399,6 +399,13 @@ PACKAGES = {
     "ssh": "openssh-client",
     "python3": "python3",
     "paramiko": "python3-paramiko",
+    # the lab's names files (/etc/netns/NAME/hosts)
+    "mkdir": "coreutils",
+    "tee": "coreutils",
+    "ls": "coreutils",
+    "rm": "coreutils",
+    "rmdir": "coreutils",
+    "cat": "coreutils",
 }
 
 # Order matters: the first pattern found in stderr wins.

@@ -43,9 +43,11 @@ class Step:
     line: str | None = None
     #: a batch that applies all or nothing (``nft -f``)
     atomic: bool = False
+    #: what the command reads on its standard input (a step with input is never batched)
+    input: str | None = None
 
     def __str__(self) -> str:
-        return str(Call(self.argv))
+        return str(Call(self.argv, self.input))
 
 
 @attrs.frozen
@@ -59,7 +61,7 @@ class _Group:
     def call(self) -> Call:
         first = self.steps[0]
         if not self.batched:
-            return Call(first.argv)
+            return Call(first.argv, first.input)
         assert first.batch is not None
         return Call(first.batch, "".join(f"{step.line}\n" for step in self.steps))
 
@@ -119,7 +121,7 @@ class Plan:
                         assert first.batch is not None
                         runner.run_batch(first.batch, [step.line or "" for step in group.steps], atomic=first.atomic)
                     else:
-                        runner.run(first.argv)
+                        runner.run(first.argv, input=first.input)
                 except CommandError as error:
                     if group.batched and error.line_number:
                         if not first.atomic:  # the lines before the failing one were applied
@@ -171,7 +173,7 @@ def _run_carrying_on(runner: Runner, steps: list[Step]) -> list[Exception]:
                             assert first.batch is not None
                             runner.run_batch(first.batch, [step.line or "" for step in steps], atomic=first.atomic)
                         else:
-                            runner.run(first.argv)
+                            runner.run(first.argv, input=first.input)
                     except ResourceBusy as error:
                         if batched and error.line_number and not first.atomic:
                             steps = steps[error.line_number - 1 :]  # those before it were done: resend from it

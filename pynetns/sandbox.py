@@ -187,9 +187,24 @@ class Sandbox:
         try:
             for argv in self.backend.setup_commands(RUNTIME):
                 self.runner.run(argv)
+            for argv in self.backend.etc_commands(self._etc_submounts()):
+                result = self.runner.run(argv, check=False)
+                if result.returncode != 0:  # an older kernel: no overlay without privileges
+                    log.warning("the sandbox's labs will have no names (%s: %s)", argv[0], result.stderr.strip())
+                    break
         except BaseException:
             self.close()
             raise
+
+    def _etc_submounts(self) -> list[str]:
+        """The mount points below ``/etc`` in the sandbox (a container's ``/etc/hosts``, say), outermost first."""
+        try:
+            lines = Path(f"/proc/{self.pid}/mountinfo").read_text().splitlines()
+        except OSError:
+            return []
+        points = [line.split()[4] for line in lines if len(line.split()) > 4]
+        # mountinfo escapes blanks as \040: such a path is left alone (it stays hidden below the overlay)
+        return list(dict.fromkeys(p for p in points if p.startswith("/etc/") and "\\" not in p))
 
     @classmethod
     def attach(cls, pid: int, known: str, *, backend: str | SandboxBackend = "unshare") -> Sandbox:

@@ -31,6 +31,7 @@ __all__ = [
     "batch_token",
     "converter",
     "gateway_address",
+    "hostname",
     "interface_address",
     "interface_name",
     "ip_address",
@@ -107,6 +108,23 @@ def interface_name(field: str, value: object) -> str:
 def namespace_name(field: str, value: object) -> str:
     """A network namespace name: one safe path component under /run/netns."""
     return _safe_component(field, value, 64)
+
+
+def hostname(field: str, value: object) -> str:
+    """A name other namespaces resolve (an alias, like ``postgres``): 1 to 253 bytes from ``[A-Za-z0-9_.-]``,
+    not starting or ending with ``-`` or ``.``, and not an IP address (it would read as one).
+
+    >>> hostname("alias", "db.internal")
+    'db.internal'
+    """
+    name = _safe_component(field, value, 253)
+    if name[-1] in "-." or name[0] == ".":
+        raise InvalidName(field, value, "must not start with '.' or end with '-' or '.'")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    raise InvalidName(field, value, "must be a name, not an IP address")
 
 
 def interface_address(field: str, value: object) -> IPInterface:

@@ -55,11 +55,19 @@ def kernel_reason() -> str | None:
 
 
 SYSTEM_RUNTIME = Path("/run/pynetns")
-_SESSION: dict[str, Path | set[Path]] = {}
+_SESSION: dict[str, Path | set[Path] | bool] = {}
 
 
 def _entries(folder: Path) -> set[Path]:
     return {folder, *folder.rglob("*")} if folder.exists() else set()
+
+
+#: the folder of the labs' names files (pynetns.lab.names): shared by every worker, so checked once, at the end
+ETC_NETNS = Path("/etc/netns")
+
+
+def _names_folders() -> set[str]:
+    return {path.name for path in ETC_NETNS.iterdir()} if ETC_NETNS.is_dir() else set()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +75,24 @@ def pytest_configure(config: pytest.Config) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"pynetns-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"))
     os.environ["PYNETNS_RUNTIME_DIR"] = str(scratch / "run")
     _SESSION.update(scratch=scratch, runtime=scratch / "run", system=_entries(SYSTEM_RUNTIME))
+    _NAMES.update(_names_folders())
+    _SESSION["etc_netns"] = ETC_NETNS.exists()
+
+
+_NAMES: set[str] = set()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Once every test ran (in the controlling process, after all xdist workers): no names folder a lab
+    made during the run is left in /etc/netns, nor /etc/netns itself if the run made it."""
+    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
+        return
+    left = sorted(_names_folders() - _NAMES)
+    if not _SESSION.get("etc_netns") and ETC_NETNS.exists():
+        left.append(f"{ETC_NETNS} itself")
+    if left:
+        print(f"\nthe run left names folders in {ETC_NETNS}: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

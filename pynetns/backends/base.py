@@ -261,6 +261,39 @@ class LinkBackend(ABC):
         """The whole command that does nothing and succeeds (can a namespace be entered?)."""
         return ("true",)
 
+    # -- the files ``ip netns exec NAME`` mounts over /etc (``/etc/netns/NAME/hosts``, ``resolv.conf``) --
+
+    #: the folder whose ``NAME/`` subfolder holds the files ``ip netns exec NAME`` mounts over ``/etc``
+    netns_etc: ClassVar[str] = "/etc/netns"
+    #: the host's name service switch (a lab's members get a copy resolving hosts by files and DNS only)
+    host_nsswitch: ClassVar[str] = "/etc/nsswitch.conf"
+
+    def make_dirs(self, paths: Sequence[str], *, parents: bool = False) -> Argv:
+        """The whole command making the folders ``paths``: each must not exist ("File exists"), unless ``parents``
+        (then the missing folders above them are made too, and an existing one is no failure)."""
+        return ("mkdir", *(("-p",) if parents else ()), "--", *paths)
+
+    def list_dir(self, path: str) -> Argv:
+        """The whole command printing the entries of folder ``path``, one a line, hidden ones too."""
+        return ("ls", "-A1", "--", path)
+
+    def read_file(self, path: str) -> Argv:
+        """The whole command printing the file ``path``."""
+        return ("cat", "--", path)
+
+    def write_files(self, paths: Sequence[str]) -> Argv:
+        """The whole command writing its standard input into each of ``paths``, in place (an existing file keeps
+        its inode, so a program that has it mounted over ``/etc`` sees the new text)."""
+        return ("tee", "--", *paths)
+
+    def remove_files(self, paths: Sequence[str]) -> Argv:
+        """The whole command removing the files ``paths``; one already gone is no failure."""
+        return ("rm", "-f", "--", *paths)
+
+    def remove_dirs(self, paths: Sequence[str]) -> Argv:
+        """The whole command removing the folders ``paths`` that are empty (one holding something stays)."""
+        return ("rmdir", "--ignore-fail-on-non-empty", "--", *paths)
+
 
 class EnterBackend(ABC):
     """Runs commands inside a namespace given by a process id or a file."""
@@ -300,6 +333,13 @@ class SandboxBackend(ABC):
     def setup_commands(self, runtime: str) -> list[Argv]:
         """Run once inside a new sandbox: a private tmpfs over ``/run`` with ``/run/netns`` (for
         ``ip netns add``) and ``runtime`` (pynetns' runtime files) on it; its loopback up."""
+
+    def etc_commands(self, submounts: Sequence[str] = ()) -> list[Argv]:
+        """Run once inside a new sandbox, after :meth:`setup_commands`: give it an ``/etc/netns`` of its own that it
+        may write (the lab's names files, which ``ip netns exec`` mounts over ``/etc``), keeping the mounts
+        ``submounts`` below ``/etc`` (``/etc/hosts`` in a container) in place. Their failure is no error: the
+        sandbox's labs then have no names. None by default."""
+        return []
 
 
 # -- firewall ---------------------------------------------------------------

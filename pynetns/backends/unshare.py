@@ -11,12 +11,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .base import Argv, SandboxBackend
 
 __all__ = ["Unshare"]
 
 #: the source name of the sandbox's tmpfs, so a mount table shows whose it is
 TMPFS_SOURCE = "pynetns-sandbox"
+#: the source name of the sandbox's overlay over /etc, and the folder (on its tmpfs) of that overlay's layers
+ETC_SOURCE = "pynetns-etc"
+ETC_LAYERS = "/run/pynetns-etc"
 
 
 class Unshare(SandboxBackend):
@@ -58,6 +63,26 @@ class Unshare(SandboxBackend):
     def spawn_prefix(self) -> Argv:
         # nsenter forks to enter the PID namespace and does not pass signals on: the program dies with it
         return ("setpriv", "--pdeathsig", "KILL", "--")
+
+    def etc_commands(self, submounts: Sequence[str] = ()) -> list[Argv]:
+        # /etc is the machine's (its owner unmapped here: not writable); an overlay whose upper layer, on the
+        # sandbox's tmpfs, holds an empty netns/ shows the machine's /etc with a netns/ the sandbox owns
+        # (unprivileged overlayfs: Linux 5.11 and later). The mounts below /etc (a container's /etc/hosts) are
+        # mounted again on top, so the sandbox's own programs see the same files as before.
+        return [
+            ("mkdir", "-p", f"{ETC_LAYERS}/upper/netns", f"{ETC_LAYERS}/work", f"{ETC_LAYERS}/lower"),
+            ("mount", "--rbind", "/etc", f"{ETC_LAYERS}/lower"),
+            (
+                "mount",
+                "-t",
+                "overlay",
+                "-o",
+                f"lowerdir=/etc,upperdir={ETC_LAYERS}/upper,workdir={ETC_LAYERS}/work",
+                ETC_SOURCE,
+                "/etc",
+            ),
+            *(("mount", "--bind", f"{ETC_LAYERS}/lower/{path[5:]}", path) for path in submounts),
+        ]
 
     def setup_commands(self, runtime: str) -> list[Argv]:
         return [

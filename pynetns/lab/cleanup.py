@@ -14,6 +14,7 @@ from ..firewall import remove_tagged
 from ..host import Host
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from .journal import LabRecord, find, labs
+from .names import remove_names
 
 __all__ = ["Cleaned", "Orphans", "cleanup", "orphans", "remove"]
 
@@ -135,6 +136,10 @@ def _remove_record(record: LabRecord, host: Host) -> tuple[list[str], list[str]]
         result = host.ip(NetnsRef.root(), host.links.link_delete(name), check=False)
         if result.returncode == 0:
             removed.append(f"interface {name}")
+    folders = _its_names(record, host)
+    unmarked = bool(record.data.get("etc_netns"))  # it may have made /etc/netns, and died before marking it
+    failed += [f"names files ({failure})" for failure in remove_names(host, folders, unmarked=unmarked)]
+    removed += [f"names folder {host.links.netns_etc}/{name}" for name in folders]
     remaining = failed + [f"namespace {name}" for name in _its_namespaces(record, host)]
     remaining += [f"interface {name}" for name in _its_links(record, host)]
     if not remaining:
@@ -155,6 +160,15 @@ def _its_namespaces(record: LabRecord, host: Host) -> list[str]:
     existing = {namespace.name for namespace in Namespace.all(host)}
     tag = record.data.get("tag")
     return [name for name in named if name in existing and (_ours(record, name) or _tagged_namespace(host, name, tag))]
+
+
+def _its_names(record: LabRecord, host: Host) -> list[str]:
+    """The folders ``/etc/netns/NAME`` of the journal's names files that exist and are the lab's (by name)."""
+    named = [name for name in record.data.get("names", ()) if isinstance(name, str) and _ours(record, name)]
+    if not named:
+        return []
+    present = set(_names_folders(host))
+    return [name for name in named if name in present]
 
 
 def _its_links(record: LabRecord, host: Host) -> list[str]:
@@ -256,4 +270,16 @@ def _remove_orphans(host: Host, found: Orphans) -> list[str]:
     for name in found.links:
         if host.ip(NetnsRef.root(), host.links.link_delete(name), check=False).returncode == 0:
             removed.append(f"interface {name}")
+    # the names files of the namespaces removed (a folder whose namespace is gone is no proof of a dead lab:
+    # /etc/netns may be shared with hosts whose /run/netns is another)
+    folders = [name for name in _names_folders(host) if name in found.namespaces]
+    for failure in remove_names(host, folders):
+        log.warning("could not remove the names files of an orphaned lab: %s", failure)
+    removed += [f"names folder {host.links.netns_etc}/{name}" for name in folders]
     return removed
+
+
+def _names_folders(host: Host) -> list[str]:
+    """The folders in ``/etc/netns`` (none if it is missing)."""
+    listing = host.run(host.links.list_dir(host.links.netns_etc), check=False)
+    return listing.stdout.split() if listing.returncode == 0 else []

@@ -42,13 +42,13 @@ from ..validation import isolate as valid_isolate
 from ..validation import mtu as valid_mtu
 from ..validation import subnet as valid_subnet
 from ..views import Viewable, view
-from . import loopback6, partitions, span
+from . import loopback6, names, partitions, span
 from .compile import FirewallJob, Job, describe, new_namespaces, run_stage, undo, write_journal
-from .compile import stages as compile_stages
 from .ipam import Allocator, dual_stack, pick_subnet
 from .journal import HOW_TO_PRIVILEGE, LabRecord, find, labs
 from .machines import Machine, by_host, vxlan_name
 from .model import Endpoint, LabPortMap, Network, publish_addresses, refuse_overlap
+from .names import stages as compile_stages
 from .shapes import Partition
 from .state import LabState
 from .subnets import claim_subnets
@@ -232,8 +232,18 @@ class Lab(Viewable):
         self._state.overlay.vnis[name] = chosen_vni
         return net
 
-    def namespace(self, name: str, networks: Sequence[Network | str] = (), *, host: Host | None = None) -> Namespace:
+    def namespace(
+        self,
+        name: str,
+        networks: Sequence[Network | str] = (),
+        aliases: Sequence[str] = (),
+        *,
+        host: Host | None = None,
+    ) -> Namespace:
         """Declare a namespace (a "container"), joined to ``networks`` as eth0, eth1, …
+
+        The members of its networks resolve it by ``name`` and by ``aliases`` (like Docker's ``--network-alias``):
+        ``getent hosts db``, ``ping postgres`` (:mod:`pynetns.lab.names`).
 
         ``host``: the Host it lives on (default: the lab's). A network with members on several Hosts spans
         them, joined by VXLAN: give each of those Hosts' underlay address with :meth:`machine`.
@@ -245,8 +255,13 @@ class Lab(Viewable):
             raise InvalidValue("host", host, "must be a pynetns.Host")
         if host is not None and host is not self.host and self.isolated:
             raise InvalidValue("host", host, "an isolated lab lives on its own Host only")
+        known = names.known_names(self._state)
+        if name in known:
+            raise InvalidValue("name", name, f"is an alias of namespace {known[name]} in this lab")
+        aliases = names.valid_aliases(self._state, name, aliases)
         namespace = Namespace(f"pn{self.id}-{name}", host=self.host if host is None else host)
         self.namespaces[name] = namespace
+        self._state.aliases[name] = aliases
         for net in networks:
             self.connect(net, namespace)
         return namespace
@@ -712,6 +727,7 @@ class Lab(Viewable):
                         if span.spanning(state, net):
                             teardown.add(host.ip_step(root, host.links.link_delete(vxlan_name(net.bridge))))
             failures += teardown.rollback(host.runner)
+        failures += names.remove(state)
         if failures:
             raise CleanupError(f"lab {self.name} was not removed entirely", failures)
         state.overlay.parts.clear()

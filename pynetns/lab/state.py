@@ -58,6 +58,12 @@ class LabState:
         self.impairments.changed = self.rewrite_journal
         #: the kernel names of the namespaces applied (the host namespace's included)
         self.applied_namespaces: set[str] = set()
+        #: declared name → the other names it is resolved by (``lab.namespace("db", aliases=["postgres"])``)
+        self.aliases: dict[str, tuple[str, ...]] = {}
+        #: kernel name → the hosts file written for it (:mod:`pynetns.lab.names`): its folder is the lab's
+        self.names: dict[str, str] = {}
+        #: /etc/netns was missing when the names were first written: this lab may have made it (the journal says)
+        self.etc_netns = False
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
@@ -192,6 +198,10 @@ class LabState:
             "isolated": self.isolated,
             "namespaces": namespaces,
             "members": {name: namespace.name for name, namespace in self.namespaces.items()},
+            "aliases": {name: list(aliases) for name, aliases in self.aliases.items() if aliases},
+            # the folders /etc/netns/NAME the lab makes for the names files (pynetns.lab.names)
+            "names": [namespace.name for namespace in self.namespaces.values()],
+            "etc_netns": self.etc_netns,
             "host_namespace": None if self.host_namespace is None else self.host_namespace.name,
             "endpoints": [
                 {
@@ -240,6 +250,7 @@ class LabState:
             namespaces=[self.namespaces[name].name for name in mine]
             + ([self.host_namespace.name] if self.host_namespace is not None and host is self.host else []),
             members={name: self.namespaces[name].name for name in mine},
+            names=[self.namespaces[name].name for name in mine],  # their names files are on this Host
             endpoints=[item for item in data["endpoints"] if item["host_interface"] in veths],
             published=[str(portmap) for portmap in self.published if portmap.host is host],
             links=[] if self.isolated else [net.bridge for net in networks],

@@ -17,6 +17,7 @@
 
     [namespaces.db]
     networks = [{ network = "back", ip = "10.31.0.10" }]
+    aliases = ["postgres"]        # web resolves db and postgres (pynetns.lab.names)
 
     [[publish]]
     namespace = "web"
@@ -82,6 +83,7 @@ from ..validation import (
     IPNetwork,
     IsolateMode,
     converter,
+    hostname,
     interface_name,
     ip_address,
     namespace_name,
@@ -138,7 +140,7 @@ class Declarable(Protocol):
         ipv6: bool = ...,
     ) -> Any: ...
 
-    def namespace(self, name: str) -> Any: ...
+    def namespace(self, name: str, networks: Sequence[Any] = ..., aliases: Sequence[str] = ...) -> Any: ...
 
     def connect(self, net: str, namespace: str, ip: str | None = ..., ifname: str | None = ...) -> Endpoint: ...
 
@@ -267,12 +269,18 @@ class LinkSpec:
     ifname: str | None = attrs.field(default=None, converter=converter(optional(interface_name)))  # type: ignore[misc]
 
 
+def _hostnames(names: Sequence[object]) -> tuple[str, ...]:
+    return tuple(hostname("aliases", name) for name in names)
+
+
 @attrs.frozen
 class NamespaceSpec:
-    """A namespace (a "container") of a topology and the networks it joins, in order (eth0, eth1, …)."""
+    """A namespace (a "container") of a topology, the networks it joins, in order (eth0, eth1, …), and the other
+    names its networks' members resolve it by (``aliases``)."""
 
     name: str = attrs.field(converter=converter(namespace_name))  # type: ignore[misc]
     networks: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_hostnames)
 
     def __attrs_post_init__(self) -> None:
         for link in self.networks:
@@ -524,7 +532,11 @@ class Topology:
             spec.name: _present({key: getattr(spec, key) for key in _NETWORK}) for spec in self.networks
         }
         data["namespaces"] = {
-            spec.name: {"networks": [link(item) for item in spec.networks]} for spec in self.namespaces
+            spec.name: {
+                "networks": [link(item) for item in spec.networks],
+                **({"aliases": list(spec.aliases)} if spec.aliases else {}),
+            }
+            for spec in self.namespaces
         }
         data["links"] = [link(spec, "namespace") for spec in self.links]
         data["publish"] = [_present({key: getattr(spec, key) for key in _PUBLISH}) for spec in self.publish]
@@ -583,6 +595,14 @@ class Topology:
                 rule = f"namespace {spec.name} is declared twice"
                 raise self._error(f"namespaces.{_key(spec.name)}", spec.name, rule)
             seen.add(spec.name)
+        names = {spec.name: spec.name for spec in self.namespaces}
+        for spec in self.namespaces:
+            for index, alias in enumerate(spec.aliases):
+                if alias in names:
+                    owner = names[alias]
+                    rule = "is its own name" if owner == spec.name else f"already names namespace {owner}"
+                    raise self._error(f"namespaces.{_key(spec.name)}.aliases[{index}]", alias, rule)
+                names[alias] = spec.name
 
     def _wiring(self) -> list[_Wire]:
         """Every link in the order it is declared, with its interface name and address; checked."""
@@ -760,7 +780,7 @@ class Topology:
                 )
         for namespace in self.namespaces:
             with self._declaring(f"namespaces.{_key(namespace.name)}"):
-                lab.namespace(namespace.name)
+                lab.namespace(namespace.name, aliases=namespace.aliases)
         endpoints: dict[tuple[str, str], Endpoint] = {}
         for wire in wires:
             with self._declaring(wire.path):
@@ -826,7 +846,7 @@ class Topology:
 
 _TOP = ("name", "isolated", "networks", "namespaces", "links", "publish", "impair", "partition")
 _NETWORK = ("subnet", "gateway", "nat", "internal", "mtu", "isolate", "subnet6", "ipv6")
-_NAMESPACE = ("networks",)
+_NAMESPACE = ("networks", "aliases")
 _ATTACH = ("network", "ip", "ifname", "impair")
 _LINK = ("namespace", "network", "ip", "ifname", "impair")
 _IMPAIRMENT = ("delay", "jitter", "loss", "rate", "duplicate", "corrupt", "direction")
@@ -982,7 +1002,9 @@ def _namespace(source: str, name: Any, value: object) -> NamespaceSpec:
         else:
             rule = f"must be a network name or a table with 'network', not {_kind(item)}"
             raise TopologyError(source, where, item, rule)
-    return _build(NamespaceSpec, source, path, {"name": path}, name=name, networks=links)
+    aliases = _list(source, f"{path}.aliases", fields.get("aliases", ()))
+    fields = {"name": path, "aliases": f"{path}.aliases"}
+    return _build(NamespaceSpec, source, path, fields, name=name, networks=links, aliases=aliases)
 
 
 def _link(source: str, index: int, item: object) -> LinkSpec:

@@ -173,7 +173,20 @@ def test_notebook_runs_top_to_bottom_and_leaves_nothing(token, tmp_path, monkeyp
     assert "3 packets transmitted, 3 received, 0% packet loss" in text  # c1 pings c2
     assert "nsenter -t " in text and "the same namespace as" in text  # nsenter -t PID -n
     assert "refused: " in text and "DNAT rule: 0 -> 4 packets" in text  # -p 8080:80 and its counter
+    assert_displays_masquerade_and_names(notebook, text)
     assert "left behind: nothing" in text
+
+
+def assert_displays_masquerade_and_names(notebook: Any, text: str) -> None:
+    """The live steps show objects with rich displays (HTML tables, the lab's diagram), masquerade reaches a
+    namespace playing the outside world, and a user-defined network's members find each other by name."""
+    shown = [output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", [])]
+    assert sum("text/html" in data for data in shown) >= 8  # namespaces, veth, bridge, port map, masquerade, lab
+    assert any('graph "nb' in data.get("text/plain", "") for data in shown)  # the live lab's diagram
+    assert "without masquerade: no answer" in text and "client 203.0.113.1\n" in text  # masquerade
+    assert "10.40.0.2\tdb postgres" in text  # the hosts file ip netns exec mounted over /etc/hosts
+    assert "ping postgres: 1 packets transmitted, 1 received, 0% packet loss" in text
+    assert "from lonely, on another network: db does not resolve" in text
 
 
 # -- without root ------------------------------------------------------------------------
@@ -228,4 +241,5 @@ def test_notebook_runs_as_an_unprivileged_user(token):
     assert "the host: a rootless sandbox that plays it" in text
     assert "3 packets transmitted, 3 received, 0% packet loss" in text
     assert "the same namespace as" in text and "DNAT rule: 0 -> 4 packets" in text
+    assert_displays_masquerade_and_names(notebook, text)  # names in the sandbox's own /etc/netns
     assert "left behind: nothing" in text

@@ -129,7 +129,7 @@ def test_a_failed_up_removes_what_it_made(tmp_path, token):
     """No firewall tool to be found: the lab's namespaces were made before that fails, and are removed."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ("ip", "nsenter", "sysctl"):
+    for tool in ("ip", "nsenter", "sysctl", "ls", "mkdir", "tee", "rm", "rmdir", "cat"):  # names files: coreutils
         found = shutil.which(tool)
         assert found is not None
         (tools / tool).symlink_to(found)
@@ -138,7 +138,8 @@ def test_a_failed_up_removes_what_it_made(tmp_path, token):
     *progress, line = result.stderr.splitlines()
     assert line.startswith("pynetns up: error: ") and "is not available" in line
     lab_id = re.findall(rf"creating lab cli-{token} \((\w+)\)", progress[0])[0]
-    assert [item.split()[1] for item in progress[1:]] == ["[1/4]", "[2/4]", "[3/4]"]  # it failed with the firewall
+    # it failed with the firewall, after the namespaces (1) and their names (2)
+    assert [item.split()[1] for item in progress[1:]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]"]
     assert labs() == []
     assert not [name for name in netns_names() if name.startswith(f"pn{lab_id}-")]
 
@@ -158,7 +159,7 @@ def test_a_large_lab_reports_progress_and_ctrl_c_removes_it(tmp_path, token):
     try:
         for line in process.stderr:
             seen.append(line)
-            if line.startswith("pynetns: [3/4]"):  # the namespaces' stage has begun
+            if line.startswith("pynetns: [4/5]"):  # the namespaces' stage has begun
                 process.send_signal(signal.SIGINT)
                 break
         out, err = process.communicate(timeout=60)
@@ -166,10 +167,10 @@ def test_a_large_lab_reports_progress_and_ctrl_c_removes_it(tmp_path, token):
         process.kill()
         process.communicate()
         for record in labs():
-            if record.name == f"big-{token}" and not [line for line in seen if "[3/4]" in line]:
+            if record.name == f"big-{token}" and not [line for line in seen if "[4/5]" in line]:
                 remove(record.id)
     assert seen[0].startswith(f"pynetns: creating lab big-{token} (")
-    assert [line.split()[1] for line in seen[1:]] == ["[1/4]", "[2/4]", "[3/4]"], seen
+    assert [line.split()[1] for line in seen[1:]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]"], seen
     assert process.returncode == 128 + signal.SIGINT, out + err
     assert err == "pynetns: interrupted\n"
     assert labs() == []

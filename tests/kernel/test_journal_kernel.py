@@ -68,6 +68,8 @@ def _left(lab_id: str, host: Host) -> list[str]:
         found.append("firewall rules")
     folder = runtime_dir()
     found += [f"file {path.name}" for path in folder.glob(f"{lab_id}*")] if folder.is_dir() else []
+    etc = Path("/etc/netns")  # the names files (pynetns.lab.names)
+    found += [f"names folder {path.name}" for path in etc.glob(f"pn{lab_id}-*")] if etc.is_dir() else []
     return found
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from pynetns.lab import cleanup, orphans
 from pynetns.runner import LocalRunner
 
 pytestmark = pytest.mark.root
+ETC = Path("/etc/netns")
 
 HOLD = "mount -t tmpfs pynetns-test /run/netns && ip link set lo up && echo ready && exec sleep 600"
 
@@ -61,8 +63,10 @@ def test_orphans_are_the_tagged_objects_no_journal_names(sandbox: Host) -> None:
     bridge, veth = net.bridge, lost.endpoints[0].host_interface
     assert sorted(found) == sorted([f"namespace {web.name}", f"interface {bridge}", f"interface {veth}"])
     assert found.tags == found.host_tags == {lost.tag}
+    assert (ETC / web.name / "hosts").exists()  # /etc/netns is the machine's: the sandbox's /run/netns is not
     removed = cleanup(sandbox, orphans=True)
-    assert {f"namespace {web.name}", f"interface {bridge}"} <= set(removed)
+    assert {f"namespace {web.name}", f"interface {bridge}", f"names folder {ETC / web.name}"} <= set(removed)
+    assert not (ETC / web.name).exists()  # the names files of the namespace removed
     assert orphans(sandbox) == [] and not web.exists() and not web.processes[0].alive()
     left = {namespace.name for namespace in Namespace.all(sandbox)}
     assert left == {plain.name, live["db"].name, live.host_namespace.name}  # type: ignore[union-attr]

@@ -176,7 +176,11 @@ def test_session_finish_names_a_lab_never_destroyed(pytester: pytest.Pytester) -
             "*`pynetns cleanup`*pynetns.cleanup()*",
         ]
     )
-    assert sorted(removed) == [f"namespace pn{lab}-host", f"namespace pn{lab}-web"]
+    assert sorted(removed) == [
+        f"names folder /etc/netns/pn{lab}-web",
+        f"namespace pn{lab}-host",
+        f"namespace pn{lab}-web",
+    ]
 
 
 @pytest.mark.root

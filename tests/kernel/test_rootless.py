@@ -60,6 +60,7 @@ def test_lab_as_an_unprivileged_user(nobody, mode):
     if mode == "lab":
         assert seen["front"] == "rootless"  # through a bridge's address too
     assert seen["before"] is True and seen["impaired"] is True
+    assert seen["names"] is True and seen["by_name"] is True  # in the sandbox's own /etc/netns
     assert seen["partitioned"] is True and seen["healed"] is True
     assert seen["cleaned"] is True and seen["labs"] == 0 and seen["netns"] == ""
 

@@ -37,7 +37,7 @@ def lab(host: Host, isolated: bool) -> None:
         front = lab.network("front", subnet="10.71.0.0/24")
         back = lab.network("back", subnet="10.72.0.0/24")
         web = lab.namespace("web", networks=[front, back])
-        db = lab.namespace("db", networks=[back])
+        db = lab.namespace("db", networks=[back], aliases=["postgres"])
         lab.publish(web, 8080, 80)
         say(explain="netns add" in lab.explain())
         lab.apply()
@@ -52,6 +52,9 @@ def lab(host: Host, isolated: bool) -> None:
             say(published=answer, front=fetch(host, f"http://{front.gateway.ip}:8080/"))
         db_ip = str(next(e for e in lab.endpoints if e.namespace is db).ip.ip)
         say(before=reachable(web, db_ip))
+        # names: the sandbox's own /etc/netns (an overlay of /etc), mounted over /etc by ip netns exec
+        found = web.run(["getent", "hosts", "postgres"], check=False).stdout.split()  # type: ignore[attr-defined]
+        say(names=found[:1] == [db_ip], by_name=reachable(web, "db"))
         lab.endpoints[0].impair(delay="50ms")
         started = time.monotonic()
         web.run(["ping", "-c1", "-W2", str(front.gateway.ip)])
