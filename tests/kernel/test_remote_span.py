@@ -63,9 +63,10 @@ def test_two_ssh_machines_ping_tcp_mtu_isolation_published_port_and_partition(ma
         lab.apply()
         assert web.name in first.namespaces() and db.name in second.namespaces()
         assert ping(web, lab.ip("db")) and ping(db, lab.ip("web"))
-        # TCP across the overlay
+        # TCP across the overlay, by name: each machine has its members' names files
         serve(db, "0.0.0.0", 80, "db on b")
-        assert fetch(web, f"http://{lab.ip('db')}/") == "db on b"
+        assert fetch(web, "http://db/") == "db on b"
+        assert web.run(["getent", "hosts", "db"]).stdout.split()[:2] == [str(lab.ip("db")), "db"]
         # the MTU: 1500 on the underlay, 1450 on the overlay; a full-size packet that may not fragment passes
         for size, answered in ((1450 - 28, True), (1450 - 27, False)):
             argv = ["ping", "-c1", "-W2", "-M", "do", "-s", str(size), str(lab.ip("db"))]
