@@ -221,10 +221,10 @@ class NamesJob(Job):
 
     def run(self) -> None:
         links = self.host.links
-        if self.fresh and not self.state.etc_netns and not self.host.dry_run:
+        if self.fresh and self.host not in self.state.etc_netns and not self.host.dry_run:
             listing = self.host.run(links.list_dir(links.netns_etc), check=False)
             if listing.returncode != 0:  # missing: the journal says this lab may make it, before it does
-                self.state.etc_netns = True
+                self.state.etc_netns.add(self.host)
                 write_journal(self.state, [self.host])  # (the host lock: taken before the etc lock, as cleanup does)
         if self.fresh:
             self._add_nsswitch()

@@ -62,8 +62,9 @@ class LabState:
         self.aliases: dict[str, tuple[str, ...]] = {}
         #: kernel name → the hosts file written for it (:mod:`pynetns.lab.names`): its folder is the lab's
         self.names: dict[str, str] = {}
-        #: /etc/netns was missing when the names were first written: this lab may have made it (the journal says)
-        self.etc_netns = False
+        #: the Hosts where /etc/netns was missing when the names were first written: this lab may have made it
+        #: there (their journals say; each machine has its own /etc)
+        self.etc_netns: set[Host] = set()
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False
@@ -201,7 +202,7 @@ class LabState:
             "aliases": {name: list(aliases) for name, aliases in self.aliases.items() if aliases},
             # the folders /etc/netns/NAME the lab makes for the names files (pynetns.lab.names)
             "names": [namespace.name for namespace in self.namespaces.values()],
-            "etc_netns": self.etc_netns,
+            "etc_netns": (self.host if host is None else host) in self.etc_netns,
             "host_namespace": None if self.host_namespace is None else self.host_namespace.name,
             "endpoints": [
                 {

@@ -47,7 +47,14 @@ def nothing_left(machine, lab_id: str) -> bool:
     """No namespace, runtime file, rule or link of the lab on ``machine``."""
     ruleset = machine.run(["nft", "list", "ruleset"]).stdout
     links = machine.run(["ip", "-br", "link"]).stdout
-    return not machine.namespaces() and not machine.runtime_files() and "pynetns" not in ruleset and lab_id not in links
+    names = machine.run(["ls", "-A", "/etc/netns"], check=False).stdout  # (the machines share this /etc)
+    return (
+        lab_id not in names
+        and not machine.namespaces()
+        and not machine.runtime_files()
+        and "pynetns" not in ruleset
+        and lab_id not in links
+    )
 
 
 def test_two_ssh_machines_ping_tcp_mtu_isolation_published_port_and_partition(machines, token):
