@@ -42,6 +42,7 @@ __all__ = [
     "lock_holder",
     "owner_alive",
     "read_journals",
+    "read_text",
     "remove_journal",
     "remove_orphans",
     "run",
@@ -93,6 +94,15 @@ def write_journal(path: str | os.PathLike[str], text: bytes, *, owned: bool) -> 
         os.close(fd)
         return None
     return None  # not reached: the last attempt returns or raises
+
+
+def read_text(path: str | os.PathLike[str]) -> str | None:
+    """The text of the small file at ``path``; None if there is none."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except FileNotFoundError:
+        return None
 
 
 def owner_alive(path: str | os.PathLike[str]) -> bool:
@@ -361,6 +371,11 @@ class _Holder:
             return self.release(request["path"])
         if op == "remove":
             return self.remove(request["path"])
+        if op == "read":
+            return {"text": read_text(request["path"])}
+        if op == "replace":
+            write_journal(request["path"], request["text"].encode(), owned=False)
+            return {}
         raise ValueError(f"unknown request {op!r}")
 
 

@@ -9,14 +9,17 @@ there over the Host's connection (:mod:`pynetns.agent`), which also takes that m
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import subprocess
+import sys
 import threading
 import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import agent as files
@@ -68,6 +71,15 @@ class Runtime(ABC):
     #: takes the host lock on the machine the Host drives (:mod:`pynetns.locking`); None: this machine's sockets
     locker: Any = None
 
+    def program_argv(self, module: ModuleType) -> list[str]:
+        """How the Host's commands run ``module``, a pynetns program of the standard library alone (the ``[::1]``
+        proxy): this Python, isolated (``-I``), by the module's path."""
+        return [sys.executable, "-I", str(module.__file__)]
+
+    def command_path(self, path: Path) -> str:
+        """``path`` (a runtime file's) as the Host's commands see it."""
+        return str(path)
+
     @property
     @abstractmethod
     def folder(self) -> Path:
@@ -99,6 +111,14 @@ class Runtime(ABC):
     @abstractmethod
     def unwritable(self) -> str | None:
         """Why journals cannot be written (None: they can)."""
+
+    @abstractmethod
+    def read_file(self, path: Path) -> str | None:
+        """The text of a small runtime file (beside the journals' folder, say); None if there is none."""
+
+    @abstractmethod
+    def replace_file(self, path: Path, text: str) -> None:
+        """Replace a small runtime file whole (a reader sees the old text or the new), making its folder."""
 
     def close(self) -> None:
         """Let go of what this runtime holds (a remote agent); nothing, for a runtime of this machine."""
@@ -146,6 +166,12 @@ class LocalRuntime(Runtime):
         """Why this user cannot write journals here (None: it can)."""
         return files.unwritable(self.folder)
 
+    def read_file(self, path: Path) -> str | None:
+        return files.read_text(path)
+
+    def replace_file(self, path: Path, text: str) -> None:
+        files.write_journal(path, text.encode(), owned=False)
+
 
 class SandboxRuntime(LocalRuntime):
     """The runtime files of a rootless sandbox: on its own tmpfs, reached from outside through its
@@ -161,6 +187,14 @@ class SandboxRuntime(LocalRuntime):
     @property
     def folder(self) -> Path:
         return self.base / "labs"
+
+    def command_path(self, path: Path) -> str:
+        """Inside the sandbox (its own PID namespace): the path under the holder's root.
+
+        >>> SandboxRuntime(Path("/proc/4242/root/run/pynetns")).command_path(Path("/proc/4242/root/run/x"))
+        '/run/x'
+        """
+        return "/" + str(path.relative_to(Path(*self.base.parts[:4])))
 
 
 def runtime_dir() -> Path:
@@ -268,6 +302,10 @@ class RemoteRuntime(Runtime):
     def locker(self) -> RemoteRuntime:
         return self
 
+    def program_argv(self, module: ModuleType) -> list[str]:
+        """On the other machine: its ``python3``, given the module's source (nothing of pynetns is installed there)."""
+        return [self.python, "-I", "-c", inspect.getsource(module)]
+
     def journal(self, lab_id: str) -> RemoteJournal:
         return RemoteJournal(self, self.journal_path(lab_id))
 
@@ -287,6 +325,13 @@ class RemoteRuntime(Runtime):
     def unwritable(self) -> str | None:
         why = self.request("unwritable", folder=str(self.folder))["why"]
         return None if why is None else f"{why} on {self.machine}"
+
+    def read_file(self, path: Path) -> str | None:
+        text: str | None = self.request("read", path=str(path))["text"]
+        return text
+
+    def replace_file(self, path: Path, text: str) -> None:
+        self.request("replace", path=str(path), text=text)
 
     # -- the host lock, taken there ------------------------------------------
 

@@ -208,14 +208,14 @@ class _TopologyCommand(Command):
             topology = attrs.evolve(topology, name=self.rename)
         return topology
 
-    def lab(self, path: str | Topology, host: Host | None = None) -> Lab:
+    def lab(self, path: str | Topology, host: Host | None = None, id: str | None = None) -> Lab:
         """The lab the file at ``path`` (or a topology read already) declares, with the overrides; nothing is
         created yet."""
         from ..lab.lab import Lab
 
         isolated = True if self.isolated else False if self.shared else None
         topology = self.topology(path) if isinstance(path, str) else path
-        return Lab.from_topology(topology, host=host, isolated=isolated, id=self.chosen_id)
+        return Lab.from_topology(topology, host=host, isolated=isolated, id=self.chosen_id if id is None else id)
 
 
 @Pynetns.subcommand("up")
@@ -237,10 +237,13 @@ class Up(_TopologyCommand):
         return self.guard(lambda: self._up(file))
 
     def _up(self, file: str) -> int:
+        from ..host import Host
+
         topology = self.topology(file)
-        lab = self.lab(topology)
-        with name_lock(lab.name):  # two 'up's of one name at once: the second sees the first's lab and stops
-            return self._up_alone(topology, lab)
+        # the name and id the lab will have, declared on a dry run: nothing of the machine is asked or changed yet
+        planned = self.lab(topology, host=Host(dry_run=True))
+        with name_lock(planned.name):  # two 'up's of one name at once: the second sees the first's lab and stops
+            return self._up_alone(topology, planned)
 
     def _up_alone(self, topology: Topology, lab: Lab) -> int:
         from ..sandbox import Sandbox, privileged
@@ -255,11 +258,12 @@ class Up(_TopologyCommand):
         sandbox = None
         if not privileged():  # without root: the lab gets a persistent sandbox of its own, which 'down' ends
             sandbox = Sandbox.start(persistent=True)
-            try:
-                lab = self.lab(topology, host=host_of(sandbox))
-            except BaseException:
+        try:
+            lab = self.lab(topology, host=None if sandbox is None else host_of(sandbox), id=lab.id)
+        except BaseException:
+            if sandbox is not None:
                 sandbox.close()
-                raise
+            raise
         progress = None
         if self.verbose or len(lab.namespaces) > LARGE_LAB:
             progress = _progress

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from ..errors import InvalidAddress, InvalidValue, SubnetOverlap
 from ..host import Host
 from ..namespace import Namespace, resolve_host
+from ..runtime import Runtime
 from ..validation import IPAddress, IPInterface, IPNetwork, ip_address
 from ..validation import subnet as valid_subnet
 from .journal import labs
@@ -115,27 +115,27 @@ def host_ula(host: Host) -> ipaddress.IPv6Network:
     """The unique local /48 of ``host``'s IPv6 default subnets, drawn once and kept beside its lab journals
     (as Docker 27 keeps one per daemon), so every process on the host agrees on it. Written under the host
     lock, read by every later caller; a dry run reads it and writes nothing (a fresh one if there is none)."""
-    path = host.runtime.folder.parent / ULA_FILE
-    found = _read_ula(path)
+    runtime = host.runtime
+    path = runtime.folder.parent / ULA_FILE
+    found = _read_ula(runtime, path)
     if found is not None or host.dry_run:
         return found or random_ula()
     with host.lock():
-        found = _read_ula(path)
+        found = _read_ula(runtime, path)
         if found is not None:
             return found
         ula = random_ula()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{ULA_FILE}.{secrets.token_hex(4)}.tmp")
-        temporary.write_text(f"{ula}\n")
-        os.replace(temporary, path)
+        runtime.replace_file(path, f"{ula}\n")  # on the machine the Host drives
         log.info("IPv6 default subnets of this host come from %s (%s)", ula, path)
         return ula
 
 
-def _read_ula(path: Path) -> ipaddress.IPv6Network | None:
+def _read_ula(runtime: Runtime, path: Path) -> ipaddress.IPv6Network | None:
     try:
-        text = path.read_text().strip()
+        text = (runtime.read_file(path) or "").strip()
     except OSError:
+        return None
+    if not text:
         return None
     try:
         ula = ipaddress.IPv6Network(text)

@@ -17,7 +17,8 @@ from the owner, closes) — unless the lab was detached (``pynetns up``): told s
 as long as the lab's journal does (``down`` or ``cleanup`` removes it; an isolated lab's host namespace takes
 the proxy with it). TCP only: a UDP port is not proxied on ``[::1]`` (its IPv6 addresses answer).
 
-The program is :mod:`pynetns.lab.proxy6` (the standard library only, run by its path with ``python -I``).
+The program is :mod:`pynetns.lab.proxy6` (the standard library only, run with ``python -I`` by its path, or on
+another machine its source with ``python3 -I -c``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import select
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..errors import CommandError, PortInUse
 from ..firewall import Firewalled, PortMap
@@ -56,14 +56,14 @@ def needs_proxy(portmap: Firewalled) -> bool:
     return high - low < MAX_PORTS
 
 
-def proxy_argv(portmap: PortMap, journal: str) -> list[str]:
+def proxy_argv(portmap: PortMap, journal: str, program: Sequence[str] | None = None) -> list[str]:
     """argv of the proxy relaying ``[::1]``'s host ports of ``portmap`` to its container; ``journal``: the
-    lab's journal, which a detached lab's proxy outlives not."""
+    lab's journal (as the proxy sees it), which a detached lab's proxy outlives not; ``program``: how the Host
+    runs it (:meth:`pynetns.runtime.Runtime.program_argv`; by default this Python, isolated, by its path)."""
     low, high = portmap.host_ports
     return [
-        sys.executable,
-        "-I",  # the standard library alone: a small process, whatever the environment says
-        str(Path(proxy6.__file__)),
+        # the standard library alone (-I): a small process, whatever the environment says
+        *([sys.executable, "-I", str(proxy6.__file__)] if program is None else program),
         "--port",
         f"{low}-{high}",
         "--to",
@@ -79,24 +79,28 @@ def _where(state: LabState) -> Namespace:
     return state.host_namespace or Namespace.host(state.host)
 
 
+def _argv(state: LabState, portmap: PortMap) -> tuple[str, ...]:
+    runtime = state.host.runtime
+    argv = proxy_argv(portmap, runtime.command_path(state.journal_path), runtime.program_argv(proxy6))
+    return state.host.exec_argv(_where(state).ref, argv)
+
+
 def proxy_calls(state: LabState, objects: Sequence[Firewalled]) -> list[Call]:
     """What :func:`start` runs for ``objects`` (for ``explain()``)."""
-    where = _where(state).ref
-    journal = str(state.journal_path)
-    return [Call(state.host.exec_argv(where, proxy_argv(obj, journal))) for obj in objects if needs_proxy(obj)]  # type: ignore[arg-type]
+    return [Call(_argv(state, obj)) for obj in objects if needs_proxy(obj)]  # type: ignore[arg-type]
 
 
 def start(state: LabState, objects: Sequence[Firewalled], timeout: float = 10.0) -> None:
     """Start the proxies ``objects`` need (those not running yet); each listens before this returns."""
     if state.host.dry_run:
         return
-    where = _where(state).ref
     for portmap in objects:
         if not needs_proxy(portmap) or portmap in state.proxies:
             continue
         assert isinstance(portmap, PortMap)
-        argv = state.host.exec_argv(where, proxy_argv(portmap, str(state.journal_path)))
-        process = state.host.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = state.host.popen(
+            _argv(state, portmap), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         state.proxies[portmap] = process
         _wait_ready(process, timeout)
 

@@ -208,3 +208,52 @@ def _user_ns(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/user")
     except OSError:
         return None
+
+
+def test_a_dual_stack_lab_up_without_root_answers_on_both_loopbacks_until_down(pynetns, token):
+    """``up`` declares nothing outside its sandbox (the IPv6 /48 is drawn in there), and the [::1] proxy of
+    the published port outlives the CLI, inside the sandbox, until ``down``."""
+    argv, env, folder = pynetns
+    name = f"n6-{token}"
+    path = folder / f"{name}.toml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name = "{name}"
+        [networks.front]
+        subnet = "10.87.0.0/24"
+        ipv6 = true
+        [namespaces.web]
+        networks = ["front"]
+        [[publish]]
+        namespace = "web"
+        host_port = 8080
+        port = 80
+        """)
+    )
+    up = run(pynetns, "up", str(path))
+    assert up.returncode == 0, up.stderr
+    sandbox = record(folder, name)
+    holder = holder_of(sandbox)
+    lab_id = json.loads(run(pynetns, "show", "--json", name).stdout)["id"]
+    server = subprocess.Popen(
+        [*argv, "exec", "web", "--", "python3", "-m", "http.server", "-b", "::", "80"],
+        env=env,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    enter = ["nsenter", "--preserve-credentials", "-U", "-m", "-n", "-p", "-t", str(sandbox["pid"])]
+
+    def answers(url: str) -> bool:
+        done = subprocess.run([*enter, "curl", "-g", "-s", "-m", "2", "-o", "/dev/null", url], check=False)
+        return done.returncode == 0
+
+    try:
+        wait_until(lambda: answers("http://127.0.0.1:8080/"), timeout=10, what="the published port")
+        assert answers("http://[::1]:8080/")
+    finally:
+        server.kill()
+        server.wait()
+    down = run(pynetns, "down", name)
+    assert down.returncode == 0, down.stderr
+    assert_ended(folder, name, sandbox, lab_id, holder)
