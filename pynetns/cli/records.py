@@ -126,6 +126,7 @@ def summary(record: LabRecord) -> dict[str, Any]:
         "isolated": record.data.get("isolated"),
         "namespaces": sorted(record.data.get("members", {})),
         "networks": {net["name"]: net["subnet"] for net in record.data.get("networks", ())},
+        "networks6": {net["name"]: net["subnet6"] for net in record.data.get("networks", ()) if "subnet6" in net},
         "journal": str(record.path),
     }
 
@@ -141,8 +142,9 @@ def describe(record: LabRecord, live: dict[str, Any] | None = None) -> list[str]
     networks = [
         [
             net["name"],
-            net["subnet"],
-            f"gateway {net['gateway'].split('/')[0]}",
+            " ".join([net["subnet"], *([net["subnet6"]] if "subnet6" in net else [])]),
+            "gateway "
+            + " ".join(gateway.split("/")[0] for gateway in (net["gateway"], net.get("gateway6")) if gateway),
             f"bridge {net['bridge']}",
             "internal" if net.get("internal") else "nat" if net.get("nat") else "no nat",
         ]
@@ -152,7 +154,8 @@ def describe(record: LabRecord, live: dict[str, Any] | None = None) -> list[str]
     endpoints: dict[str, list[str]] = {}
     for endpoint in data.get("endpoints", ()):
         endpoints.setdefault(endpoint["namespace"], []).append(
-            f"{endpoint['interface']} {endpoint['ip']} ({endpoint['network']})"
+            " ".join([endpoint["interface"], endpoint["ip"], *([endpoint["ip6"]] if endpoint.get("ip6") else [])])
+            + f" ({endpoint['network']})"
         )
     members: dict[str, str] = data.get("members", {})
     rows = []

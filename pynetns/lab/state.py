@@ -226,6 +226,7 @@ class LabState:
                     **({"subnet6": str(net.subnet6)} if net.subnet6 is not None else {}),
                     "bridge": net.bridge,
                     "gateway": str(net.gateway),
+                    **({"gateway6": str(net.gateways[1])} if len(net.gateways) > 1 else {}),
                     "nat": net.nat,
                     "internal": net.internal,
                     "isolate": net.isolate,

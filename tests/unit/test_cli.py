@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -280,3 +281,20 @@ def test_exec_host_side_of_a_lab_that_is_not_isolated():
     assert member_or_host_side(record_of(), "web").name == "pn1a2b-web"
     with pytest.raises(InvalidValue, match="is not isolated"):
         member_or_host_side(record_of(isolated=False), "host")
+
+
+def test_ls_and_show_tell_both_families_of_a_dual_stack_lab():
+    """A dual-stack lab's record (its journal, as a real Lab writes it) in ``show`` and ``ls --json``."""
+    from pynetns import Host, Lab
+    from pynetns.cli.records import describe, summary
+    from pynetns.lab.journal import LabRecord
+
+    lab = Lab("dual", host=Host(dry_run=True))
+    lab.namespace("web", [lab.network("front", subnet="10.88.0.0/24", subnet6="fd00:88::/64")])
+    data = lab._state.journal(firewall=True)
+    record = LabRecord(lab.id, "dual", None, False, Path("/nonexistent.json"), data)
+    text = "\n".join(describe(record))
+    assert "10.88.0.0/24 fd00:88::/64" in text and "gateway 10.88.0.1 fd00:88::1" in text
+    assert "eth0 10.88.0.2/24 fd00:88::2/64 (front)" in text
+    assert summary(record)["networks"] == {"front": "10.88.0.0/24"}
+    assert summary(record)["networks6"] == {"front": "fd00:88::/64"}
