@@ -31,12 +31,15 @@ BACKENDS = {
 
 
 # Hand-made TCP SYNs in Ethernet frames, sent on a device to a given MAC: the destination address
-# can be 127.0.0.1 and the frame still goes to the gateway (a socket would loop it back through the
-# attacker's own lo). For each "address:port" target, prints what came back to its SYN's source
-# port: "synack", "rst" or "none" (nothing within a second, three SYNs each).
+# can be 127.0.0.1 or ::1 and the frame still goes to the gateway (a socket would loop it back through
+# the attacker's own lo). IPv4 or IPv6 as the source address is. For each "address:port" target
+# ("[::1]:8080" for IPv6), prints what came back to its SYN's source port: "synack", "rst" or "none"
+# (nothing within a second, three SYNs each).
 RAW_SYN = r"""
 import os, socket, struct, sys, time
 device, src_mac, dst_mac, src, *targets = sys.argv[1:]
+six = ":" in src
+ethertype = 0x86DD if six else 0x0800
 
 def checksum(data):
     if len(data) % 2:
@@ -47,67 +50,27 @@ def checksum(data):
     return ~total & 0xFFFF
 
 def syn(sport, dst, dport):
-    saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
+    family = socket.AF_INET6 if six else socket.AF_INET
+    saddr, daddr = socket.inet_pton(family, src), socket.inet_pton(family, dst)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
-    pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
+    if six:
+        pseudo = saddr + daddr + struct.pack("!I3xB", len(tcp), 6)
+    else:
+        pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
     tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00" + ip + tcp
+    if six:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, saddr, daddr)
+    else:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, saddr, daddr)
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    ether = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+    return ether + struct.pack("!H", ethertype) + ip + tcp
 
-base = 40000 + os.getpid() % 20000
-frames = {}
-for index, target in enumerate(targets):
-    address, _, port = target.rpartition(":")
-    frames[base + index] = syn(base + index, address, int(port))
-answers = dict.fromkeys(frames, "none")
-with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800)) as sock:
-    sock.bind((device, 0x0800))
-    sock.settimeout(0.05)
-    start = time.monotonic()
-    sent = 0
-    while time.monotonic() < start + 1.0 and "none" in answers.values():
-        if sent < 3 and time.monotonic() >= start + 0.3 * sent:
-            for sport, frame in frames.items():
-                if answers[sport] == "none":
-                    sock.send(frame)
-            sent += 1
-        try:
-            packet = sock.recv(2048)[14:]
-        except TimeoutError:
-            continue
-        if len(packet) < 40 or packet[9] != 6:
-            continue
-        header = (packet[0] & 0x0F) * 4
-        to_port = struct.unpack("!H", packet[header + 2 : header + 4])[0]
-        flags = packet[header + 13]
-        if to_port in answers and answers[to_port] == "none":
-            answers[to_port] = "synack" if flags & 0x12 == 0x12 else "rst" if flags & 0x04 else "none"
-for sport in frames:
-    print(answers[sport])
-"""
-
-
-# The same for IPv6: SYNs to [::1] in Ethernet frames to the gateway's MAC (prints as RAW_SYN does).
-RAW_SYN6 = r"""
-import os, socket, struct, sys, time
-device, src_mac, dst_mac, src, *targets = sys.argv[1:]
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-def syn(sport, dst, dport):
-    saddr, daddr = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
-    pseudo = saddr + daddr + struct.pack("!I3xB", len(tcp), 6)
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, saddr, daddr)
-    return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x86\xdd" + ip + tcp
+def tcp_header(packet):
+    # where the TCP header of an IP packet starts (None: not TCP)
+    if six:
+        return 40 if len(packet) >= 60 and packet[6] == 6 else None
+    return (packet[0] & 0x0F) * 4 if len(packet) >= 40 and packet[9] == 6 else None
 
 base = 40000 + os.getpid() % 20000
 frames = {}
@@ -115,8 +78,8 @@ for index, target in enumerate(targets):
     address, _, port = target.rpartition(":")
     frames[base + index] = syn(base + index, address.strip("[]"), int(port))
 answers = dict.fromkeys(frames, "none")
-with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD)) as sock:
-    sock.bind((device, 0x86DD))
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype)) as sock:
+    sock.bind((device, ethertype))
     sock.settimeout(0.05)
     start = time.monotonic()
     sent = 0
@@ -130,10 +93,11 @@ with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD)) as s
             packet = sock.recv(2048)[14:]
         except TimeoutError:
             continue
-        if len(packet) < 60 or packet[6] != 6:
+        header = tcp_header(packet)
+        if header is None:
             continue
-        to_port = struct.unpack("!H", packet[42:44])[0]
-        flags = packet[53]
+        to_port = struct.unpack("!H", packet[header + 2 : header + 4])[0]
+        flags = packet[header + 13]
         if to_port in answers and answers[to_port] == "none":
             answers[to_port] = "synack" if flags & 0x12 == 0x12 else "rst" if flags & 0x04 else "none"
 for sport in frames:
@@ -165,7 +129,7 @@ def raw_syns(lab: Lab, attacker: Namespace, *targets: str, six: bool = False) ->
     argv = [
         sys.executable,
         "-c",
-        RAW_SYN6 if six else RAW_SYN,
+        RAW_SYN,
         mine.interface,
         mac_of(attacker, mine.interface),
         mac_of(hostns, mine.network.bridge),
