@@ -1,5 +1,6 @@
 """ "Machines" for remote-Host tests, on one machine: each a network namespace with a mount namespace of its own
-(a private ``/run``, so its ``/run/netns``, ``/run/pynetns`` and lab journals are its own) and a PID namespace
+(a private ``/run``, so its ``/run/netns``, ``/run/pynetns`` and lab journals are its own, and a private
+``/etc``, so are its labs' names files) and a PID namespace
 (sshd is its init: killing it ends every process of the machine), running Debian's ``sshd`` on the address of
 a veth underlay whose other end is in the test's namespace.
 
@@ -25,11 +26,13 @@ from pynetns.polling import wait_until
 
 SSHD = "/usr/sbin/sshd"
 
-#: in the new mount namespace: a tmpfs on /run; an empty root's ~/.bashrc (Debian's bash reads it for every ssh
-#: command, and this one's pyenv init costs ~200 ms, where a server's costs nothing); then become sshd (its argv
-#: passed as "$@", never parsed)
+#: in the new mount namespace: a tmpfs on /run; an /etc of its own (an overlay on the real one, its changes on
+#: that tmpfs: the machine's /etc/netns, where its labs' names files go, is its own, as another machine's is);
+#: an empty root's ~/.bashrc (Debian's bash reads it for every ssh command, and this one's pyenv init costs
+#: ~200 ms, where a server's costs nothing); then become sshd (its argv passed as "$@", never parsed)
 _PRIVATE_RUN = (
-    "mount -t tmpfs -o mode=755 machine /run && mkdir -p /run/sshd && "
+    "mount -t tmpfs -o mode=755 machine /run && mkdir -p /run/sshd /run/etc/upper /run/etc/work && "
+    "mount -t overlay machine-etc -o lowerdir=/etc,upperdir=/run/etc/upper,workdir=/run/etc/work /etc && "
     '{ [ ! -e /root/.bashrc ] || mount --bind /dev/null /root/.bashrc; } && exec "$@"'
 )
 
