@@ -402,6 +402,7 @@ PACKAGES = {
     # the lab's names files (/etc/netns/NAME/hosts)
     "mkdir": "coreutils",
     "tee": "coreutils",
+    "ln": "coreutils",
     "ls": "coreutils",
     "rm": "coreutils",
     "rmdir": "coreutils",

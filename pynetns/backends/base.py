@@ -286,6 +286,11 @@ class LinkBackend(ABC):
         its inode, so a program that has it mounted over ``/etc`` sees the new text)."""
         return ("tee", "--", *paths)
 
+    def link_into(self, targets: Sequence[str], folder: str) -> Argv:
+        """The whole command making, in ``folder``, a symbolic link to each of ``targets``, named as its last part
+        (one that exists already: "File exists")."""
+        return ("ln", "-s", "-t", folder, "--", *targets)
+
     def remove_files(self, paths: Sequence[str]) -> Argv:
         """The whole command removing the files ``paths``; one already gone is no failure."""
         return ("rm", "-f", "--", *paths)

@@ -14,7 +14,7 @@ from ..firewall import remove_tagged
 from ..host import Host
 from ..namespace import Namespace, kill_processes_in, resolve_host
 from .journal import LabRecord, find, labs
-from .names import remove_names
+from .names import present, remove_names
 
 __all__ = ["Cleaned", "Orphans", "cleanup", "orphans", "remove"]
 
@@ -167,8 +167,8 @@ def _its_names(record: LabRecord, host: Host) -> list[str]:
     named = [name for name in record.data.get("names", ()) if isinstance(name, str) and _ours(record, name)]
     if not named:
         return []
-    present = set(_names_folders(host))
-    return [name for name in named if name in present]
+    found = set(present(host))
+    return [name for name in named if name in found]
 
 
 def _its_links(record: LabRecord, host: Host) -> list[str]:
@@ -272,14 +272,8 @@ def _remove_orphans(host: Host, found: Orphans) -> list[str]:
             removed.append(f"interface {name}")
     # the names files of the namespaces removed (a folder whose namespace is gone is no proof of a dead lab:
     # /etc/netns may be shared with hosts whose /run/netns is another)
-    folders = [name for name in _names_folders(host) if name in found.namespaces]
+    folders = [name for name in present(host) if name in found.namespaces]
     for failure in remove_names(host, folders):
         log.warning("could not remove the names files of an orphaned lab: %s", failure)
     removed += [f"names folder {host.links.netns_etc}/{name}" for name in folders]
     return removed
-
-
-def _names_folders(host: Host) -> list[str]:
-    """The folders in ``/etc/netns`` (none if it is missing)."""
-    listing = host.run(host.links.list_dir(host.links.netns_etc), check=False)
-    return listing.stdout.split() if listing.returncode == 0 else []

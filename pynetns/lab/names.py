@@ -9,11 +9,14 @@ member's networks; the ``resolv.conf`` names no server, so no query reaches the 
 asks the namespace's own loopback, where nothing answers); where the host's ``nsswitch.conf`` asks more than
 files and DNS (``myhostname``, systemd's ``resolve``), the members get one asking only those.
 
-The files are written by :meth:`Lab.apply <pynetns.Lab.apply>` before anything runs in the namespaces (a job of
-its first stage, undone with the rest if the apply fails), rewritten in place when a later apply adds members
-(programs already running see the new list), and removed by ``destroy()``, the undo and :func:`cleanup
-<pynetns.lab.cleanup.cleanup>` (the journal names them): the ``NAME`` folders only where the lab made them, and
-``/etc/netns`` itself when pynetns made it (a marker file says so) and the last lab's folder is gone.
+The files live in a folder of the Host's runtime (``/run/pynetns/names/NAME``), which ``/etc/netns/NAME``
+links to (``ip netns exec`` follows the link): one entry per namespace in ``/etc``, and after a reboot only
+a link to nothing, which ``ip netns exec`` skips. They are written by :meth:`Lab.apply <pynetns.Lab.apply>`
+before anything runs in the namespaces (a job of its first stage, undone with the rest if the apply fails),
+rewritten in place when a later apply adds members (programs already running see the new list), and
+removed by ``destroy()``, the undo and :func:`cleanup <pynetns.lab.cleanup.cleanup>` (the journal names
+them): the ``NAME`` entries only where the lab made them, and ``/etc/netns`` itself when pynetns made it (a
+marker file says so) and the last lab's entry is gone.
 
 >>> from pynetns import Host, Lab
 >>> lab = Lab("shop", host=Host(dry_run=True))
@@ -53,6 +56,8 @@ __all__ = [
     "etc_lock",
     "hosts_text",
     "known_names",
+    "present",
+    "prune_stores",
     "release_etc",
     "remove",
     "remove_names",
@@ -159,11 +164,25 @@ def wanted(state: LabState, host: Host) -> dict[str, str]:
 
 
 def _folder(host: Host, name: str) -> str:
+    """``/etc/netns/NAME``: a link to the folder holding the namespace's names files (:func:`_store`)."""
     return f"{host.links.netns_etc}/{name}"
 
 
+def _stores(host: Host) -> str:
+    """The folder of the Host's runtime holding the namespaces' names files, as its commands see it."""
+    runtime = host.runtime
+    return runtime.command_path(runtime.folder.parent / "names")
+
+
+def _store(host: Host, name: str) -> str:
+    """Where the names files of namespace ``name`` are kept, which ``/etc/netns/NAME`` links to: one entry per
+    namespace in ``/etc`` (an entry made in ``/etc`` can cost a millisecond, where ``/run`` costs next to
+    nothing), and after a reboot nothing is left there but a link to nothing, which ``ip netns exec`` skips."""
+    return f"{_stores(host)}/{name}"
+
+
 def _files(host: Host, names: Iterable[str], file: str) -> list[str]:
-    return [f"{_folder(host, name)}/{file}" for name in names]
+    return [f"{_store(host, name)}/{file}" for name in names]
 
 
 def _grouped(texts: dict[str, str]) -> dict[str, list[str]]:
@@ -186,14 +205,17 @@ class NamesJob(Job):
         links = self.host.links
         plan = Plan()
         if self.fresh:
-            folders = [_folder(self.host, name) for name in self.fresh]
-            plan.add(Step(links.make_dirs(folders), undo=Step(links.remove_dirs(folders))))
+            stores = [_store(self.host, name) for name in self.fresh]
+            plan.add(Step(links.make_dirs(stores, parents=True), undo=Step(links.remove_dirs(stores))))
             resolv = _files(self.host, self.fresh, "resolv.conf")
             plan.add(Step(links.write_files(resolv), undo=Step(links.remove_files(resolv)), input=RESOLV_TEXT))
         new = {name: texts[name] for name in self.fresh}
         for text, names in _grouped(new).items():
             files = _files(self.host, names, "hosts")
             plan.add(Step(links.write_files(files), undo=Step(links.remove_files(files)), input=text))
+        if self.fresh:  # /etc/netns/NAME → its store, once the files are there
+            made = [_folder(self.host, name) for name in self.fresh]
+            plan.add(Step(links.link_into(stores, links.netns_etc), undo=Step(links.remove_files(made))))
         changed = {name: text for name, text in texts.items() if name in state.names and state.names[name] != text}
         for text, names in _grouped(changed).items():
             for old, same in _grouped({name: state.names[name] for name in names}).items():
@@ -275,6 +297,7 @@ class NamesJob(Job):
             return []
         with etc_lock(self.host):
             failures = self.plan.undo_plan().rollback(self.host.runner)
+            prune_stores(self.host)
             for name in self.texts:  # its own members' only: another Host's job keeps its own
                 if name in self.before:
                     self.state.names[name] = self.before[name]
@@ -346,12 +369,29 @@ def remove_names(host: Host, names: Sequence[str], *, unmarked: bool = False) ->
         return release_etc(host, unmarked=True) if unmarked else []
     links = host.links
     files = [path for file in FILES for path in _files(host, names, file)]
-    folders = [_folder(host, name) for name in names]
-    plan = Plan([Step(links.remove_files(files)), Step(links.remove_dirs(folders))])
+    stores = [_store(host, name) for name in names]
+    made = [_folder(host, name) for name in names]
+    plan = Plan([Step(links.remove_files(made)), Step(links.remove_files(files)), Step(links.remove_dirs(stores))])
     with etc_lock(host):
         failures = plan.rollback(host.runner)
         failures += release_etc(host, unmarked=unmarked)
+    prune_stores(host)
     return failures
+
+
+def present(host: Host) -> list[str]:
+    """The namespaces that have names files on ``host``: a link in ``/etc/netns``, or a folder of files (a lab
+    killed before it linked them); every entry of ``/etc/netns`` counts."""
+    found: dict[str, None] = {}
+    for folder in (host.links.netns_etc, _stores(host)):
+        listing = host.run(host.links.list_dir(folder), check=False)
+        found.update(dict.fromkeys(listing.stdout.split() if listing.returncode == 0 else []))
+    return [name for name in found if name != MARKER]
+
+
+def prune_stores(host: Host) -> None:
+    """Remove the runtime's folder of names files if it is empty (another lab's files keep it)."""
+    host.run(host.links.remove_dirs([_stores(host)]), check=False)
 
 
 def remove(state: LabState) -> list[Exception]:

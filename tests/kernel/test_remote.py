@@ -173,7 +173,7 @@ def test_a_missing_tool_on_the_remote_machine_names_its_package(machines, token,
     machine = machines()
     tools = tmp_path / "bin"  # a PATH there with ip, python3 and coreutils, without nft or iptables
     tools.mkdir()
-    for program in ("ip", "stat", "mkdir", "tee", "ls", "rm", "rmdir", "cat"):
+    for program in ("ip", "stat", "mkdir", "tee", "ln", "ls", "rm", "rmdir", "cat"):
         shutil.copy(shutil.which(program), tools / program)
     (tools / "python3").write_text('#!/bin/sh\nexec /usr/bin/python3 "$@"\n')
     (tools / "python3").chmod(0o755)

@@ -64,8 +64,8 @@ def test_recording_runner_sees_one_batch_per_namespace():
         lab.apply()
         # netns adds, host wiring, one batch per namespace, bridge up; and the names files in a fixed handful:
         # /etc/netns and its marker, the host's nsswitch.conf read, the folders, every resolv.conf, every hosts
-        # file (one text: one network)
-        assert len(runner.history) == 1 + 1 + 5 + 1 + 6
+        # file (one text: one network), the links from /etc/netns
+        assert len(runner.history) == 1 + 1 + 5 + 1 + 7
 
 
 def test_the_firewall_is_one_transaction_whatever_the_number_of_ports():
@@ -80,8 +80,8 @@ def test_the_firewall_is_one_transaction_whatever_the_number_of_ports():
         # one per IP version: the IPv6 one holds the isolation (networks are isolated for both)
         assert len(scripts) == 2 and scripts[0].input.count("dnat to") == 20
         assert "table ip6 pynetns" in scripts[1].input and "dnat to" not in scripts[1].input
-        # the batches plus a fixed handful (six of them the names files), not a process per port
-        assert len(runner.history) < 20 + 16 + 6
+        # the batches plus a fixed handful (seven of them the names files), not a process per port
+        assert len(runner.history) < 20 + 16 + 7
 
 
 def test_lookups_by_declared_name():

@@ -75,11 +75,15 @@ def test_a_namespace_named_as_an_alias_is_refused():
 def test_explain_writes_the_files_before_the_namespaces_run_anything():
     lab = shop()
     text = lab.explain()
-    assert f"mkdir -- /etc/netns/pn{lab.id}-db /etc/netns/pn{lab.id}-web /etc/netns/pn{lab.id}-cache" in text
-    assert f"tee -- /etc/netns/pn{lab.id}-db/resolv.conf" in text and "nameserver" not in text
+    # the files in a folder of the runtime, linked from /etc/netns (one entry there per namespace)
+    stores = f"{lab.host.runtime.folder.parent}/names"
+    assert f"mkdir -p -- {stores}/pn{lab.id}-db {stores}/pn{lab.id}-web {stores}/pn{lab.id}-cache" in text
+    assert f"tee -- {stores}/pn{lab.id}-db/resolv.conf" in text and "nameserver" not in text
     assert "10.31.0.2\tdb postgres pg" in text
+    assert f"ln -s -t /etc/netns -- {stores}/pn{lab.id}-db {stores}/pn{lab.id}-web" in text
     # after the namespaces are made, before anything runs in them
     assert text.index("netns add") < text.index("mkdir -p -- /etc/netns") < text.index(f"ip -n pn{lab.id}-db")
+    assert text.index("ln -s") < text.index(f"ip -n pn{lab.id}-db")
 
 
 def test_a_later_apply_rewrites_only_the_hosts_files_that_change():
@@ -90,7 +94,7 @@ def test_a_later_apply_rewrites_only_the_hosts_files_that_change():
     lab.apply()
     writes = [call for call in lab.host.history if call.argv[0] == "tee"]
     paths = [path for call in writes for path in call.argv[2:] if not path.endswith(MARKER)]  # a dry run makes it
-    written = sorted(path.removeprefix(f"/etc/netns/pn{lab.id}-") for path in paths)
+    written = sorted(path.removeprefix(f"{lab.host.runtime.folder.parent}/names/pn{lab.id}-") for path in paths)
     # the newcomer's two files; the members of front (web, cache) get worker; db (back only) is left alone
     assert written == ["cache/hosts", "web/hosts", "worker/hosts", "worker/resolv.conf"]
     assert lab.plan() == []
