@@ -272,10 +272,12 @@ class NamesJob(Job):
                     # network namespace, removed it): the plan made nothing; make it again
                     if attempt == 2 or not self.fresh:
                         release_etc(self.host)
+                        prune_stores(self.host)
                         raise
                     continue
                 except BaseException:
                     release_etc(self.host)
+                    prune_stores(self.host)
                     raise
                 break
         self.state.names.update(self.texts)

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 from subprocess import PIPE
 
 import pytest
@@ -129,7 +130,7 @@ def test_a_failed_up_removes_what_it_made(tmp_path, token):
     """No firewall tool to be found: the lab's namespaces were made before that fails, and are removed."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ("ip", "nsenter", "sysctl", "ls", "mkdir", "tee", "rm", "rmdir", "cat"):  # names files: coreutils
+    for tool in ("ip", "nsenter", "sysctl", "ls", "mkdir", "tee", "ln", "rm", "rmdir", "cat"):  # names: coreutils
         found = shutil.which(tool)
         assert found is not None
         (tools / tool).symlink_to(found)
@@ -142,6 +143,23 @@ def test_a_failed_up_removes_what_it_made(tmp_path, token):
     assert [item.split()[1] for item in progress[1:]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]"]
     assert labs() == []
     assert not [name for name in netns_names() if name.startswith(f"pn{lab_id}-")]
+
+
+@pytest.mark.root
+def test_an_up_failing_while_it_writes_the_names_removes_what_it_made(tmp_path, token):
+    """No ``ln``: the names files are written, not linked; the files, their folder and the namespaces go."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("ip", "nsenter", "sysctl", "ls", "mkdir", "tee", "rm", "rmdir", "cat"):
+        (tools / tool).symlink_to(str(shutil.which(tool)))
+    result = cli("up", "--verbose", str(write_topology(tmp_path, token)), env={**os.environ, "PATH": str(tools)})
+    assert result.returncode == 1 and "'ln' is not available" in result.stderr and "coreutils" in result.stderr
+    *progress, _ = result.stderr.splitlines()
+    lab_id = re.findall(rf"creating lab cli-{token} \((\w+)\)", progress[0])[0]
+    assert [item.split()[1] for item in progress[1:]] == ["[1/5]", "[2/5]"]
+    assert labs() == []
+    assert not [name for name in netns_names() if name.startswith(f"pn{lab_id}-")]
+    assert not (Path(os.environ["PYNETNS_RUNTIME_DIR"]) / "names").exists()
 
 
 @pytest.mark.root
