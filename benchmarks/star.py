@@ -4,7 +4,9 @@ One network (a bridge in a throwaway namespace that plays the host, with
 outbound NAT), N namespaces each with a veth ``eth0``, an address, a default
 route and one published TCP port (host port 20000+i → 80):
 
-  (a) pynetns ``Lab(isolated=True)``
+  (a) pynetns ``Lab(isolated=True)``; its members resolve each other by name (one ``/etc/netns/NAME``
+      link each, to its files in /run), which (a') leaves out: ``Lab(isolated=True, names=False)``,
+      the same work as (d)
   (b) naive: one process per command, as Mininet does (``nft add rule`` per port)
   (c) pyroute2 (netlink from Python) for the links, when installed; pyroute2 has no
       usable nftables API, so its rules go in one ``nft -f`` as in (d)
@@ -64,9 +66,10 @@ def nft_script(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pynetns_lab(n: int, prefix: str, host: Host | None = None, ports: bool = True) -> None:
-    """(a): ``ports=False`` leaves out the published ports (the star's links and addresses only)."""
-    with Lab(isolated=True, host=host) as lab:
+def pynetns_lab(n: int, prefix: str, host: Host | None = None, ports: bool = True, names: bool = True) -> None:
+    """(a): ``ports=False`` leaves out the published ports (the star's links and addresses only); ``names=False``
+    the names files, (a')."""
+    with Lab(isolated=True, host=host, names=names) as lab:
         net = lab.network("net", subnet="10.200.0.0/16")
         for index in range(n):
             namespace = lab.namespace(f"c{index}", networks=[net])
@@ -244,6 +247,7 @@ def main() -> int:
     if privileged():
         # (e) right after (a): both then follow one star's teardown, which the kernel finishes in the background
         ways["(a) pynetns Lab"] = pynetns_lab
+        ways["(a') pynetns Lab, names=False"] = lambda n, prefix: pynetns_lab(n, prefix, names=False)
         ways["(e) pynetns Lab, rootless"] = rootless
         ways["(b) naive, a process per command"] = naive
         ways["(d) raw ip -batch script"] = raw_script

@@ -68,13 +68,22 @@ class Lab(Viewable):
     """
 
     def __init__(
-        self, name: str | None = None, host: Host | None = None, isolated: bool = False, *, id: str | None = None
+        self,
+        name: str | None = None,
+        host: Host | None = None,
+        isolated: bool = False,
+        *,
+        id: str | None = None,
+        names: bool = True,
     ) -> None:
         """``id``: the lab's short id (six hex digits), which its kernel names carry; a fresh one by default
-        (``pynetns explain FILE --id X`` shows the commands ``pynetns up FILE --id X`` runs, names and all)."""
+        (``pynetns explain FILE --id X`` shows the commands ``pynetns up FILE --id X`` runs, names and all).
+        ``names=False``: its members do not resolve each other by name (no files in ``/etc/netns``: see
+        :mod:`pynetns.lab.names`), as on Docker's default bridge."""
         id = secrets.token_hex(3) if id is None else lab_id("id", id)
         name = namespace_name("name", name) if name is not None else f"lab-{id}"
         self._state = LabState(id, name, resolve_host(host), isolated)
+        self._state.resolve_names = flag("names", names)
         self._detached = False
         self._leftovers: list[Job] = []  # the jobs of a failed apply whose undo was incomplete
 
@@ -144,7 +153,7 @@ class Lab(Viewable):
         it declares declared (``id``: its short id, else a fresh one). Nothing is created until :meth:`apply`;
         the impairments and partitions it declares come after that (:meth:`Topology.apply_faults`)."""
         isolated = topology.isolated if isolated is None else flag("isolated", isolated)
-        lab = cls(topology.name, host=host, isolated=isolated, id=id)
+        lab = cls(topology.name, host=host, isolated=isolated, id=id, names=topology.names)
         return topology.declare(lab)
 
     @classmethod
@@ -258,6 +267,8 @@ class Lab(Viewable):
         known = names.known_names(self._state)
         if name in known:
             raise InvalidValue("name", name, f"is an alias of namespace {known[name]} in this lab")
+        if aliases and not self._state.resolve_names:
+            raise InvalidValue("aliases", aliases, f"lab {self.name} resolves no names (it was made with names=False)")
         aliases = names.valid_aliases(self._state, name, aliases)
         namespace = Namespace(f"pn{self.id}-{name}", host=self.host if host is None else host)
         self.namespaces[name] = namespace

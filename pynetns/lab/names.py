@@ -229,7 +229,9 @@ class NamesJob(Job):
     def of(cls, state: LabState) -> list[NamesJob]:
         """The jobs writing what changed since the last apply: one per Host whose members' files change (their
         files are on that Host's machine)."""
-        jobs = []
+        jobs: list[NamesJob] = []
+        if not state.resolve_names:
+            return jobs
         for host in state.hosts():
             texts = wanted(state, host)
             if any(state.names.get(name) != text for name, text in texts.items()):

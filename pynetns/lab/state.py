@@ -65,6 +65,8 @@ class LabState:
         #: the Hosts where /etc/netns was missing when the names were first written: this lab may have made it
         #: there (their journals say; each machine has its own /etc)
         self.etc_netns: set[Host] = set()
+        #: the members resolve each other by name (``Lab(names=False)``: no names files)
+        self.resolve_names = True
         self.destroyed = False
         #: journaled as owned by no process (:meth:`Lab.detach <pynetns.Lab.detach>`)
         self.persistent = False

@@ -429,6 +429,8 @@ class Topology:
 
     name: str | None = attrs.field(default=None, converter=converter(optional(namespace_name)))  # type: ignore[misc]
     isolated: bool = attrs.field(default=False, converter=converter(flag))  # type: ignore[misc]
+    #: ``names = false``: the members do not resolve each other by name (``Lab(names=False)``)
+    names: bool = attrs.field(default=True, converter=converter(flag))  # type: ignore[misc]
     networks: tuple[NetworkSpec, ...] = attrs.field(default=(), converter=tuple)
     namespaces: tuple[NamespaceSpec, ...] = attrs.field(default=(), converter=tuple)
     links: tuple[LinkSpec, ...] = attrs.field(default=(), converter=tuple)
@@ -511,6 +513,7 @@ class Topology:
             {},
             name=top.get("name"),
             isolated=top.get("isolated", False),
+            names=top.get("names", True),
             networks=networks,
             namespaces=namespaces,
             links=links,
@@ -528,6 +531,8 @@ class Topology:
 
         data: dict[str, Any] = _present({"name": self.name})
         data["isolated"] = self.isolated
+        if not self.names:
+            data["names"] = False
         data["networks"] = {
             spec.name: _present({key: getattr(spec, key) for key in _NETWORK}) for spec in self.networks
         }
@@ -844,7 +849,7 @@ class Topology:
 
 # -- parsing --------------------------------------------------------------
 
-_TOP = ("name", "isolated", "networks", "namespaces", "links", "publish", "impair", "partition")
+_TOP = ("name", "isolated", "names", "networks", "namespaces", "links", "publish", "impair", "partition")
 _NETWORK = ("subnet", "gateway", "nat", "internal", "mtu", "isolate", "subnet6", "ipv6")
 _NAMESPACE = ("networks", "aliases")
 _ATTACH = ("network", "ip", "ifname", "impair")

@@ -10,6 +10,7 @@ from pynetns import Host, InvalidInput, InvalidValue
 from pynetns.backends.iproute2 import Iproute2
 from pynetns.lab import Lab
 from pynetns.lab.names import MARKER, hosts_text, release_etc
+from pynetns.lab.topology import Topology
 from pynetns.runner import CompletedCommand, LocalRunner
 
 
@@ -137,3 +138,17 @@ def test_the_marker_comes_back_when_a_folder_came_in_during_the_release(tmp_path
     assert sorted(path.name for path in etc.iterdir()) == [MARKER, theirs.name]
     theirs.rmdir()
     assert release_etc(Host(links=Elsewhere())) == [] and not etc.exists()
+
+
+def test_a_lab_made_with_names_false_writes_no_names_files():
+    lab = Lab("plain", host=Host(dry_run=True), names=False)
+    front = lab.network("front", subnet="10.32.0.0/24")
+    lab.namespace("web", networks=[front])
+    text = lab.explain()
+    assert "/etc/netns" not in text and "tee" not in text and "netns add" in text
+    with pytest.raises(InvalidValue, match="resolves no names"):
+        lab.namespace("db", networks=[front], aliases=["postgres"])
+    assert "db" not in lab.namespaces
+    topology = Topology.from_dict({"name": "plain", "names": False, "networks": {"front": {}}})
+    assert topology.names is False and topology.to_dict()["names"] is False
+    assert "/etc/netns" not in Lab.from_topology(topology, host=Host(dry_run=True)).explain()
