@@ -93,17 +93,37 @@ def stages(state: LabState) -> list[list[Job]]:
 def hosts_text(state: LabState, namespace: Namespace) -> str:
     """The hosts file of ``namespace``: localhost, then every address of every member of its networks, with that
     member's name and aliases (the networks in the member's order, their members in declaration order)."""
-    # the same text for every member of the same networks: one ``tee`` writes all their files
-    lines = [f"# the names on the networks of lab {state.name} ({state.id}), written by pynetns\n"]
-    lines.append(LOCALHOST)
-    networks = [endpoint.network for endpoint in state.endpoints if endpoint.namespace is namespace]
-    for net in networks:
+    return _HostsTexts(state).of(namespace)
+
+
+class _HostsTexts:
+    """The hosts files of a lab's members, each network's lines made once: a member's text depends only on its
+    networks, so a lab of N members on one network costs N lines, not N² (nor N³ with the name lookups)."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        self.declared = {namespace: name for name, namespace in state.namespaces.items()}
+        self.lines: dict[str, list[str]] = {}
+        self.texts: dict[tuple[str, ...], str] = {}
+        self.networks: dict[Namespace, list[str]] = {}
         for endpoint in state.endpoints:
-            if endpoint.network is net:
-                name = state.name_of(endpoint.namespace)
-                names = " ".join([name, *state.aliases.get(name, ())])
-                lines += [f"{address.ip}\t{names}\n" for address in endpoint.addresses]
-    return "".join(lines)
+            self.networks.setdefault(endpoint.namespace, []).append(endpoint.network.name)
+            name = self.declared.get(endpoint.namespace, endpoint.namespace.name)
+            names = " ".join([name, *state.aliases.get(name, ())])
+            self.lines.setdefault(endpoint.network.name, []).extend(
+                f"{address.ip}\t{names}\n" for address in endpoint.addresses
+            )
+
+    def of(self, namespace: Namespace) -> str:
+        networks = tuple(self.networks.get(namespace, ()))
+        text = self.texts.get(networks)
+        if text is None:
+            # the same text for every member of the same networks: one ``tee`` writes all their files
+            head = f"# the names on the networks of lab {self.state.name} ({self.state.id}), written by pynetns\n"
+            text = self.texts[networks] = "".join(
+                [head, LOCALHOST, *(line for net in networks for line in self.lines[net])]
+            )
+        return text
 
 
 def nsswitch_text(text: str) -> str | None:
@@ -156,11 +176,8 @@ def valid_aliases(state: LabState, name: str, aliases: Sequence[str]) -> tuple[s
 
 def wanted(state: LabState, host: Host) -> dict[str, str]:
     """The hosts file of every member living on ``host``, by the member's kernel name."""
-    return {
-        namespace.name: hosts_text(state, namespace)
-        for namespace in state.namespaces.values()
-        if namespace.host is host
-    }
+    texts = _HostsTexts(state)
+    return {namespace.name: texts.of(namespace) for namespace in state.namespaces.values() if namespace.host is host}
 
 
 def _folder(host: Host, name: str) -> str:
