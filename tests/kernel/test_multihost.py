@@ -336,3 +336,24 @@ def test_an_ipv6_network_over_an_ipv6_underlay(machines):
         assert ping(db, lab.ip("web")) and ping(db, lab.gateway(front, b))
         lab_id = lab.id
     assert group.gone(lab_id)
+
+
+@root
+def test_a_dual_stack_network_spanning_two_machines(machines):
+    """Both families across the overlay: each member has both addresses and reaches the other on both. IPv4
+    leaves through each machine's own gateway; IPv6 through the network's gateway on the lab's machine,
+    reached over the overlay (only the lab's machine's bridge has an IPv6 address)."""
+    group = machines(2)
+    b = group.hosts[1]
+    with group.lab("dual") as lab:
+        front = lab.network("front", subnet="10.69.0.0/24", subnet6="fd00:69::/64")
+        web = lab.namespace("web", [front])
+        db = lab.namespace("db", [front], host=b)
+        lab.apply()
+        assert ping(web, lab.ip("db")) and ping(web, lab.ip("db", version=6))
+        assert ping(db, lab.ip("web", version=6))
+        assert db.run(["ip", "-4", "route", "show", "default"]).stdout.split()[2] == str(lab.gateway(front, b))
+        gateway6 = db.run(["ip", "-6", "route", "show", "default"]).stdout.split()[2]
+        assert gateway6 == str(front.gateways[1].ip) and ping(db, gateway6)  # the lab's machine answers
+        lab_id = lab.id
+    assert group.gone(lab_id)
