@@ -353,7 +353,11 @@ def claim_etc(host: Host, names: Sequence[str]) -> None:
             raise
         raise PermissionDenied(str(error)) from error
     else:
-        host.run(links.write_files([f"{etc}/{MARKER}"]), input=MARKER_TEXT)
+        try:
+            host.run(links.write_files([f"{etc}/{MARKER}"]), input=MARKER_TEXT)
+        except BaseException:
+            host.run(links.remove_dirs([etc]), check=False)  # made here and not marked: it must not stay
+            raise
 
 
 def release_etc(host: Host, *, unmarked: bool = False) -> list[Exception]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pynetns import Host, InvalidInput, InvalidValue
+from pynetns import CommandError, Host, InvalidInput, InvalidValue
 from pynetns.backends.iproute2 import Iproute2
 from pynetns.lab import Lab
-from pynetns.lab.names import MARKER, hosts_text, release_etc
+from pynetns.lab.names import MARKER, claim_etc, hosts_text, release_etc
 from pynetns.lab.topology import Topology
 from pynetns.runner import CompletedCommand, LocalRunner
 
@@ -152,3 +152,26 @@ def test_a_lab_made_with_names_false_writes_no_names_files():
     topology = Topology.from_dict({"name": "plain", "names": False, "networks": {"front": {}}})
     assert topology.names is False and topology.to_dict()["names"] is False
     assert "/etc/netns" not in Lab.from_topology(topology, host=Host(dry_run=True)).explain()
+
+
+class MarkerFails(LocalRunner):
+    """Fails the command writing the marker, as if the machine refused it (or it was killed)."""
+
+    def _execute(self, argv, input, timeout) -> CompletedCommand:
+        if argv[0] == "tee" and argv[-1].endswith(MARKER):
+            return CompletedCommand(argv, 1, "", "tee: refused")
+        return super()._execute(argv, input, timeout)
+
+
+def test_a_folder_made_but_not_marked_does_not_stay(tmp_path):
+    """``/etc/netns`` made, its marker not written: claiming it fails and leaves no unmarked folder behind
+    (nothing would ever say pynetns made it)."""
+    etc = tmp_path / "netns"
+
+    class Elsewhere(Iproute2):
+        netns_etc = str(etc)
+
+    host = Host(links=Elsewhere(), runner=MarkerFails())
+    with pytest.raises(CommandError):
+        claim_etc(host, ["pnabcdef-a"])
+    assert not etc.exists()
