@@ -295,6 +295,10 @@ class LinkBackend(ABC):
         """The whole command removing the files ``paths``; one already gone is no failure."""
         return ("rm", "-f", "--", *paths)
 
+    def remove_dir(self, path: str) -> Argv:
+        """The whole command removing the folder ``path`` if it is empty ("Directory not empty" otherwise)."""
+        return ("rmdir", "--", path)
+
     def remove_dirs(self, paths: Sequence[str]) -> Argv:
         """The whole command removing the folders ``paths`` that are empty (one holding something stays)."""
         return ("rmdir", "--ignore-fail-on-non-empty", "--", *paths)

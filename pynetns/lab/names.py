@@ -41,7 +41,7 @@ from ..errors import AlreadyExists, CommandError, InvalidValue, NotFound, Permis
 from ..host import Host
 from ..locking import host_lock
 from ..namespace import Namespace
-from ..plan import Plan, Step
+from ..plan import Plan, Step, attach_undo_errors, undo_errors
 from ..runner import Call
 from ..validation import hostname
 from .compile import Job, PlanJob, write_journal
@@ -241,6 +241,8 @@ class NamesJob(Job):
                 plan.add(Step(links.write_files(files), undo=undo, input=text))
         self.plan = plan
         self.skipped = False
+        #: what failed while letting /etc/netns go after a failure (the lab's undo was then incomplete)
+        self.unreleased: list[Exception] = []
 
     @classmethod
     def of(cls, state: LabState) -> list[NamesJob]:
@@ -269,6 +271,20 @@ class NamesJob(Job):
                 write_journal(self.state, [self.host])  # (the host lock: taken before the etc lock, as cleanup does)
         if self.fresh:
             self._add_nsswitch()
+        try:
+            self._write()
+        except BaseException as error:
+            attach_undo_errors(error, self.unreleased)
+            if undo_errors(error):  # its undo may have left /etc/netns without its marker: destroy() and cleanup()
+                self.state.etc_netns.add(self.host)  # remove it (if empty), told by the journal
+                with contextlib.suppress(Exception):
+                    write_journal(self.state, [self.host])
+            raise
+        if not self.skipped:
+            self.state.names.update(self.texts)
+
+    def _write(self) -> None:
+        links = self.host.links
         with etc_lock(self.host):
             for attempt in range(3):
                 if self.fresh:
@@ -290,16 +306,23 @@ class NamesJob(Job):
                     # /etc/netns went meanwhile (the last lab of a process the lock does not reach, in another
                     # network namespace, removed it): the plan made nothing; make it again
                     if attempt == 2 or not self.fresh:
-                        release_etc(self.host)
-                        prune_stores(self.host)
+                        self._release()
                         raise
                     continue
                 except BaseException:
-                    release_etc(self.host)
-                    prune_stores(self.host)
+                    self._release()
                     raise
                 break
-        self.state.names.update(self.texts)
+
+    def _release(self) -> list[Exception]:
+        """Let ``/etc/netns`` go if this lab's job leaves it with only the marker; if that failed half-way, the
+        lab may have left it unmarked: its destroy and cleanup then remove it even so (when it is empty)."""
+        failures = release_etc(self.host)
+        if failures:
+            self.state.etc_netns.add(self.host)
+            self.unreleased += failures
+        prune_stores(self.host)
+        return failures
 
     def _add_nsswitch(self) -> None:
         """Where the host's ``nsswitch.conf`` resolves hosts by more than files and DNS (``myhostname``, systemd's
@@ -318,13 +341,12 @@ class NamesJob(Job):
             return []
         with etc_lock(self.host):
             failures = self.plan.undo_plan().rollback(self.host.runner)
-            prune_stores(self.host)
             for name in self.texts:  # its own members' only: another Host's job keeps its own
                 if name in self.before:
                     self.state.names[name] = self.before[name]
                 else:
                     self.state.names.pop(name, None)
-            failures += release_etc(self.host)
+            failures += self._release()
         return failures
 
 
@@ -335,38 +357,51 @@ def etc_lock(host: Host) -> contextlib.AbstractContextManager[None]:
 
 def claim_etc(host: Host, names: Sequence[str]) -> None:
     """Make ``/etc/netns`` (with the marker saying pynetns made it) if it is missing; refuse (AlreadyExists) if a
-    folder of ``names`` is there already: it is not this lab's, so the lab neither writes in it nor removes it."""
+    folder of ``names`` is there already: it is not this lab's, so the lab neither writes in it nor removes it.
+
+    A process the lock does not reach (another network namespace) may remove ``/etc/netns`` between the
+    ``mkdir`` that found it and the listing: then it is made again."""
     links = host.links
     etc = links.netns_etc
-    try:
-        host.run(links.make_dirs([etc]))
-    except AlreadyExists:
-        present = set(host.run(links.list_dir(etc)).stdout.split())
-        taken = [name for name in names if name in present]
-        if taken:
-            raise AlreadyExists(
-                f"{', '.join(_folder(host, name) for name in taken)} exists already, not made by this lab: "
-                "remove it, or apply the lab again (a new lab has new names)"
-            ) from None
-    except CommandError as error:  # "Read-only file system" and the like: nothing can be written there
-        if isinstance(error, PermissionDenied):
-            raise
-        raise PermissionDenied(str(error)) from error
-    else:
+    for attempt in range(3):
         try:
-            host.run(links.write_files([f"{etc}/{MARKER}"]), input=MARKER_TEXT)
-        except BaseException:
-            host.run(links.remove_dirs([etc]), check=False)  # made here and not marked: it must not stay
-            raise
+            host.run(links.make_dirs([etc]))
+        except AlreadyExists:
+            listing = host.run(links.list_dir(etc), check=attempt == 2)
+            if listing.returncode != 0:
+                continue  # gone meanwhile: make it again
+            present = set(listing.stdout.split())
+            taken = [name for name in names if name in present]
+            if taken:
+                raise AlreadyExists(
+                    f"{', '.join(_folder(host, name) for name in taken)} exists already, not made by this lab: "
+                    "remove it, or apply the lab again (a new lab has new names)"
+                ) from None
+        except CommandError as error:  # "Read-only file system" and the like: nothing can be written there
+            if isinstance(error, PermissionDenied):
+                raise
+            raise PermissionDenied(str(error)) from error
+        else:
+            try:
+                host.run(links.write_files([f"{etc}/{MARKER}"]), input=MARKER_TEXT)
+            except BaseException as error:  # made here and not marked: it must not stay
+                removal = host.run(links.remove_dir(etc), check=False)
+                if removal.returncode != 0 and "No such file" not in removal.stderr:
+                    failure = CommandError(removal.argv, removal.returncode, removal.stdout, removal.stderr)
+                    attach_undo_errors(error, [failure])  # the caller's undo is incomplete: it stays unmarked
+                raise
+        return
 
 
 def release_etc(host: Host, *, unmarked: bool = False) -> list[Exception]:
     """Remove ``/etc/netns`` if pynetns made it and nothing but its marker is left; return the failures.
 
     ``unmarked``: also when it is empty without the marker (the journal of a lab killed between making the
-    folder and its marker says it may have made it). A lab of a process the lock does not reach (another
-    network namespace) may put its folder in meanwhile: then ``rmdir`` finds the folder not empty and the
-    marker is written back, so the last one out still removes it.
+    folder and its marker, or whose undo failed half-way, says it may have made it); holding other labs'
+    entries then, it gets the marker, so the last of them removes it. A lab of a process the lock does not
+    reach (another network namespace) may put its folder in meanwhile: then ``rmdir`` finds the folder not
+    empty and the marker is written back, so the last one out still removes it; so it is when ``rmdir``
+    fails otherwise (that failure is returned).
     """
     links = host.links
     etc = links.netns_etc
@@ -374,13 +409,24 @@ def release_etc(host: Host, *, unmarked: bool = False) -> list[Exception]:
     with etc_lock(host):
         listing = host.run(links.list_dir(etc), check=False)
         entries = listing.stdout.split()
+        if listing.returncode == 0 and unmarked and entries and MARKER not in entries:
+            # it may be pynetns' and other labs' entries are in it now: marked, the last of them removes it
+            try:
+                host.run(links.write_files([marker]), input=MARKER_TEXT)
+            except CommandError as error:
+                return [error]
+            return []
         if listing.returncode != 0 or entries not in ([MARKER], *([[]] if unmarked else [])):
             return []
         try:
             host.run(links.remove_files([marker]))
-            host.run(links.remove_dirs([etc]), check=False)  # (kept if a folder came in)
-            if host.run(links.list_dir(etc), check=False).returncode == 0:
-                host.run(links.write_files([marker]), input=MARKER_TEXT)  # someone's folder came in: still ours
+            # only a removal that succeeded lets the marker go: a folder came in meanwhile, or the removal
+            # failed, and it is still pynetns' (a failure is returned, after the marker is back)
+            removal = host.run(links.remove_dir(etc), check=False)
+            if removal.returncode != 0 and "No such file" not in removal.stderr:
+                host.run(links.write_files([marker]), input=MARKER_TEXT)
+                if "not empty" not in removal.stderr:
+                    return [CommandError(removal.argv, removal.returncode, removal.stdout, removal.stderr)]
         except CommandError as error:
             return [error]
     return []
@@ -424,7 +470,8 @@ def remove(state: LabState) -> list[Exception]:
     failures: list[Exception] = []
     for host in state.hosts():  # each Host's members' files are on its machine
         mine = [namespace.name for namespace in state.namespaces.values() if namespace.host is host]
-        failures += remove_names(host, [name for name in state.names if name in mine])
+        unmarked = host in state.etc_netns  # it may have made /etc/netns (or left it unmarked): empty, it goes
+        failures += remove_names(host, [name for name in state.names if name in mine], unmarked=unmarked)
     if not failures:
         state.names.clear()
     return failures

@@ -175,3 +175,23 @@ def test_a_folder_made_but_not_marked_does_not_stay(tmp_path):
     with pytest.raises(CommandError):
         claim_etc(host, ["pnabcdef-a"])
     assert not etc.exists()
+
+
+def test_an_unmarked_folder_a_lab_may_have_made_gets_the_marker_while_others_use_it(tmp_path):
+    """The journal says the lab may have made /etc/netns (its undo failed after removing the marker), and other
+    labs' entries are in it now: it is marked, so the last of them removes it; empty, it goes at once."""
+    etc = tmp_path / "netns"
+
+    class Elsewhere(Iproute2):
+        netns_etc = str(etc)
+
+    host = Host(links=Elsewhere(), runner=LocalRunner())
+    etc.mkdir()
+    (etc / "pnabcdef-a").mkdir()
+    assert release_etc(host, unmarked=True) == []
+    assert sorted(path.name for path in etc.iterdir()) == [MARKER, "pnabcdef-a"]
+    (etc / "pnabcdef-a").rmdir()
+    assert release_etc(host) == [] and not etc.exists()  # the last one out
+    etc.mkdir()
+    assert release_etc(host) == [] and etc.exists()  # unmarked, not said to be pynetns': left alone
+    assert release_etc(host, unmarked=True) == [] and not etc.exists()
