@@ -39,7 +39,8 @@ def run(pynetns, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=60, cwd="/")
 
 
-def topology(folder: Path, name: str) -> Path:
+def topology(folder: Path, name: str, more: str = "") -> Path:
+    """Lab ``name``: web and db on front (10.83.0.0/24); ``more``: TOML lines added to front's table."""
     path = folder / f"{name}.toml"
     path.write_text(
         textwrap.dedent(f"""\
@@ -47,12 +48,18 @@ def topology(folder: Path, name: str) -> Path:
 
         [networks.front]
         subnet = "10.83.0.0/24"
+        {more}
 
         [namespaces.web]
         networks = ["front"]
 
         [namespaces.db]
         networks = ["front"]
+
+        [[publish]]
+        namespace = "web"
+        host_port = 8080
+        port = 80
         """)
     )
     return path
@@ -215,21 +222,7 @@ def test_a_dual_stack_lab_up_without_root_answers_on_both_loopbacks_until_down(p
     the published port outlives the CLI, inside the sandbox, until ``down``."""
     argv, env, folder = pynetns
     name = f"n6-{token}"
-    path = folder / f"{name}.toml"
-    path.write_text(
-        textwrap.dedent(f"""\
-        name = "{name}"
-        [networks.front]
-        subnet = "10.87.0.0/24"
-        ipv6 = true
-        [namespaces.web]
-        networks = ["front"]
-        [[publish]]
-        namespace = "web"
-        host_port = 8080
-        port = 80
-        """)
-    )
+    path = topology(folder, name, "ipv6 = true")
     up = run(pynetns, "up", str(path))
     assert up.returncode == 0, up.stderr
     sandbox = record(folder, name)
